@@ -1,0 +1,38 @@
+"""The member-major batch layout used across the library.
+
+A batch of B inputs tiled for M members has shape ``(M*B, ...)`` and member ``m`` owns rows
+``m*B : (m+1)*B`` -- exactly what ``x.repeat(M, 1, ...)`` produces. Masksembles and
+BatchEnsemble layers read this layout; ``split_members`` turns a member-major output back into
+``(M, B, ...)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._validation import check_int, check_tensor
+
+
+def repeat_members(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Tile a batch for ``n`` members: ``(B, ...) -> (n*B, ...)``, member-major.
+
+    Member ``m`` owns rows ``m*B:(m+1)*B``; each block is a copy of ``x``.
+    """
+    check_tensor("x", x)
+    n = check_int("n", n, minimum=1)
+    if x.ndim == 0:
+        raise ValueError("x must have a batch dimension, got a 0-dimensional tensor")
+    return x.repeat(n, *([1] * (x.ndim - 1)))
+
+
+def split_members(y: torch.Tensor, n: int) -> torch.Tensor:
+    """View a member-major batch as members: ``(n*B, ...) -> (n, B, ...)`` (no copy)."""
+    check_tensor("y", y)
+    n = check_int("n", n, minimum=1)
+    if y.ndim == 0 or y.shape[0] % n != 0:
+        size = "a 0-dimensional tensor" if y.ndim == 0 else f"batch size {y.shape[0]}"
+        raise ValueError(
+            f"split_members needs a batch size that is a multiple of n={n}, got {size}; "
+            "build member-major batches with repeat_members(x, n)"
+        )
+    return y.reshape(n, y.shape[0] // n, *y.shape[1:])
