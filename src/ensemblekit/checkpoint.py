@@ -1,0 +1,249 @@
+"""Checkpoints that rebuild a model from the file alone, for every method.
+
+A checkpoint is a ``torch.save``'d dict with a format tag and version, the model's ``config``
+(``build_model(**config)`` rebuilds the architecture) and its full ``state_dict`` -- Masksembles
+masks, BatchEnsemble fast weights and every ensemble member included. Training checkpoints
+(written by :func:`ensemblekit.train.train_model` after every epoch) add the optimizer,
+learning-rate schedule, gradient scaler, random-number-generator states and epoch, so a killed
+run resumes exactly. ``load`` reads training checkpoints too.
+
+Files are written atomically (temporary file, fsync, rename): a process killed mid-save leaves
+the previous checkpoint intact. Files are read with ``torch.load(weights_only=True)``, so reading
+an untrusted file runs no pickled code. Anything that is not a complete checkpoint of this format
+raises ``ValueError`` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .atomic import atomic_torch_save
+
+FORMAT = "ensemblekit.checkpoint"
+FORMAT_VERSION = 1
+_KINDS = ("model", "training")
+_TRAINING_KEYS = ("optimizer", "scheduler", "epoch", "history", "rng", "data_order")
+_LISTED = 8  # how many offending keys an error message spells out
+
+
+def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict | None = None) -> Path:
+    """Write ``model`` (its ``config`` and full ``state_dict``) to ``path`` atomically.
+
+    ``model`` must come from :func:`ensemblekit.methods.build_model` (anything with a
+    JSON-serialisable ``.config`` that ``build_model(**config)`` accepts). ``metadata`` is an
+    optional JSON-serialisable dict stored alongside (dataset name, metrics, ...).
+    """
+    payload = _model_payload(model, kind="model", require_config=True)
+    if metadata is not None:
+        payload["metadata"] = _check_json("metadata", metadata)
+    return atomic_torch_save(payload, path)
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model stored at ``path`` (a :func:`save` or training checkpoint), in eval mode.
+
+    Building the model does not disturb the caller's random-number generators, and the stored
+    tensors are copied in exactly: the reloaded model predicts bit-identically to the saved one.
+    """
+    payload = read_checkpoint(path, map_location=map_location)
+    config = payload["model_config"]
+    if config is None:
+        raise ValueError(
+            f"{path} holds weights but no model config (the model was not built with "
+            "ensemblekit.methods.build_model); build the same model yourself and call "
+            "ensemblekit.checkpoint.load_into(model, path)"
+        )
+    from .methods import build_model  # the registry imports every backbone; only needed here
+
+    # Building initialises weights (and may draw masks) from the global RNG; fork it so
+    # loading a model leaves the caller's random stream where it was.
+    with torch.random.fork_rng(devices=[]):
+        try:
+            model = build_model(**config)
+        except (TypeError, ValueError, KeyError) as error:
+            raise ValueError(
+                f"{path}: cannot rebuild the model from its stored config {config}: {error}"
+            ) from error
+    restore_state_dict(model, payload["state_dict"], source=str(path), file_config=config)
+    if isinstance(map_location, (str, torch.device)):
+        model.to(map_location)
+    return model.eval()
+
+
+def load_into(
+    model: nn.Module, path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> nn.Module:
+    """Copy the weights stored at ``path`` into an existing ``model``; explain any mismatch."""
+    payload = read_checkpoint(path, map_location=map_location)
+    restore_state_dict(
+        model, payload["state_dict"], source=str(path), file_config=payload["model_config"]
+    )
+    return model
+
+
+def restore_state_dict(
+    model: nn.Module, state_dict: dict, *, source: str, file_config: dict | None = None
+) -> None:
+    """``model.load_state_dict(state_dict)``, raising a ``ValueError`` that lists what differs.
+
+    The message names missing and unexpected keys, keys whose shapes differ (file vs model),
+    and the differing fields of the two configs when both are known.
+    """
+    own = model.state_dict()
+    missing = sorted(own.keys() - state_dict.keys())
+    unexpected = sorted(state_dict.keys() - own.keys())
+    reshaped = [
+        f"{key}: file {tuple(state_dict[key].shape)} vs model {tuple(own[key].shape)}"
+        for key in own.keys() & state_dict.keys()
+        if tuple(own[key].shape) != tuple(state_dict[key].shape)
+    ]
+    if missing or unexpected or reshaped:
+        problems = []
+        if missing:
+            problems.append(f"keys the file lacks: {_shortlist(missing)}")
+        if unexpected:
+            problems.append(f"keys the model lacks: {_shortlist(unexpected)}")
+        if reshaped:
+            problems.append(f"shape mismatches: {_shortlist(sorted(reshaped))}")
+        model_config = getattr(model, "config", None)
+        if isinstance(file_config, dict) and isinstance(model_config, dict):
+            differing = [
+                f"{key}={file_config.get(key)!r} in the file vs {model_config.get(key)!r}"
+                for key in sorted(file_config.keys() | model_config.keys())
+                if file_config.get(key) != model_config.get(key)
+            ]
+            if differing:
+                problems.append(f"config differs: {', '.join(differing)}")
+        raise ValueError(
+            f"{source} does not fit this model's architecture; " + "; ".join(problems)
+            + ". Build the model with the file's config (ensemblekit.checkpoint.load rebuilds "
+            "it for you)"
+        )
+    model.load_state_dict(state_dict)
+
+
+def read_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", kind: str | None = None
+) -> dict:
+    """Read and validate a checkpoint file; return its payload dict.
+
+    ``kind="training"`` additionally requires the resume state that ``train_model`` writes.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for
+    anything else: not a torch file, truncated, written by something else, newer format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    payload = _torch_load(path, map_location)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an ensemblekit checkpoint: {_describe_foreign(payload)}")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format version {version!r}; this ensemblekit reads versions "
+            f"up to {FORMAT_VERSION}: upgrade ensemblekit to read it"
+        )
+    required = ("kind", "model_config", "state_dict")
+    if payload.get("kind") == "training" or kind == "training":
+        required += _TRAINING_KEYS
+    problems = [f"missing {key!r}" for key in required if key not in payload]
+    if payload.get("kind") not in _KINDS:
+        problems.append(f"unknown kind {payload.get('kind')!r}")
+    if problems:
+        raise ValueError(
+            f"{path} is an incomplete ensemblekit checkpoint ({', '.join(problems)}); it was "
+            "not written by ensemblekit.save or train_model"
+        )
+    if kind is not None and payload["kind"] != kind:
+        raise ValueError(
+            f"{path} is a {payload['kind']!r} checkpoint, but a {kind!r} checkpoint is needed "
+            "(training checkpoints are the ones train_model writes into checkpoint_dir)"
+        )
+    return payload
+
+
+def save_training_checkpoint(path: str | os.PathLike, *, model: nn.Module, **state) -> Path:
+    """Write a training checkpoint atomically: the model plus the resume state in ``state``.
+
+    ``state`` must hold the keys ``optimizer``, ``scheduler``, ``epoch``, ``history``, ``rng``
+    (one :func:`ensemblekit.seeding.get_rng_state` per process) and ``data_order`` (the
+    data-order generator's state); extra keys (``scaler``, ``train_config``) are kept.
+    """
+    absent = [key for key in _TRAINING_KEYS if key not in state]
+    if absent:
+        raise ValueError(f"a training checkpoint needs {', '.join(absent)}")
+    payload = _model_payload(model, kind="training", require_config=False)
+    payload.update(state)
+    return atomic_torch_save(payload, path)
+
+
+def _model_payload(model: nn.Module, *, kind: str, require_config: bool) -> dict:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    config = getattr(model, "config", None)
+    if config is None and require_config:
+        raise ValueError(
+            f"{type(model).__name__} has no .config, so the file could not rebuild it; build "
+            "models with ensemblekit.methods.build_model, or save a bare state_dict with "
+            "torch.save(model.state_dict(), path)"
+        )
+    if config is not None:
+        config = _check_json("model.config", dict(config))
+    state_dict = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "model_config": config,
+        "state_dict": state_dict,
+    }
+
+
+def _torch_load(path: Path, map_location) -> object:
+    if not zipfile.is_zipfile(path):
+        size = path.stat().st_size
+        raise ValueError(
+            f"{path} is not a torch checkpoint ({'empty file' if size == 0 else f'{size} bytes'} "
+            "without the zip structure torch.save writes); it is truncated or a different kind "
+            "of file"
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"{path} cannot be read as an ensemblekit checkpoint: it is truncated, corrupt, or "
+            f"holds objects other than tensors and plain containers "
+            f"({type(error).__name__}: {reason[:200]})"
+        ) from error
+
+
+def _describe_foreign(payload) -> str:
+    if not isinstance(payload, dict):
+        return f"it holds a {type(payload).__name__}, not a checkpoint dict"
+    if payload and all(isinstance(value, torch.Tensor) for value in payload.values()):
+        return (
+            "it looks like a bare state_dict (no 'format' key); build the model and call "
+            "model.load_state_dict(torch.load(path))"
+        )
+    keys = ", ".join(repr(key) for key in list(payload)[:_LISTED])
+    return f"no {FORMAT!r} format key (top-level keys: {keys or 'none'})"
+
+
+def _check_json(name: str, value: dict) -> dict:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be JSON-serialisable to be stored: {error}") from error
+    return value
+
+
+def _shortlist(items: list[str]) -> str:
+    shown = ", ".join(items[:_LISTED])
+    return shown + (f" (and {len(items) - _LISTED} more)" if len(items) > _LISTED else "")

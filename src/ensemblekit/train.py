@@ -1,0 +1,521 @@
+"""One training loop for every method.
+
+Every method trains through the same contract::
+
+    model.train(); logits = model(x); loss = F.cross_entropy(logits, model.training_targets(y))
+
+so this file knows nothing about masks, fast weights or members. What it does:
+
+- batches in-memory tensors by indexing (no per-item Python work), other datasets through a
+  ``DataLoader`` fed the same index batches;
+- augments, then normalises, each batch of [0, 1] images on the training device;
+- SGD (momentum, Nesterov) or AdamW over ``model.parameter_groups``, with a multistep, cosine or
+  constant learning-rate schedule stepped every batch, optional linear warm-up;
+- mixed precision on CUDA (bf16, or fp16 with a gradient scaler); plain fp32 on CPU;
+- under ``torchrun``, ``DistributedDataParallel`` with the epoch's permutation sharded by rank;
+- a checkpoint after every epoch (atomic), and exact resumption from it.
+
+``TrainConfig.batch_size`` is the global batch: K processes each take ``batch_size / K`` rows of
+the same permuted batch, so a run's optimisation does not depend on how many processes run it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from tqdm.auto import tqdm
+
+from . import checkpoint, distributed
+from ._validation import check_choice, check_float, check_int, check_tensor
+from .seeding import get_rng_state, seed_everything, set_rng_state
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("multistep", "cosine", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+CHECKPOINT_NAME = "last.pt"
+
+# Fields that may change between a run and its resumption without changing what it computes.
+_RESUMABLE_CHANGES = ("progress", "compile", "device", "num_workers")
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides how a model is trained. Checked when constructed.
+
+    Learning-rate schedule (stepped every batch): ``"multistep"`` multiplies ``lr`` by ``gamma``
+    at each epoch in ``milestones``; ``"cosine"`` anneals from ``lr`` to 0 over the run;
+    ``"constant"`` keeps ``lr``. Any of them can start with ``warmup_epochs`` of linear warm-up.
+
+    Data hooks: ``augment`` and ``normalize`` map a batch of [0, 1] images ``(B, C, H, W)``,
+    already on the training device, to a batch of the same shape; ``augment`` runs first and may
+    use the global torch RNG (its state is checkpointed). Left as ``None`` with ``dataset`` set,
+    they are looked up by name in :mod:`ensemblekit.data` (set ``augment=False`` to train a named
+    dataset without augmentation); with neither, images go in unchanged.
+
+    ``precision`` selects CUDA autocast (``"bf16"``, or ``"fp16"`` with a gradient scaler); on CPU
+    training is always fp32. ``deterministic=True`` asks torch for deterministic kernels
+    (slower on GPU; CPU runs are reproducible without it).
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: Sequence[int] = ()
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    precision: str = "bf16"
+    seed: int = 0
+    compile: bool = False
+    deterministic: bool = False
+    progress: bool = True
+    device: str | None = None
+    num_workers: int = 0
+    dataset: str | None = None
+    augment: Transform | bool | None = None
+    normalize: Transform | None = None
+
+    def __post_init__(self) -> None:
+        self.epochs = check_int("epochs", self.epochs, minimum=1)
+        self.batch_size = check_int("batch_size", self.batch_size, minimum=1)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        self.lr = check_float("lr", self.lr, minimum=0.0, min_inclusive=False)
+        self.momentum = check_float("momentum", self.momentum, minimum=0.0, maximum=1.0,
+                                    max_inclusive=False)
+        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0; set momentum (e.g. 0.9) or "
+                             "nesterov=False")
+        self.betas = tuple(
+            check_float(f"betas[{i}]", beta, minimum=0.0, maximum=1.0, max_inclusive=False)
+            for i, beta in enumerate(self.betas)
+        )
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must hold two numbers, got {self.betas}")
+        self.weight_decay = check_float("weight_decay", self.weight_decay, minimum=0.0)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        self.milestones = tuple(
+            check_int("milestones", m, minimum=1, maximum=self.epochs - 1)
+            for m in self.milestones
+        ) if self.schedule == "multistep" else tuple(self.milestones)
+        if list(self.milestones) != sorted(set(self.milestones)):
+            raise ValueError(f"milestones must be strictly increasing epochs, got "
+                             f"{list(self.milestones)}; sort them and drop repeats")
+        if self.schedule == "multistep" and not self.milestones:
+            raise ValueError("schedule='multistep' needs milestones (epochs at which lr is "
+                             "multiplied by gamma), e.g. milestones=(25, 50)")
+        self.gamma = check_float("gamma", self.gamma, minimum=0.0, min_inclusive=False)
+        self.warmup_epochs = check_float("warmup_epochs", self.warmup_epochs, minimum=0.0,
+                                         maximum=self.epochs, max_inclusive=False)
+        check_choice("precision", self.precision, PRECISIONS)
+        self.seed = check_int("seed", self.seed, minimum=0)
+        self.num_workers = check_int("num_workers", self.num_workers, minimum=0)
+        for name in ("augment", "normalize"):
+            hook = getattr(self, name)
+            if hook not in (None, False) and not callable(hook):
+                raise ValueError(f"{name} must be a callable on image batches or None, got "
+                                 f"{hook!r}")
+        if self.normalize is False:
+            raise ValueError("normalize=False is not a choice; use normalize=None")
+
+    def to_dict(self) -> dict:
+        """The config as JSON-friendly values (callables by qualified name)."""
+        values = dataclasses.asdict(self)
+        for name in ("augment", "normalize"):
+            hook = values[name]
+            if callable(hook):
+                values[name] = getattr(hook, "__qualname__", type(hook).__qualname__)
+        values["milestones"] = list(values["milestones"])
+        values["betas"] = list(values["betas"])
+        return values
+
+
+def train_model(
+    model: nn.Module,
+    train_data: Dataset | tuple[torch.Tensor, torch.Tensor],
+    config: TrainConfig,
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+) -> list[dict]:
+    """Train ``model`` in place on ``train_data``; return one record per epoch.
+
+    Args:
+        model: a model from :func:`ensemblekit.methods.build_model` (any ``nn.Module`` mapping
+            ``(B, ...)`` to logits also works: it then trains as a single model).
+        train_data: ``(images, labels)`` tensors -- images ``(N, ...)`` (in [0, 1] when
+            augmentation or normalisation hooks are set), labels ``(N,)`` integer -- or any
+            ``Dataset`` of ``(image, label)`` pairs.
+        config: how to train.
+        checkpoint_dir: where ``last.pt`` is written after every epoch (main process only).
+        resume: continue from ``checkpoint_dir/last.pt`` if it exists; the result is the same
+            as an uninterrupted run.
+
+    Returns:
+        ``[{"epoch", "loss", "accuracy", "lr", "seconds"}, ...]``: the mean training loss and
+        accuracy (over all processes) of each epoch, the learning rate it ended with, and its
+        wall time.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs checkpoint_dir (the folder holding last.pt)")
+    device = _training_device(config)
+    batch_unit = _check_batch_size(model, config)
+    augment, normalize = _data_hooks(config)
+    data = _TrainingData(train_data, needs_unit_range=augment is not None or normalize is not None)
+    context = distributed.setup(device)
+
+    model.to(device)
+    seed_everything(config.seed + context.rank)  # ranks draw different dropout/augmentation
+    data_order = torch.Generator().manual_seed(config.seed)  # identical on every rank
+    steps_per_epoch = _steps_per_epoch(len(data), config.batch_size, batch_unit)
+    optimizer = _build_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, config, steps_per_epoch)
+    )
+    fp16 = device.type == "cuda" and config.precision == "fp16"
+    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+
+    history: list[dict] = []
+    start_epoch = 0
+    checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+    if resume and checkpoint_path.is_file():
+        start_epoch, history = _resume(
+            checkpoint_path, model, optimizer, scheduler, scaler, data_order, config, context
+        )
+
+    network = model
+    if context.is_distributed:
+        network = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
+    if config.compile:
+        network = torch.compile(network)
+
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch,
+        initial=start_epoch * steps_per_epoch,
+        desc="train",
+        unit="step",
+        disable=not (config.progress and context.is_main),
+        dynamic_ncols=True,
+    )
+    with _deterministic_mode(config.deterministic):
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            network.train()
+            # Running sums stay on the device: no host sync per step.
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct_sum = torch.zeros((), dtype=torch.int64, device=device)
+            count = 0
+            for x, y in data.batches(data_order, config, batch_unit, context, device):
+                if augment is not None:
+                    x = augment(x)
+                if normalize is not None:
+                    x = normalize(x)
+                with torch.autocast(device.type, dtype=autocast_dtype,
+                                    enabled=autocast_dtype is not None and device.type == "cuda"):
+                    logits = network(x)
+                    targets = _training_targets(model, y)
+                    loss = F.cross_entropy(logits.float(), targets)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                with torch.no_grad():
+                    loss_sum += loss.detach() * len(targets)
+                    correct_sum += (logits.argmax(dim=-1) == targets).sum()
+                count += len(targets)
+                bar.update(1)
+            totals = torch.stack([loss_sum, correct_sum.double(),
+                                  torch.tensor(count, dtype=torch.float64, device=device)])
+            loss_total, correct_total, count_total = distributed.all_reduce_sum(
+                totals, context).tolist()
+            record = {
+                "epoch": epoch + 1,
+                "loss": loss_total / count_total,
+                "accuracy": correct_total / count_total,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - started,
+            }
+            history.append(record)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{record['loss']:.4f}",
+                            acc=f"{record['accuracy']:.4f}")
+            if checkpoint_path is not None:
+                _save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler,
+                                 data_order, config, epoch + 1, history, context)
+    bar.close()
+    return history
+
+
+def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
+    """The multiplier of the base learning rate after ``step`` optimizer steps."""
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if config.schedule == "multistep":
+        epoch = step // steps_per_epoch
+        return config.gamma ** sum(epoch >= milestone for milestone in config.milestones)
+    if config.schedule == "cosine":
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0
+
+
+def _training_device(config: TrainConfig) -> torch.device:
+    if config.device is not None:
+        device = torch.device(config.device)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", distributed.local_rank())
+    return device
+
+
+def _check_batch_size(model: nn.Module, config: TrainConfig) -> int:
+    """The number of rows every global batch must be a multiple of; raise if it is not."""
+    world_size = distributed.launched_world_size()
+    multiple = getattr(model, "batch_multiple", 1)
+    unit = multiple * world_size
+    if config.batch_size % unit != 0:
+        nearest = max(unit, round(config.batch_size / unit) * unit)
+        why = f"the model's batch_multiple ({multiple}, one group per member)"
+        if world_size > 1:
+            why += f" times the {world_size} processes (each process's batch must be a multiple)"
+        raise ValueError(
+            f"batch_size={config.batch_size} must be a multiple of {unit}: {why}; "
+            f"use batch_size={nearest}"
+        )
+    return unit
+
+
+def _data_hooks(config: TrainConfig) -> tuple[Transform | None, Transform | None]:
+    augment = config.augment if callable(config.augment) else None
+    normalize = config.normalize
+    if config.dataset is not None:
+        from . import data  # imported here: torchvision is only needed for named datasets
+
+        if normalize is None:
+            normalize = data.normalizer(config.dataset)
+        if config.augment is None:
+            augment = data.train_augmentation(config.dataset)
+    return augment, normalize
+
+
+def _training_targets(model: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    targets = getattr(model, "training_targets", None)
+    return y if targets is None else targets(y)
+
+
+def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if hasattr(model, "parameter_groups"):
+        groups = model.parameter_groups(weight_decay=config.weight_decay, lr=config.lr)
+    else:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                               nesterov=config.nesterov, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas,
+                             weight_decay=config.weight_decay)
+
+
+def _steps_per_epoch(num_items: int, batch_size: int, unit: int) -> int:
+    full, rest = divmod(num_items, batch_size)
+    return full + (1 if rest >= unit else 0)
+
+
+def epoch_indices(
+    num_items: int, batch_size: int, unit: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """One epoch of global batches: a permutation of ``range(num_items)`` cut into batches.
+
+    The last, short batch is trimmed to a multiple of ``unit`` (members x processes) and
+    dropped if nothing is left.
+    """
+    order = torch.randperm(num_items, generator=generator)
+    batches = list(order.split(batch_size))
+    if batches and len(batches[-1]) % unit:
+        keep = len(batches[-1]) - len(batches[-1]) % unit
+        batches[-1] = batches[-1][:keep]
+    return [batch for batch in batches if len(batch)]
+
+
+def shard(batch: torch.Tensor, groups: int, context: distributed.DistributedContext):
+    """This process's rows of a global batch that is made of ``groups`` contiguous groups.
+
+    Each group (one per member for Masksembles) is cut into ``world_size`` slices and this rank
+    takes slice ``rank`` of every group, so each process's batch is again member-major and the
+    processes together see exactly the (row, member) pairs a single process would.
+    """
+    if not context.is_distributed:
+        return batch
+    per_rank = batch.reshape(groups, context.world_size, -1)[:, context.rank]
+    return per_rank.reshape(-1)
+
+
+class _TrainingData:
+    """Training examples as device tensors (indexed directly) or a Dataset (through a loader)."""
+
+    def __init__(self, train_data, *, needs_unit_range: bool) -> None:
+        self.images = self.labels = None
+        self.dataset = None
+        if isinstance(train_data, TensorDataset) and len(train_data.tensors) == 2:
+            train_data = train_data.tensors
+        if isinstance(train_data, (tuple, list)):
+            if len(train_data) != 2:
+                raise ValueError(f"train_data as a sequence must be (images, labels), got "
+                                 f"{len(train_data)} items")
+            self.images, self.labels = self._check_tensors(*train_data, needs_unit_range)
+        elif isinstance(train_data, Dataset):
+            self.dataset = train_data
+            if len(train_data) == 0:
+                raise ValueError("train_data is an empty dataset")
+        else:
+            raise TypeError(f"train_data must be (images, labels) tensors or a Dataset, got "
+                            f"{type(train_data).__name__}")
+
+    @staticmethod
+    def _check_tensors(images, labels, needs_unit_range):
+        check_tensor("images", images)
+        check_tensor("labels", labels, ndim=1)
+        if images.ndim < 2 or len(images) != len(labels) or len(images) == 0:
+            raise ValueError(f"images (N, ...) and labels (N,) must be non-empty and agree on N, "
+                             f"got shapes {tuple(images.shape)} and {tuple(labels.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be floating point (in [0, 1]), got {images.dtype}; "
+                             "convert with images.float() / 255")
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ValueError(f"labels must be integer class indices, got {labels.dtype}")
+        if needs_unit_range and (images.min() < 0 or images.max() > 1):
+            raise ValueError(
+                f"images must lie in [0, 1] (got values in [{images.min():.3g}, "
+                f"{images.max():.3g}]): train_model augments and normalises them itself, so pass "
+                "raw images, not normalised ones"
+            )
+        return images, labels.long()
+
+    def __len__(self) -> int:
+        return len(self.labels) if self.dataset is None else len(self.dataset)
+
+    def batches(self, generator, config, unit, context, device) -> Iterator[tuple]:
+        """This process's ``(x, y)`` batches for one epoch, on ``device``."""
+        groups = unit // context.world_size
+        indices = [shard(batch, groups, context)
+                   for batch in epoch_indices(len(self), config.batch_size, unit, generator)]
+        if self.dataset is None:
+            if self.images.device != device:  # moved once, then indexed on the device
+                self.images, self.labels = self.images.to(device), self.labels.to(device)
+            for index in indices:
+                index = index.to(device)
+                yield self.images[index], self.labels[index]
+            return
+        loader = DataLoader(self.dataset, batch_sampler=[index.tolist() for index in indices],
+                            num_workers=config.num_workers,
+                            pin_memory=device.type == "cuda")
+        for x, y in loader:
+            yield (x.to(device, non_blocking=True),
+                   torch.as_tensor(y).long().to(device, non_blocking=True))
+
+
+def _save_checkpoint(path, model, optimizer, scheduler, scaler, data_order, config, epoch,
+                     history, context) -> None:
+    # Collective: every rank hands its RNG state to the main process, which writes the file.
+    rng_states = distributed.all_gather_object(get_rng_state(), context)
+    if context.is_main:
+        checkpoint.save_training_checkpoint(
+            path,
+            model=model,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict(),
+            epoch=epoch,
+            history=history,
+            rng=rng_states,
+            data_order=data_order.get_state(),
+            train_config=_comparable(config),
+        )
+
+
+def _resume(path, model, optimizer, scheduler, scaler, data_order, config, context):
+    payload = checkpoint.read_checkpoint(path, kind="training")
+    saved, current = payload.get("train_config") or {}, _comparable(config)
+    changed = sorted(key for key in current if saved.get(key) != current[key])
+    if changed:
+        details = ", ".join(f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in changed)
+        raise ValueError(
+            f"cannot resume from {path}: the training config changed ({details}); resume with "
+            "the config that wrote the checkpoint, or use a new checkpoint_dir"
+        )
+    model_config = getattr(model, "config", None)
+    if payload["model_config"] is not None and model_config is not None \
+            and dict(model_config) != payload["model_config"]:
+        raise ValueError(
+            f"cannot resume from {path}: it was written for model config "
+            f"{payload['model_config']}, not {dict(model_config)}"
+        )
+    checkpoint.restore_state_dict(model, payload["state_dict"], source=str(path),
+                                  file_config=payload["model_config"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    if "scaler" in payload:
+        scaler.load_state_dict(payload["scaler"])
+    data_order.set_state(payload["data_order"])
+    rng_states = payload["rng"]
+    if len(rng_states) == context.world_size:
+        set_rng_state(rng_states[context.rank])
+    else:
+        # A different number of processes cannot continue the old streams; start fresh ones
+        # that still depend only on the seed and the epoch.
+        seed_everything(config.seed + context.rank + 1000 * payload["epoch"])
+    return payload["epoch"], list(payload["history"])
+
+
+def _comparable(config: TrainConfig) -> dict:
+    values = config.to_dict()
+    for key in _RESUMABLE_CHANGES:
+        values.pop(key)
+    return values
+
+
+class _deterministic_mode:
+    """Ask torch for deterministic kernels for the duration of training, then restore."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __enter__(self):
+        if self.enabled:
+            self.previous = (torch.are_deterministic_algorithms_enabled(),
+                             torch.backends.cudnn.benchmark)
+            # cuBLAS reads this when it first starts; set it early in the process to take effect.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            torch.use_deterministic_algorithms(self.previous[0])
+            torch.backends.cudnn.benchmark = self.previous[1]
