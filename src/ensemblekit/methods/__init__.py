@@ -1,0 +1,40 @@
+"""The ensemble spectrum behind one API: single, MC-Dropout, Masksembles, BatchEnsemble and
+Deep Ensembles, each turning any registered backbone into an :class:`EnsembleModel`.
+
+Every model trains the same way::
+
+    model.train()
+    loss = F.cross_entropy(model(x), model.training_targets(y))
+
+and predicts the same way: ``predict_members(model, x)`` -> member logits ``(M, B, K)``.
+"""
+
+# isort: off
+# Registration order is the spectrum: from one model to independent models.
+from . import single, mc_dropout, masksembles, batchensemble, deep_ensemble  # noqa: F401
+
+# isort: on
+from .base import EnsembleModel, predict_members
+from .batchensemble import BatchEnsembleModel
+from .build import build_model
+from .deep_ensemble import DeepEnsembleModel
+from .masksembles import MasksemblesModel
+from .mc_dropout import MCDropoutModel
+from .member_masks import LayerMasks
+from .registry import available_methods, get_method, register_method
+from .single import SingleModel
+
+__all__ = [
+    "BatchEnsembleModel",
+    "DeepEnsembleModel",
+    "EnsembleModel",
+    "LayerMasks",
+    "MCDropoutModel",
+    "MasksemblesModel",
+    "SingleModel",
+    "available_methods",
+    "build_model",
+    "get_method",
+    "predict_members",
+    "register_method",
+]

@@ -1,0 +1,135 @@
+"""The interface every method's model offers, and :func:`predict_members`.
+
+Every model built by :func:`ensemblekit.build_model` (or a converter in :mod:`ensemblekit.convert`)
+is an :class:`EnsembleModel`. The training loop is the same for every method::
+
+    model.train()
+    logits = model(x)                                   # (rows, K)
+    loss = F.cross_entropy(logits, model.training_targets(y))
+
+and so is inference: ``predict_members(model, x)`` returns member logits of shape (M, B, K).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._validation import check_int, check_tensor
+from ..layers.batchensemble import batchensemble_parameter_groups
+from ..members import repeat_members, split_members
+
+
+class EnsembleModel(nn.Module):
+    """Base class: one backbone (or several) seen as ``num_members`` members.
+
+    Attributes:
+        method: the method's registry name.
+        num_members: M, the number of members ``predict_members`` returns by default.
+        batch_multiple: training batch sizes must be a multiple of this (1: any size).
+        independent_member_batches: True when ``forward`` expects member-major batches of
+            M*B rows built by :class:`ensemblekit.samplers.MemberBatchSampler` (deep ensembles
+            with ``independent_batches=True``); False for an ordinary batch.
+        config: what ``build_model(**config)`` needs to rebuild the architecture (a
+            JSON-serialisable dict), or ``None`` for a model made by a converter.
+    """
+
+    method: str = ""
+    independent_member_batches: bool = False
+
+    def __init__(self, num_members: int, *, batch_multiple: int = 1) -> None:
+        super().__init__()
+        self.num_members = check_int("num_members", num_members, minimum=1)
+        self.batch_multiple = check_int("batch_multiple", batch_multiple, minimum=1)
+        self.config: dict | None = None
+
+    def training_targets(self, y: torch.Tensor) -> torch.Tensor:
+        """Targets that line up with the rows of ``model(x)`` (identity unless it tiles)."""
+        return y
+
+    def forward_members(self, x: torch.Tensor, num_samples: int | None) -> torch.Tensor:
+        """Member logits ``(M, B, K)`` for an ordinary batch; modes are set by the caller."""
+        raise NotImplementedError
+
+    def member_weights(self) -> torch.Tensor:
+        """Flattened effective weights per member: ``(M, P)`` (see each method)."""
+        raise NotImplementedError
+
+    def parameter_groups(
+        self, weight_decay: float, lr: float, fast_weight_lr_multiplier: float = 0.5
+    ) -> list[dict]:
+        """Optimizer groups: every parameter gets ``weight_decay`` (BatchNorm and biases too,
+        as in the reference implementations) except BatchEnsemble fast weights, which get no
+        decay and ``lr * fast_weight_lr_multiplier``; other methods have a single group."""
+        return batchensemble_parameter_groups(self, weight_decay, lr, fast_weight_lr_multiplier)
+
+    def _check_batch(self, x: torch.Tensor, multiple: int, hint: str) -> None:
+        check_tensor("x", x)
+        if x.ndim == 0 or x.shape[0] % multiple != 0:
+            rows = "a 0-dimensional tensor" if x.ndim == 0 else f"a batch of {x.shape[0]}"
+            raise ValueError(
+                f"{self.method} with {self.num_members} members needs a batch size that is a "
+                f"multiple of {multiple}, got {rows}; {hint}"
+            )
+
+    def extra_repr(self) -> str:
+        return f"method={self.method!r}, num_members={self.num_members}"
+
+
+class TiledInferenceModel(EnsembleModel):
+    """A model whose members read a member-major batch: inference tiles x M times."""
+
+    def forward_members(self, x: torch.Tensor, num_samples: int | None) -> torch.Tensor:
+        return split_members(self.backbone(repeat_members(x, self.num_members)), self.num_members)
+
+
+def check_flag(name: str, value) -> bool:
+    """Return ``value`` if it is a bool, else raise (a truthy string is not a flag)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def flat_parameters(module: nn.Module) -> torch.Tensor:
+    """All parameters of ``module`` flattened into one vector (``named_parameters`` order)."""
+    return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
+
+
+def predict_members(
+    model: EnsembleModel, x: torch.Tensor, *, num_samples: int | None = None
+) -> torch.Tensor:
+    """Member logits of shape ``(M, B, K)`` for an ordinary batch ``x`` of B examples.
+
+    The model runs in eval mode (BatchNorm uses running statistics; MC-Dropout keeps only its
+    dropout layers stochastic); every module's train/eval mode is restored afterwards. Wrap the
+    call in ``torch.no_grad()`` for inference; without it, gradients flow as usual.
+
+    Args:
+        model: an :class:`EnsembleModel` (from ``build_model`` or a converter).
+        x: a batch ``(B, ...)``, not tiled.
+        num_samples: MC-Dropout only: the number of stochastic passes M (default: the model's
+            ``num_members``). Other methods have a fixed M and reject a different value.
+    """
+    if not isinstance(model, EnsembleModel):
+        raise TypeError(
+            f"predict_members needs a model from ensemblekit.build_model or an ensemblekit "
+            f"converter, got {type(model).__name__}"
+        )
+    check_tensor("x", x)
+    if x.ndim == 0:
+        raise ValueError("x must be a batch (B, ...), got a 0-dimensional tensor")
+    if num_samples is not None:
+        num_samples = check_int("num_samples", num_samples, minimum=1)
+        if model.method != "mc_dropout" and num_samples != model.num_members:
+            raise ValueError(
+                f"num_samples applies to mc_dropout only; a {model.method} model has a fixed "
+                f"number of members ({model.num_members}); leave num_samples=None"
+            )
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        logits = model.forward_members(x, num_samples)
+    finally:
+        for module, training in modes:
+            module.training = training
+    return logits

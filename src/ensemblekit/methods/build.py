@@ -1,0 +1,92 @@
+"""``build_model``: a registered backbone turned into a registered method's model."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import torch
+
+from .. import models
+from .._validation import check_int
+from .base import EnsembleModel
+from .registry import get_method
+
+
+def _options(builder) -> dict:
+    """A builder's keyword-only options and their defaults."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(builder).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def _json_ready(value):
+    """Tuples become lists, so the config equals its own JSON round trip."""
+    if isinstance(value, tuple | list):
+        return [_json_ready(item) for item in value]
+    return value
+
+
+def build_model(
+    name: str, method: str, num_classes: int, in_channels: int, **options
+) -> EnsembleModel:
+    """Build backbone ``name`` as a ``method`` model for ``num_classes`` classes.
+
+    Args:
+        name: a backbone from ``ensemblekit.models.available_backbones()``: "mlp", "lenet",
+            "resnet20", "resnet18", "wrn28_10", "resnet50".
+        method: one of ``ensemblekit.methods.available_methods()``: "single", "mc_dropout",
+            "masksembles", "batchensemble", "deep_ensemble".
+        num_classes: K, the number of logits.
+        in_channels: channels of the input images (features for an ``mlp`` on vectors).
+        **options: the backbone's options (``width`` for all; ``input_size`` for mlp and lenet;
+            ``hidden`` for mlp) and the method's (``seed`` for all; ``n``; ``scale`` for
+            masksembles; ``p`` for mc_dropout; ``init``, ``tile_batch`` for batchensemble;
+            ``independent_batches``, ``vectorize`` for deep_ensemble). Unknown names raise.
+
+    ``seed`` (default: drawn from torch's global generator, so ``torch.manual_seed`` controls
+    it) initialises the parameters (member m of a deep ensemble: ``seed + m``) and the
+    Masksembles masks, without touching the global generator's state otherwise.
+
+    Returns:
+        an :class:`EnsembleModel` whose ``config`` holds every argument, defaults resolved, so
+        that ``build_model(**model.config)`` rebuilds the same architecture and initialisation.
+    """
+    backbone_builder = models.get_backbone(name)
+    method_builder = get_method(method)
+    num_classes = check_int("num_classes", num_classes, minimum=1)
+    in_channels = check_int("in_channels", in_channels, minimum=1)
+    backbone_defaults = _options(backbone_builder)
+    method_defaults = _options(method_builder)
+    unknown = sorted(set(options) - set(backbone_defaults) - set(method_defaults))
+    if unknown:
+        valid = ", ".join(sorted({*backbone_defaults, *method_defaults}))
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for backbone {name!r} with method "
+            f"{method!r}; valid options are: {valid}"
+        )
+    if options.get("seed") is None:
+        options["seed"] = int(torch.randint(0, 2**31 - 1, ()).item())
+    options["seed"] = check_int("seed", options["seed"], minimum=0)
+    backbone_options = {key: options.get(key, value) for key, value in backbone_defaults.items()}
+    method_options = {key: options.get(key, value) for key, value in method_defaults.items()}
+
+    def make_backbone(layers: models.LayerFactory, seed: int) -> models.Backbone:
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed)
+            return backbone_builder(layers, num_classes, in_channels, **backbone_options)
+
+    model = method_builder(make_backbone, **method_options)
+    config = {
+        "name": name,
+        "method": method,
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        **backbone_options,
+        **method_options,
+    }
+    model.config = _json_ready(config)
+    json.dumps(model.config)  # fail here, not at checkpoint time, if an option is not JSON
+    return model

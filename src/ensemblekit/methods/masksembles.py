@@ -1,0 +1,112 @@
+"""Masksembles (Durasov et al., CVPR 2021): one network, N fixed channel masks = N thin members.
+
+Placement (every backbone follows it through :class:`MasksemblesLayers`):
+
+* a Masksembles layer sits at every drop site: after every ``conv -> BN -> ReLU`` and every
+  hidden ``Linear -> ReLU``, on the output channels, and on the residual stream of ResNets;
+  never on the raw input, never on the logits;
+* every Masksembles layer of width C in one model has the same masks (all are generated with the
+  model's seed), so member m keeps the channel set K_m(C) at every layer of width C and is a
+  well-defined thin sub-network;
+* **skip rule**: a drop site with fewer than ``2 * n`` channels gets ``Identity`` (every member
+  keeps all its channels there): with so few channels the masks could not leave each member
+  more than one channel of its own. ``scale`` near 1 simply gives (near) full masks.
+
+Training splits a batch into n contiguous groups, one mask each (training costs one model's
+forward; the batch size must be a multiple of n: ``model.batch_multiple``). Inference tiles the
+input n times. :meth:`MasksemblesModel.channel_masks` lists every conv / linear / BatchNorm layer
+with the input and output channel masks of each member -- the map from which a member's thin
+sub-network can be cut out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .._validation import check_float, check_int
+from ..layers import Masksembles, Masksembles1d, Masksembles2d
+from ..models.factory import LayerFactory
+from .base import TiledInferenceModel
+from .member_masks import LayerMasks, layer_masks, masked_member_weights
+from .registry import register_method
+
+
+def masks_fit(channels: int, n: int) -> bool:
+    """The skip rule: a drop site of ``channels`` gets Masksembles only if ``channels >= 2n``."""
+    return channels >= 2 * n
+
+
+class MasksemblesLayers(LayerFactory):
+    """Plain layers, and Masksembles (same seed everywhere) at every drop site that fits."""
+
+    def __init__(self, n: int, scale: float, seed: int) -> None:
+        self.n, self.scale, self.seed = n, scale, seed
+
+    def drop(self, channels: int, *, spatial: bool = True) -> nn.Module:
+        if not masks_fit(channels, self.n):
+            return nn.Identity()
+        layer = Masksembles2d if spatial else Masksembles1d
+        return layer(channels, self.n, self.scale, seed=self.seed)
+
+
+class MasksemblesModel(TiledInferenceModel):
+    """A backbone with Masksembles layers: n members that share all weights.
+
+    ``model(x)`` splits the batch into n contiguous groups, group i through mask i (B must be a
+    multiple of n); ``training_targets`` is the identity.
+    """
+
+    method = "masksembles"
+
+    def __init__(self, backbone: nn.Module, n: int) -> None:
+        super().__init__(n, batch_multiple=n)
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_batch(
+            x,
+            self.num_members,
+            "each contiguous group of B/n rows goes through one mask (use drop_last=True)",
+        )
+        return self.backbone(x)
+
+    def width_masks(self) -> dict[int, torch.Tensor]:
+        """The masks ``(n, C)`` of every channel width C that has Masksembles layers."""
+        found: dict[int, torch.Tensor] = {}
+        for name, module in self.backbone.named_modules():
+            if not isinstance(module, Masksembles):
+                continue
+            known = found.setdefault(module.channels, module.masks)
+            if not torch.equal(known, module.masks):
+                raise ValueError(
+                    f"Masksembles layer {name!r} has masks that differ from another layer of "
+                    f"width {module.channels}; members are then not thin sub-networks"
+                )
+        return found
+
+    def channel_masks(self) -> list[LayerMasks]:
+        """Every conv / linear / BatchNorm layer of the backbone (``named_modules`` order) with
+        the input and output channels each member keeps: a list of :class:`LayerMasks`.
+
+        Member m's sub-network is ``W[out_masks[m]][:, in_masks[m]]`` at every layer: the stem
+        reads all input channels, the head writes all logits, and a width with no Masksembles
+        layer (the skip rule) keeps all its channels.
+        """
+        return layer_masks(self.backbone, self.width_masks(), self.num_members)
+
+    def member_weights(self) -> torch.Tensor:
+        """Shared weights restricted by each member's masks, zeros elsewhere: ``(n, P)``."""
+        return masked_member_weights(self.backbone, self.channel_masks(), self.num_members)
+
+
+@register_method("masksembles")
+def masksembles(
+    make_backbone: Callable, *, seed: int, n: int = 4, scale: float = 2.0
+) -> MasksemblesModel:
+    """n members from masks of overlap ``scale`` (1: identical full masks = single model)."""
+    n = check_int("n", n, minimum=1)
+    scale = check_float("scale", scale, minimum=1.0)
+    return MasksemblesModel(make_backbone(MasksemblesLayers(n, scale, seed), seed), n)

@@ -1,0 +1,90 @@
+"""MC-Dropout (Gal & Ghahramani 2016): dropout stays on at test time; M stochastic passes.
+
+Dropout goes at the same drop sites as Masksembles (after every ``conv -> BN -> ReLU`` and
+hidden ``Linear -> ReLU``; channel-wise ``Dropout2d`` on feature maps, ``Dropout`` on vectors),
+with rate ``p`` (default 0.1, as in the 2026 BatchEnsemble study) and no skip rule. Training is
+plain; ``predict_members`` tiles the batch M times and runs one pass with BatchNorm in eval mode
+and dropout active, so each of the M copies gets its own dropout noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .._validation import check_float, check_int
+from ..members import repeat_members, split_members
+from ..models.factory import LayerFactory
+from .base import EnsembleModel
+from .member_masks import layer_masks, masked_member_weights
+from .registry import register_method
+
+
+def dropout_modules(module: nn.Module) -> list[nn.Module]:
+    """Every dropout layer (``torch.nn`` Dropout family) inside ``module``."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+
+
+class MCDropoutLayers(LayerFactory):
+    """Plain layers, dropout with rate ``p`` at every drop site."""
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def drop(self, channels: int, *, spatial: bool = True) -> nn.Module:
+        return nn.Dropout2d(self.p) if spatial else nn.Dropout(self.p)
+
+
+class MCDropoutModel(EnsembleModel):
+    """A backbone with dropout layers; M = ``num_samples`` stochastic passes at inference.
+
+    ``model(x)`` is the plain forward (dropout active in train mode as usual).
+    """
+
+    method = "mc_dropout"
+
+    def __init__(self, backbone: nn.Module, num_samples: int, p: float | None = None) -> None:
+        super().__init__(num_samples)
+        self.backbone = backbone
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward_members(self, x: torch.Tensor, num_samples: int | None) -> torch.Tensor:
+        samples = self.num_members if num_samples is None else num_samples
+        for layer in dropout_modules(self.backbone):
+            layer.train()  # predict_members restores every module's mode afterwards
+        return split_members(self.backbone(repeat_members(x, samples)), samples)
+
+    def member_weights(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(M, P)``: per member, one dropout mask sampled per channel width (keep
+        probability 1 - p), applied to the weights as Masksembles masks are (a layer's weight
+        kept where its input and output channels are kept, zeros elsewhere; no rescaling)."""
+        if self.p is None or not hasattr(self.backbone, "layer_widths"):
+            raise NotImplementedError(
+                "member_weights needs a model built by ensemblekit.build_model (a converted "
+                "model has no map of which layers read which dropout layer)"
+            )
+        widths = {
+            width
+            for layer in self.backbone.layer_widths()
+            for width in (layer.in_width, layer.out_width)
+            if width is not None
+        }
+        sampled = {
+            width: torch.rand(self.num_members, width, generator=generator) >= self.p
+            for width in sorted(widths)
+        }
+        masks = layer_masks(self.backbone, sampled, self.num_members)
+        return masked_member_weights(self.backbone, masks, self.num_members)
+
+
+@register_method("mc_dropout")
+def mc_dropout(make_backbone: Callable, *, seed: int, p: float = 0.1, n: int = 8) -> MCDropoutModel:
+    """Dropout rate ``p``; ``n``: the default number of stochastic passes (members) M."""
+    p = check_float("p", p, minimum=0.0, maximum=1.0, max_inclusive=False)
+    n = check_int("n", n, minimum=1)
+    return MCDropoutModel(make_backbone(MCDropoutLayers(p), seed), n, p)
