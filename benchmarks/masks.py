@@ -8,39 +8,11 @@ round so that machine noise hits all of them alike; we report medians and ratios
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
-import time
 
 import torch
 
+from _timing import interleaved_medians, machine_line, median_ms
 from ensemblekit import Masksembles2d, generate_masks
-
-
-def median_ms(fn, *, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000.0
-
-
-def interleaved_medians(candidates: dict, *, rounds: int, per_round: int) -> dict[str, float]:
-    """Median ms per call for each candidate, alternating candidates every round."""
-    samples = {name: [] for name in candidates}
-    for fn in candidates.values():
-        for _ in range(3):
-            fn()
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            for _ in range(per_round):
-                fn()
-            samples[name].append((time.perf_counter() - start) / per_round)
-    return {name: statistics.median(values) * 1000.0 for name, values in samples.items()}
 
 
 def load_peers(channels: int, n: int, scale: float) -> dict[str, torch.nn.Module]:
@@ -114,8 +86,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds per candidate")
     parser.add_argument("--repeats", type=int, default=50, help="repeats for mask generation")
     args = parser.parse_args()
-    print(f"# benchmarks/masks.py on {platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"# benchmarks/masks.py on {machine_line()}")
     bench_generation(args.repeats)
     bench_layer(batch=128, channels=64, size=32, n=4, scale=2.0, rounds=args.rounds)
 
