@@ -24,6 +24,8 @@ def _options(builder) -> dict:
 
 def _json_ready(value):
     """Tuples become lists, so the config equals its own JSON round trip."""
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
     if isinstance(value, tuple | list):
         return [_json_ready(item) for item in value]
     return value

@@ -1,0 +1,171 @@
+"""Converters on users' own (nested) models."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ensemblekit.convert import to_batchensemble, to_masksembles, to_mc_dropout
+from ensemblekit.layers import Masksembles, Masksembles2d
+from ensemblekit.layers.batchensemble import BatchEnsembleConv2d, BatchEnsembleLinear
+from ensemblekit.members import repeat_members
+from ensemblekit.methods import predict_members
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models; OpenMP spinning on a busy machine costs 10x
+    yield
+    torch.set_num_threads(threads)
+
+
+class Features(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 12, 3, padding=1)
+        self.bn = nn.BatchNorm2d(12)
+        self.drop = nn.Dropout2d(0.2)
+
+    def forward(self, x):
+        return F.max_pool2d(self.drop(F.relu(self.bn(self.conv(x)))), 2)
+
+
+class Net(nn.Module):
+    """Dropouts at three depths: inside a custom module, a Sequential, and a nested Sequential."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = Features()
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(12 * 4 * 4, 20),
+            nn.ReLU(),
+            nn.Dropout(0.3),
+            nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Dropout(0.3)),
+            nn.Linear(16, 5),
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def make_net():
+    torch.manual_seed(0)
+    net = Net()
+    net.eval()
+    return net
+
+
+def test_to_masksembles_replaces_nested_dropouts_with_the_measured_widths():
+    net = make_net()
+    x = torch.randn(6, 3, 8, 8)
+    with torch.no_grad():
+        plain = net(x)
+    model = to_masksembles(net, 2, 2.0, example_input=x[:1], seed=3)
+    assert model.backbone is net and model.num_members == 2 and model.config is None
+    layers = {name: m for name, m in net.named_modules() if isinstance(m, Masksembles)}
+    assert {name: (type(m), m.channels) for name, m in layers.items()} == {
+        "features.drop": (Masksembles2d, 12),
+        "classifier.3": (Masksembles, 20),
+        "classifier.4.2": (Masksembles, 16),
+    }
+    assert all(m.seed == 3 for m in layers.values())
+    assert not any(isinstance(m, nn.Dropout) for m in net.modules())
+    model.train()
+    loss = F.cross_entropy(model(x), model.training_targets(torch.arange(6) % 5))
+    loss.backward()
+    with torch.no_grad():
+        members = predict_members(model, x)
+    assert members.shape == (2, 6, 5) and not torch.allclose(members[0], members[1])
+    # scale 1: full masks, the converted model is the original one in eval mode
+    same = to_masksembles(make_net(), 3, 1.0, example_input=x[:1])
+    with torch.no_grad():
+        for member in predict_members(same, x):
+            torch.testing.assert_close(member, plain)
+
+
+def test_to_masksembles_without_example_reads_widths_off_the_sequential():
+    net = nn.Sequential(
+        nn.Linear(6, 10), nn.ReLU(), nn.Dropout(0.1), nn.Linear(10, 8), nn.Tanh(), nn.Dropout()
+    )
+    model = to_masksembles(net, 2, 2.0)
+    assert [m.channels for m in net.modules() if isinstance(m, Masksembles)] == [10, 8]
+    assert model(torch.randn(4, 6)).shape == (4, 8)
+    with pytest.raises(ValueError, match="'features.drop'.*pass example_input"):
+        to_masksembles(make_net(), 2, 2.0)
+
+
+def test_to_masksembles_errors_name_the_module():
+    class Sequence(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(4, 4)
+            self.drop = nn.Dropout(0.1)
+
+        def forward(self, x):  # (B, T, F): dim 1 is time, not channels
+            return self.drop(self.proj(x))
+
+    with pytest.raises(ValueError, match="'drop' receives 3-D inputs"):
+        to_masksembles(Sequence(), 2, 2.0, example_input=torch.randn(1, 5, 4))
+    alpha = nn.Sequential(nn.Linear(4, 4), nn.AlphaDropout(0.1))
+    with pytest.raises(ValueError, match="'1' is AlphaDropout"):
+        to_masksembles(alpha, 2, 2.0, example_input=torch.randn(1, 4))
+    with pytest.raises(ValueError, match="no nn.Dropout"):
+        to_masksembles(nn.Linear(2, 2), 2, 2.0)
+
+
+def test_masksembles_member_weights_need_a_built_backbone():
+    model = to_masksembles(make_net(), 2, 2.0, example_input=torch.randn(1, 3, 8, 8))
+    with pytest.raises(NotImplementedError, match="build_model"):
+        model.member_weights()
+
+
+def test_to_mc_dropout_keeps_dropout_active_at_inference():
+    model = to_mc_dropout(make_net(), num_samples=5)
+    x = torch.randn(4, 3, 8, 8)
+    with torch.no_grad():
+        members = predict_members(model, x)
+    assert members.shape == (5, 4, 5) and not torch.allclose(members[0], members[1])
+    assert not model.backbone.features.drop.training  # mode restored
+    with pytest.raises(ValueError, match="no dropout layer with p > 0"):
+        to_mc_dropout(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.0)))
+
+
+def test_to_batchensemble_copies_the_shared_weights():
+    net = make_net()
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        plain = net(x)
+    conv_weight = net.features.conv.weight.detach().clone()
+    model = to_batchensemble(net, 3, init="ones")
+    conv = net.features.conv
+    assert isinstance(conv, BatchEnsembleConv2d) and torch.equal(conv.weight, conv_weight)
+    linears = [m for m in net.modules() if isinstance(m, BatchEnsembleLinear)]
+    assert len(linears) == 3 and not any(type(m) is nn.Linear for m in net.modules())
+    with torch.no_grad():
+        members = predict_members(model, x)
+    for member in members:  # unit fast weights: every member is the original network
+        torch.testing.assert_close(member, plain, rtol=1e-4, atol=1e-5)
+    assert model.member_weights().shape == (3, sum(p.numel() for p in make_net().parameters()))
+    model.train()
+    logits = model(x)
+    assert logits.shape == (9, 5)
+    assert torch.equal(model.training_targets(torch.arange(3)), repeat_members(torch.arange(3), 3))
+    diverse = to_batchensemble(make_net(), 2)
+    with torch.no_grad():
+        members = predict_members(diverse, x)
+    assert not torch.allclose(members[0], members[1])
+
+
+def test_to_batchensemble_refuses_layers_it_would_silently_share():
+    nested = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.Conv1d(1, 2, 3)))
+    with pytest.raises(ValueError, match="'1.0'.*Conv1d"):
+        to_batchensemble(nested, 2)
+    attention = nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(4, 2))
+    with pytest.raises(ValueError, match="'1'.*projection weights"):
+        to_batchensemble(attention, 2)
+    with pytest.raises(ValueError, match="no nn.Linear or nn.Conv2d"):
+        to_batchensemble(nn.Sequential(nn.ReLU()), 2)
+    single_layer = to_batchensemble(nn.Linear(3, 2), 2)
+    assert single_layer(torch.randn(4, 3)).shape == (8, 2)
