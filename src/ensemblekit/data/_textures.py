@@ -58,12 +58,12 @@ def frost_texture(
     """Synthetic frost ``(B, 3, H, W)`` in [0, 1]: crystal needles over a patchy icy haze.
 
     CIFAR-10-C blends crops of six frost *photographs*, which cannot ship here; this texture
-    imitates them: a smooth plasma-fractal haze (0.2 .. 0.55) plus bright ice needles --
+    imitates them: a smooth plasma-fractal haze (0.1 .. 0.4) plus bright ice needles --
     clusters of straight strokes radiating from random seed points, each with two side
     branches at +-60 degrees, like dendritic frost. Needle lengths and widths scale with
     ``length_scale`` (1 at 32x32).
     """
-    haze = 0.2 + 0.35 * plasma_fractal(batch, height, width, 2.0, generator)
+    haze = 0.1 + 0.3 * plasma_fractal(batch, height, width, 2.0, generator)
     needles = torch.cat(
         [
             _needle_layer(min(16, batch - start), height, width, length_scale, generator)

@@ -15,6 +15,8 @@ Dietterich, ICLR 2019); they differ from the ImageNet-C ones. How they carry ove
   identity; with s = 1/2 they keep their order and stay visible.
 - Relative quantities stay relative: zoom factors, the pixelation fraction, the elastic
   transform's affine jitter (a fraction of the side).
+- One published parameter is not used as is: the elastic transform's affine jitter, which
+  shrinks as severity grows; here it stays at its severity-1 value (see ``_elastic_transform``).
 
 Where the published recipe relies on tools or files that are not dependencies here, the effect
 is re-implemented from its description: ImageMagick's motion blur (the Gaussian-weighted
@@ -89,7 +91,8 @@ CIFAR_SEVERITY_PARAMETERS: dict[str, tuple] = {
     "fog": ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)),  # strength, roughness decay
     "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),  # added to HSV value
     "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),  # contrast factor
-    # (displacement alpha, displacement sigma, affine jitter), as fractions of 32 px
+    # (displacement alpha, displacement sigma, affine jitter), as fractions of 32 px; see
+    # _elastic_transform for the one change made to the affine jitter
     "elastic_transform": (
         (0.0, 0.0, 0.08),
         (0.05, 0.2, 0.07),
@@ -358,11 +361,19 @@ def _saturate(x, params, scale, generator):
 
 
 def _elastic_transform(x, params, scale, generator):
-    alpha, sigma, jitter = params
+    """A random affine warp, then a smooth random displacement field (published parameters).
+
+    One change: the published ladder shrinks the affine jitter from 8 % of the side
+    (severity 1) to 3 % (severity 5) while the displacement field grows, and at 28-32 px the
+    shrinking affine dominates, so severity 5 would move pixels *less* than severity 1. Here
+    every severity keeps the severity-1 affine jitter (8 %) and adds the published
+    displacement field on top, so each step up adds distortion.
+    """
+    alpha, sigma, _ = params
     batch, _, height, width = x.shape
     side = min(height, width)
     alpha, sigma = alpha * _REFERENCE_SIDE * scale, sigma * _REFERENCE_SIDE * scale
-    jitter = jitter * side
+    jitter = CIFAR_SEVERITY_PARAMETERS["elastic_transform"][0][2] * side
     # Random affine: three points around the centre each moved by up to `jitter` pixels.
     centre = torch.tensor([width // 2, height // 2], dtype=torch.float64)
     arm = max(side // 3, 1)

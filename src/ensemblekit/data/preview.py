@@ -91,7 +91,8 @@ def save_corruption_preview(
 
 def example_scene(size: int = 32, *, channels: int = 3) -> torch.Tensor:
     """A smooth synthetic photo ``(channels, size, size)`` in [0, 1]: sky gradient, sun, two
-    hills, a red house with a dark door. Deterministic; 1 channel gives its luma."""
+    hills, a red house with a dark door, in the muted colours of real photos (saturation
+    0.2 .. 0.6). Deterministic; 1 channel gives its luma."""
     size = check_int("size", size, minimum=4)
     channels = check_int("channels", channels, minimum=1, maximum=3)
     if channels == 2:
@@ -106,17 +107,17 @@ def example_scene(size: int = 32, *, channels: int = 3) -> torch.Tensor:
     def soft(distance):  # anti-aliased edge one pixel wide
         return (0.5 - distance * size).clamp(-0.5, 0.5) + 0.5
 
-    sky = torch.stack([0.35 + 0.4 * y, 0.55 + 0.35 * y, 0.95 - 0.1 * y])
-    scene = paint(sky, soft(((x - 0.78) ** 2 + (y - 0.2) ** 2).sqrt() - 0.1), (1.0, 0.85, 0.3))
+    sky = torch.stack([0.5 + 0.3 * y, 0.65 + 0.25 * y, 0.9 - 0.05 * y])
+    scene = paint(sky, soft(((x - 0.78) ** 2 + (y - 0.2) ** 2).sqrt() - 0.1), (0.98, 0.88, 0.55))
     far_hill = 0.62 + 0.08 * torch.sin(2 * math.pi * x * 1.3 + 0.5)
-    scene = paint(scene, soft(far_hill - y), (0.3, 0.55, 0.35))
+    scene = paint(scene, soft(far_hill - y), (0.38, 0.52, 0.4))
     near_hill = 0.75 + 0.06 * torch.cos(2 * math.pi * x * 0.8)
-    scene = paint(scene, soft(near_hill - y), (0.25, 0.7, 0.2))
+    scene = paint(scene, soft(near_hill - y), (0.4, 0.6, 0.3))
     walls = torch.minimum(soft((x - 0.34).abs() - 0.13), soft((y - 0.66).abs() - 0.1))
-    scene = paint(scene, walls, (0.8, 0.2, 0.15))
+    scene = paint(scene, walls, (0.7, 0.35, 0.28))
     roof = soft(y - 0.56) * soft((x - 0.34).abs() - (y - 0.42) * 0.17 / 0.14)
-    scene = paint(scene, roof, (0.45, 0.2, 0.15))
+    scene = paint(scene, roof, (0.45, 0.28, 0.22))
     door = torch.minimum(soft((x - 0.34).abs() - 0.035), soft((y - 0.7).abs() - 0.06))
-    scene = paint(scene, door, (0.2, 0.12, 0.08))
+    scene = paint(scene, door, (0.25, 0.18, 0.12))
     scene = scene.clamp(0, 1)
     return luminance(scene.unsqueeze(0))[0] if channels == 1 else scene
