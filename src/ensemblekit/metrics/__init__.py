@@ -1,0 +1,65 @@
+"""Metrics as pure functions on tensors: exact, float64 inside, checked against references.
+
+Shapes: probabilities ``probs`` (B, K) (for an ensemble, ``member_probs.mean(0)``), member
+probabilities ``member_probs`` (M, B, K), member logits ``member_logits`` (M, B, K), integer
+labels (B,), OOD score vectors (N,). Scalar metrics return Python floats; per-sample metrics
+(B,) and pairwise matrices (M, M) return float64 tensors.
+
+- classification: ``accuracy``, ``nll``, ``brier``
+- calibration: ``ece``, ``adaptive_ece``, ``mce``, ``reliability_bins``
+- uncertainty: ``predictive_entropy``, ``expected_entropy``, ``mutual_information``,
+  ``variation_ratio``
+- ood: ``auroc``, ``aupr``, ``aupr_in``, ``fpr_at_tpr``, ``fpr_at_95_tpr``, ``ood_scores``
+- diversity: ``pairwise_disagreement``, ``normalized_disagreement``, ``pairwise_kl``,
+  ``pairwise_js``, ``pairwise_cosine``, ``weight_similarity``
+- evaluation: ``PredictionAccumulator``, ``evaluate_predictions`` (all of the above, streamed)
+"""
+
+from .calibration import adaptive_ece, ece, mce, reliability_bins
+from .classification import PROBABILITY_FLOOR, accuracy, brier, nll
+from .diversity import (
+    normalized_disagreement,
+    pairwise_cosine,
+    pairwise_disagreement,
+    pairwise_js,
+    pairwise_kl,
+    weight_similarity,
+)
+from .evaluation import PredictionAccumulator, evaluate_predictions
+from .ood import OOD_SCORES, aupr, aupr_in, auroc, fpr_at_95_tpr, fpr_at_tpr, ood_scores
+from .uncertainty import (
+    expected_entropy,
+    mutual_information,
+    predictive_entropy,
+    variation_ratio,
+)
+
+__all__ = [
+    "OOD_SCORES",
+    "PROBABILITY_FLOOR",
+    "PredictionAccumulator",
+    "accuracy",
+    "adaptive_ece",
+    "aupr",
+    "aupr_in",
+    "auroc",
+    "brier",
+    "ece",
+    "evaluate_predictions",
+    "expected_entropy",
+    "fpr_at_95_tpr",
+    "fpr_at_tpr",
+    "mce",
+    "mutual_information",
+    "nll",
+    "normalized_disagreement",
+    "ood_scores",
+    "pairwise_cosine",
+    "pairwise_disagreement",
+    "pairwise_js",
+    "pairwise_kl",
+    "predictive_entropy",
+    "reliability_bins",
+    "variation_ratio",
+    "weight_similarity",
+]
