@@ -1,7 +1,7 @@
 """A training process SIGKILLed mid-epoch resumes to exactly the uninterrupted result.
 
-The script (``_scripts/train_tiny.py``) trains 3 epochs of 8 steps and checkpoints after each
-epoch. With ``--stall-at-step 12`` it writes a marker file and sleeps in the middle of epoch 2,
+The script (``_scripts/train_tiny.py``) trains a Masksembles MLP for 3 epochs of 8 steps and
+checkpoints after each epoch. With ``--stall-at-step 12`` it writes a marker file and sleeps in the middle of epoch 2,
 after the first checkpoint; the test then kills it with SIGKILL (no clean-up code runs). A second
 process resumes from the checkpoint and must end with weights bit-identical (``torch.equal``) to
 an uninterrupted run with the same seed, on CPU: the checkpoint restores the weights, optimizer,
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ensemblekit.checkpoint import read_checkpoint
+from ensemblekit.checkpoint import load, read_checkpoint
 from ensemblekit.train import CHECKPOINT_NAME
 
 SCRIPT = Path(__file__).parent / "_scripts" / "train_tiny.py"
@@ -66,6 +66,7 @@ def test_sigkilled_run_resumes_to_bit_identical_weights(tmp_path):
     # What the killed process left on disk is a complete checkpoint of epoch 1.
     payload = read_checkpoint(checkpoints / CHECKPOINT_NAME, kind="training")
     assert payload["epoch"] == 1
+    assert load(checkpoints / CHECKPOINT_NAME).method == "masksembles"
 
     finish(command(interrupted, "--checkpoint-dir", str(checkpoints), "--resume"))
     expected = torch.load(reference / "weights.pt")

@@ -12,14 +12,22 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ensemblekit.checkpoint import read_checkpoint
-from ensemblekit.train import CHECKPOINT_NAME, TrainConfig, epoch_indices, lr_factor, train_model
+from ensemblekit.methods import build_model
+from ensemblekit.train import CHECKPOINT_NAME, TrainConfig, epoch_batches, lr_factor, train_model
 
 sys.path.insert(0, str(Path(__file__).parent / "_scripts"))
-from train_tiny import mlp, tiny_problem  # noqa: E402
+from train_tiny import tiny_problem  # noqa: E402
+
+
+def mlp() -> nn.Module:
+    """A plain torch MLP (no ensemblekit attributes): trains as a single model."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
 
 
 def quick(**overrides) -> TrainConfig:
-    settings = dict(epochs=2, batch_size=32, lr=0.1, schedule="constant", progress=False)
+    settings = dict(epochs=2, batch_size=32, lr=0.1, schedule="constant", progress=False,
+                    threads=1)
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -125,10 +133,27 @@ def test_dataset_path_matches_tensor_path():
     assert same(weights(from_tensors), weights(from_dataset))
 
 
-def test_epoch_indices_cover_the_data_and_trim_the_last_batch():
-    batches = epoch_indices(70, 32, 4, torch.Generator().manual_seed(0))
+def test_epoch_batches_cover_the_data_and_trim_the_last_batch():
+    batches, groups = epoch_batches(GroupedMLP(batch_multiple=4), 70, 32, 4,
+                                    torch.Generator().manual_seed(0), epoch=0, seed=0)
+    assert groups == 4
     assert [len(b) for b in batches] == [32, 32, 4]  # 6 left over -> 4, a multiple of 4
     assert len(set(torch.cat(batches).tolist())) == 68
+
+
+def test_independent_member_batches_follow_each_members_own_order():
+    model = build_model("mlp", "deep_ensemble", num_classes=4, in_channels=16, n=3,
+                        independent_batches=True, seed=0)
+    batches, groups = epoch_batches(model, 40, 16, 2, torch.Generator(), epoch=0, seed=5)
+    assert groups == 3
+    # 40 = 16 + 16 + 8 per member; every block of a batch is one member's rows.
+    assert [len(b) for b in batches] == [48, 48, 24]
+    members = [torch.cat([b.view(3, -1)[m] for b in batches]) for m in range(3)]
+    for order in members:
+        assert sorted(order.tolist()) == list(range(40))  # each member sees every row once
+    assert not torch.equal(members[0], members[1])
+    again, _ = epoch_batches(model, 40, 16, 2, torch.Generator(), epoch=1, seed=5)
+    assert not torch.equal(again[0], batches[0])  # a new order every epoch
 
 
 def test_schedules():
@@ -223,3 +248,34 @@ def test_compiled_training_matches_eager():
     train_model(compiled, tiny_problem(), quick(compile=True))
     for a, b in zip(weights(eager), weights(compiled), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from ensemblekit.data import load_dataset
+
+    return load_dataset("digits", "train")
+
+
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("single", {}),
+        ("mc_dropout", {"p": 0.2}),
+        ("masksembles", {"n": 4, "scale": 2.0}),
+        ("batchensemble", {"n": 4}),
+        ("deep_ensemble", {"n": 2}),
+        ("deep_ensemble", {"n": 2, "independent_batches": True}),
+    ],
+)
+def test_every_method_trains_on_digits_through_the_same_loop(method, options, digits):
+    model = build_model("lenet", method, num_classes=10, in_channels=1, input_size=8, seed=0,
+                        **options)
+    before = weights(model)
+    config = TrainConfig(epochs=2, batch_size=64, lr=0.05, dataset="digits", progress=False,
+                         threads=1)
+    history = train_model(model, digits, config)
+    assert all(math.isfinite(r["loss"]) for r in history)
+    assert history[-1]["loss"] < history[0]["loss"]
+    changed = [not torch.equal(a, b) for a, b in zip(before, weights(model), strict=True)]
+    assert sum(changed) >= len(changed) // 2

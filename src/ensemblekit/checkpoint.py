@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._validation import check_choice
 from .atomic import atomic_torch_save
 
 FORMAT = "ensemblekit.checkpoint"
@@ -137,6 +138,8 @@ def read_checkpoint(
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for
     anything else: not a torch file, truncated, written by something else, newer format.
     """
+    if kind is not None:
+        check_choice("checkpoint kind", kind, _KINDS)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -149,8 +152,13 @@ def read_checkpoint(
             f"{path} has checkpoint format version {version!r}; this ensemblekit reads versions "
             f"up to {FORMAT_VERSION}: upgrade ensemblekit to read it"
         )
+    if kind is not None and payload.get("kind") in _KINDS and payload["kind"] != kind:
+        raise ValueError(
+            f"{path} is a {payload['kind']!r} checkpoint, but a {kind!r} checkpoint is needed "
+            "(training checkpoints are the ones train_model writes into checkpoint_dir)"
+        )
     required = ("kind", "model_config", "state_dict")
-    if payload.get("kind") == "training" or kind == "training":
+    if payload.get("kind") == "training":
         required += _TRAINING_KEYS
     problems = [f"missing {key!r}" for key in required if key not in payload]
     if payload.get("kind") not in _KINDS:
@@ -159,11 +167,6 @@ def read_checkpoint(
         raise ValueError(
             f"{path} is an incomplete ensemblekit checkpoint ({', '.join(problems)}); it was "
             "not written by ensemblekit.save or train_model"
-        )
-    if kind is not None and payload["kind"] != kind:
-        raise ValueError(
-            f"{path} is a {payload['kind']!r} checkpoint, but a {kind!r} checkpoint is needed "
-            "(training checkpoints are the ones train_model writes into checkpoint_dir)"
         )
     return payload
 

@@ -32,11 +32,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import checkpoint, distributed
 from ._validation import check_choice, check_float, check_int, check_tensor
+from .samplers import MemberBatchSampler
 from .seeding import get_rng_state, seed_everything, set_rng_state
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -45,7 +46,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 CHECKPOINT_NAME = "last.pt"
 
 # Fields that may change between a run and its resumption without changing what it computes.
-_RESUMABLE_CHANGES = ("progress", "compile", "device", "num_workers")
+_RESUMABLE_CHANGES = ("progress", "compile", "device", "threads", "num_workers")
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -66,7 +67,10 @@ class TrainConfig:
 
     ``precision`` selects CUDA autocast (``"bf16"``, or ``"fp16"`` with a gradient scaler); on CPU
     training is always fp32. ``deterministic=True`` asks torch for deterministic kernels
-    (slower on GPU; CPU runs are reproducible without it).
+    (slower on GPU; CPU runs are reproducible without it). ``threads`` sets torch's CPU threads
+    while training (restored afterwards): small models on small batches (the digits benchmark)
+    run several times faster with ``threads=1`` than with threads that wait on each other,
+    above all on a busy machine; ``None`` keeps torch's setting.
     """
 
     epochs: int = 10
@@ -87,6 +91,7 @@ class TrainConfig:
     deterministic: bool = False
     progress: bool = True
     device: str | None = None
+    threads: int | None = None
     num_workers: int = 0
     dataset: str | None = None
     augment: Transform | bool | None = None
@@ -126,6 +131,8 @@ class TrainConfig:
         check_choice("precision", self.precision, PRECISIONS)
         self.seed = check_int("seed", self.seed, minimum=0)
         self.num_workers = check_int("num_workers", self.num_workers, minimum=0)
+        if self.threads is not None:
+            self.threads = check_int("threads", self.threads, minimum=1)
         for name in ("augment", "normalize"):
             hook = getattr(self, name)
             if hook not in (None, False) and not callable(hook):
@@ -212,60 +219,59 @@ def train_model(
     if config.compile:
         network = torch.compile(network)
 
-    bar = tqdm(
-        total=config.epochs * steps_per_epoch,
-        initial=start_epoch * steps_per_epoch,
-        desc="train",
-        unit="step",
-        disable=not (config.progress and context.is_main),
-        dynamic_ncols=True,
-    )
-    with _deterministic_mode(config.deterministic):
+    autocast = dict(device_type=device.type, dtype=autocast_dtype,
+                    enabled=autocast_dtype is not None and device.type == "cuda")
+
+    def train_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step; returns (loss sum, correct, rows) over the rows of the logits."""
+        if augment is not None:
+            x = augment(x)
+        if normalize is not None:
+            x = normalize(x)
+        with torch.autocast(**autocast):
+            logits = network(x)
+            targets = _training_targets(model, y)
+            loss = F.cross_entropy(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        with torch.no_grad():
+            correct = (logits.argmax(dim=-1) == targets).sum()
+            rows = len(targets)
+            return torch.stack([loss.detach().double() * rows, correct.double(),
+                                loss.new_full((), rows, dtype=torch.float64)])
+
+    show = config.progress and context.is_main
+    with _process_settings(config), tqdm(
+        total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+        desc="train", unit="step", disable=not show, dynamic_ncols=True,
+    ) as bar:
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             network.train()
-            # Running sums stay on the device: no host sync per step.
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            correct_sum = torch.zeros((), dtype=torch.int64, device=device)
-            count = 0
-            for x, y in data.batches(data_order, config, batch_unit, context, device):
-                if augment is not None:
-                    x = augment(x)
-                if normalize is not None:
-                    x = normalize(x)
-                with torch.autocast(device.type, dtype=autocast_dtype,
-                                    enabled=autocast_dtype is not None and device.type == "cuda"):
-                    logits = network(x)
-                    targets = _training_targets(model, y)
-                    loss = F.cross_entropy(logits.float(), targets)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                with torch.no_grad():
-                    loss_sum += loss.detach() * len(targets)
-                    correct_sum += (logits.argmax(dim=-1) == targets).sum()
-                count += len(targets)
+            batches, groups = epoch_batches(model, len(data), config.batch_size, batch_unit,
+                                            data_order, epoch, config.seed)
+            local = [shard(batch, groups, context) for batch in batches]
+            # Sums stay on the device (no host sync per step) and are reduced over processes.
+            totals = torch.zeros(3, dtype=torch.float64, device=device)
+            for x, y in data.batches(local, device, config.num_workers):
+                totals += train_step(x, y)
                 bar.update(1)
-            totals = torch.stack([loss_sum, correct_sum.double(),
-                                  torch.tensor(count, dtype=torch.float64, device=device)])
-            loss_total, correct_total, count_total = distributed.all_reduce_sum(
-                totals, context).tolist()
-            record = {
+            loss_sum, correct, rows = distributed.all_reduce_sum(totals, context).tolist()
+            history.append({
                 "epoch": epoch + 1,
-                "loss": loss_total / count_total,
-                "accuracy": correct_total / count_total,
+                "loss": loss_sum / rows,
+                "accuracy": correct / rows,
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - started,
-            }
-            history.append(record)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{record['loss']:.4f}",
-                            acc=f"{record['accuracy']:.4f}")
+            })
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / rows:.4f}",
+                            acc=f"{correct / rows:.4f}")
             if checkpoint_path is not None:
                 _save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler,
                                  data_order, config, epoch + 1, history, context)
-    bar.close()
     return history
 
 
@@ -346,20 +352,37 @@ def _steps_per_epoch(num_items: int, batch_size: int, unit: int) -> int:
     return full + (1 if rest >= unit else 0)
 
 
-def epoch_indices(
-    num_items: int, batch_size: int, unit: int, generator: torch.Generator
-) -> list[torch.Tensor]:
-    """One epoch of global batches: a permutation of ``range(num_items)`` cut into batches.
+def epoch_batches(
+    model: nn.Module,
+    num_items: int,
+    batch_size: int,
+    unit: int,
+    generator: torch.Generator,
+    epoch: int,
+    seed: int,
+) -> tuple[list[torch.Tensor], int]:
+    """One epoch's global index batches, and how many member groups each batch is made of.
 
-    The last, short batch is trimmed to a multiple of ``unit`` (members x processes) and
-    dropped if nothing is left.
+    Ordinarily a permutation drawn from ``generator`` cut into ``batch_size`` rows, the last,
+    short batch trimmed to a multiple of ``unit`` (batch_multiple x processes) or dropped if
+    nothing is left: groups = ``model.batch_multiple``. A model with
+    ``independent_member_batches`` (deep ensembles with their own data order per member) gets
+    :class:`~ensemblekit.samplers.MemberBatchSampler` batches instead: M blocks of
+    ``batch_size`` rows, block m from member m's own permutation (a function of seed, epoch
+    and m); groups = M.
     """
+    if getattr(model, "independent_member_batches", False):
+        members = model.num_members
+        sampler = MemberBatchSampler(num_items, batch_size, members, seed=seed)
+        sampler.set_epoch(epoch)
+        blocks = [torch.tensor(batch).view(members, -1) for batch in sampler]
+        blocks = [block[:, : block.shape[1] - block.shape[1] % unit] for block in blocks]
+        return [block.reshape(-1) for block in blocks if block.numel()], members
     order = torch.randperm(num_items, generator=generator)
     batches = list(order.split(batch_size))
-    if batches and len(batches[-1]) % unit:
-        keep = len(batches[-1]) - len(batches[-1]) % unit
-        batches[-1] = batches[-1][:keep]
-    return [batch for batch in batches if len(batch)]
+    if len(batches[-1]) % unit:
+        batches[-1] = batches[-1][: len(batches[-1]) - len(batches[-1]) % unit]
+    return [batch for batch in batches if len(batch)], getattr(model, "batch_multiple", 1)
 
 
 def shard(batch: torch.Tensor, groups: int, context: distributed.DistributedContext):
@@ -381,7 +404,7 @@ class _TrainingData:
     def __init__(self, train_data, *, needs_unit_range: bool) -> None:
         self.images = self.labels = None
         self.dataset = None
-        if isinstance(train_data, TensorDataset) and len(train_data.tensors) == 2:
+        if _holds_tensors(train_data):  # TensorDataset, ensemblekit's InMemoryDataset
             train_data = train_data.tensors
         if isinstance(train_data, (tuple, list)):
             if len(train_data) != 2:
@@ -419,11 +442,8 @@ class _TrainingData:
     def __len__(self) -> int:
         return len(self.labels) if self.dataset is None else len(self.dataset)
 
-    def batches(self, generator, config, unit, context, device) -> Iterator[tuple]:
-        """This process's ``(x, y)`` batches for one epoch, on ``device``."""
-        groups = unit // context.world_size
-        indices = [shard(batch, groups, context)
-                   for batch in epoch_indices(len(self), config.batch_size, unit, generator)]
+    def batches(self, indices: list[torch.Tensor], device, num_workers: int) -> Iterator[tuple]:
+        """``(x, y)`` on ``device`` for each index batch, in order."""
         if self.dataset is None:
             if self.images.device != device:  # moved once, then indexed on the device
                 self.images, self.labels = self.images.to(device), self.labels.to(device)
@@ -432,11 +452,15 @@ class _TrainingData:
                 yield self.images[index], self.labels[index]
             return
         loader = DataLoader(self.dataset, batch_sampler=[index.tolist() for index in indices],
-                            num_workers=config.num_workers,
-                            pin_memory=device.type == "cuda")
+                            num_workers=num_workers, pin_memory=device.type == "cuda")
         for x, y in loader:
             yield (x.to(device, non_blocking=True),
                    torch.as_tensor(y).long().to(device, non_blocking=True))
+
+
+def _holds_tensors(data) -> bool:
+    return (isinstance(data, Dataset) and isinstance(getattr(data, "tensors", None), tuple)
+            and len(data.tensors) == 2 and getattr(data, "transform", None) is None)
 
 
 def _save_checkpoint(path, model, optimizer, scheduler, scaler, data_order, config, epoch,
@@ -499,16 +523,18 @@ def _comparable(config: TrainConfig) -> dict:
     return values
 
 
-class _deterministic_mode:
-    """Ask torch for deterministic kernels for the duration of training, then restore."""
+class _process_settings:
+    """Apply the config's process-wide torch settings while training, then restore them."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
 
     def __enter__(self):
-        if self.enabled:
-            self.previous = (torch.are_deterministic_algorithms_enabled(),
-                             torch.backends.cudnn.benchmark)
+        self.previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                         torch.backends.cudnn.benchmark)
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)
+        if self.config.deterministic:
             # cuBLAS reads this when it first starts; set it early in the process to take effect.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -516,6 +542,7 @@ class _deterministic_mode:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.enabled:
-            torch.use_deterministic_algorithms(self.previous[0])
-            torch.backends.cudnn.benchmark = self.previous[1]
+        threads, deterministic, benchmark = self.previous
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.benchmark = benchmark

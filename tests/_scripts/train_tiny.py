@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
+from ensemblekit.methods import build_model
 from ensemblekit.train import TrainConfig, train_model
 
 
@@ -29,10 +29,15 @@ def tiny_problem(num_items: int = 256, features: int = 16, classes: int = 4):
     return images, labels
 
 
-def mlp(features: int = 16, classes: int = 4) -> nn.Module:
-    """An MLP without BatchNorm or dropout: its training is a pure function of the data order."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(features, 32), nn.ReLU(), nn.Linear(32, classes))
+def tiny_model(method: str = "masksembles"):
+    """An MLP (16-32-4) without BatchNorm or dropout: training is a function of the data order.
+
+    Masksembles (4 masks on the 32 hidden units) by default: its batch is split into 4 member
+    groups, which data-parallel sharding must preserve.
+    """
+    options = {"n": 4, "scale": 2.0} if method == "masksembles" else {}
+    return build_model("mlp", method, num_classes=4, in_channels=16, hidden=(32,), seed=0,
+                       **options)
 
 
 def main() -> None:
@@ -42,13 +47,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--optimizer", default="sgd")
+    parser.add_argument("--method", default="masksembles", choices=("single", "masksembles"))
     parser.add_argument("--checkpoint-dir", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--stall-at-step", type=int)
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    model = mlp()
+    model = tiny_model(args.method)
     if args.stall_at_step is not None:
         calls = 0
 
