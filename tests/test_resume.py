@@ -1,11 +1,12 @@
 """A training process SIGKILLed mid-epoch resumes to exactly the uninterrupted result.
 
 The script (``_scripts/train_tiny.py``) trains a Masksembles MLP for 3 epochs of 8 steps and
-checkpoints after each epoch. With ``--stall-at-step 12`` it writes a marker file and sleeps in the middle of epoch 2,
-after the first checkpoint; the test then kills it with SIGKILL (no clean-up code runs). A second
-process resumes from the checkpoint and must end with weights bit-identical (``torch.equal``) to
-an uninterrupted run with the same seed, on CPU: the checkpoint restores the weights, optimizer,
-schedule, data order and every RNG, and the resumed process redoes epoch 2 from its start.
+checkpoints after each epoch. With ``--stall-at-step 12`` it writes a marker file and sleeps in
+the middle of epoch 2, after the first checkpoint; the test then kills it with SIGKILL (no
+clean-up code runs). A second process resumes from the checkpoint and must end with weights
+bit-identical (``torch.equal``) to an uninterrupted run with the same seed, on CPU: the
+checkpoint restores the weights, optimizer, schedule, data order and every RNG, and the resumed
+process redoes epoch 2 from its start.
 """
 
 from __future__ import annotations
