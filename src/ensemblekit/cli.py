@@ -1,0 +1,311 @@
+"""The ``ensemblekit`` command line: argument parsing only; the work is in
+:mod:`ensemblekit.experiments`.
+
+Every training subcommand reads its settings from, lowest precedence first: defaults, the
+dataset's recipe, ``--config FILE`` (TOML), then the flags given. User errors (an unknown name,
+an invalid combination, missing data) print one line naming the fix and exit with status 2,
+before any training starts; an interrupted run exits with 130 and keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.handler(args) or 0
+    except (ValueError, FileNotFoundError) as error:
+        print(f"ensemblekit {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        where = f" under {out}" if out else ""
+        print(f"\nensemblekit {args.command}: interrupted; finished runs are kept{where}: "
+              "rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ensemblekit",
+        description="Cheap ensemble-like uncertainty (Masksembles and the methods around it): "
+                    "training, evaluation under shift and OOD, and the papers' experiments.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    bench = sub.add_parser(
+        "benchmark", help="train and evaluate every method over several seeds; write "
+                          "results.json/.csv, report.md and figures",
+        description="Train and evaluate every method over several seeds under one protocol "
+                    "(clean, 15 corruptions x 5 severities, OOD). Runs offline on the embedded "
+                    "digits by default. Finished runs are kept; rerunning with the same --out "
+                    "resumes.")
+    _common(bench, default_out="runs/benchmark-<dataset>")
+    bench.add_argument("--methods", nargs="+", type=_names, help="methods to run (default: "
+                       "single mc_dropout masksembles batchensemble deep_ensemble)")
+    bench.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default 3)")
+    _shift_flags(bench)
+    bench.add_argument("--ood", help="OOD test set: a dataset name, 'auto' (the dataset's "
+                       "pair; default) or 'none'")
+    bench.add_argument("--mc-samples", dest="mc_samples", type=int,
+                       help="MC-Dropout stochastic passes at test time (default: --members)")
+    bench.add_argument("--corrupted-dir", dest="corrupted_dir",
+                       help="a CIFAR-10-C-layout folder to evaluate shift on (e.g. the official "
+                            "CIFAR-10-C); default: generate into OUT/corrupted")
+    bench.add_argument("--checkpoints", action="store_true", default=None,
+                       help="keep per-epoch checkpoints (resume mid-run) and save every model")
+    bench.set_defaults(handler=_benchmark)
+
+    toy = sub.add_parser(
+        "toy", help="predictive-entropy maps on a 2D problem, single model to ensemble",
+        description="Masksembles paper, Example 1: a row of predictive-entropy maps on a 2D "
+                    "two-class problem: single model, MC-Dropout, Masksembles at increasing "
+                    "scale, Deep Ensemble.")
+    _common(toy, default_out="runs/toy-<dataset>", default_dataset="toy_moons")
+    toy.add_argument("--scales", nargs="+", type=float,
+                     help="Masksembles scales, one panel each (default 1.5 2 4 8)")
+    toy.add_argument("--seed", type=int, help="seed of every model (default 0)")
+    toy.add_argument("--resolution", type=int, help="grid points per axis (default 120)")
+    toy.set_defaults(handler=_toy)
+
+    diversity = sub.add_parser(
+        "diversity", help="how alike the members are: function and parameter space",
+        description="Member similarity study (\"Is BatchEnsemble a single model?\"): pairwise "
+                    "disagreement, normalised disagreement and KL between members, and cosine "
+                    "similarity of their weights, for each method.")
+    _common(diversity, default_out="runs/diversity-<dataset>")
+    diversity.add_argument("--methods", nargs="+", type=_names, help="methods (default: "
+                           "mc_dropout masksembles batchensemble deep_ensemble)")
+    diversity.add_argument("--seeds", type=int, help="number of seeds (default 1)")
+    diversity.set_defaults(handler=_diversity)
+
+    sweep = sub.add_parser(
+        "sweep", help="Masksembles over a grid of scale and number of masks, plotted",
+        description="The Masksembles transition: metrics over a grid of scale x n, with "
+                    "reference methods as horizontal lines.")
+    _common(sweep, default_out="runs/sweep-<dataset>")
+    sweep.add_argument("--scales", nargs="+", type=float,
+                       help="scales (default 1 1.5 2 3 4 6)")
+    sweep.add_argument("--ns", nargs="+", type=int, help="numbers of masks (default 2 4 8)")
+    sweep.add_argument("--references", nargs="+", type=_names,
+                       help="reference methods (default single mc_dropout deep_ensemble; "
+                            "'none' for none)")
+    sweep.add_argument("--seeds", type=int, help="number of seeds (default 1)")
+    _shift_flags(sweep)
+    sweep.add_argument("--ood", help="OOD set: a dataset name, 'auto' (default) or 'none'")
+    sweep.set_defaults(handler=_sweep)
+
+    train = sub.add_parser("train", help="train one model and save a checkpoint",
+                           description="Train one model; save OUT/model.pt and OUT/train.json.")
+    _common(train, default_out="runs/train-<dataset>")
+    train.add_argument("--method", help="method (default masksembles)")
+    train.add_argument("--seed", type=int, help="seed (default 0)")
+    train.set_defaults(handler=_train)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="evaluate a checkpoint: clean, corruptions, OOD",
+        description="Evaluate a saved model under the benchmark's protocol.")
+    evaluate.add_argument("checkpoint", help="a checkpoint written by `ensemblekit train` or "
+                                             "ensemblekit.checkpoint.save")
+    evaluate.add_argument("--dataset", help="dataset (default: the one recorded in the "
+                                            "checkpoint)")
+    evaluate.add_argument("--data-dir", dest="data_dir", help="folder holding the datasets")
+    _shift_flags(evaluate)
+    evaluate.add_argument("--ood", default="auto",
+                          help="OOD set: a name, 'auto' (default) or 'none'")
+    evaluate.add_argument("--batch-size", dest="batch_size", type=int, default=500)
+    evaluate.add_argument("--mc-samples", dest="mc_samples", type=int)
+    evaluate.add_argument("--out", help="JSON file (default: evaluation.json beside the "
+                                        "checkpoint)")
+    evaluate.set_defaults(handler=_evaluate)
+
+    corrupt = sub.add_parser(
+        "corrupt", help="write a test set under every corruption and a preview PNG",
+        description="Write the test set of DATASET under each corruption and severity in the "
+                    "CIFAR-10-C layout (<kind>.npy, labels.npy) and a kind x severity preview.")
+    corrupt.add_argument("--dataset", default="digits", help="image dataset (default digits)")
+    corrupt.add_argument("--data-dir", dest="data_dir", help="folder holding the datasets")
+    _shift_flags(corrupt)
+    corrupt.add_argument("--index", type=int, default=0, help="test image to preview")
+    corrupt.add_argument("--seed", type=int, default=0)
+    corrupt.add_argument("--out", help="folder (default runs/corrupted-<dataset>)")
+    corrupt.set_defaults(handler=_corrupt)
+    return parser
+
+
+def _common(parser, *, default_out: str, default_dataset: str = "digits") -> None:
+    """Flags every training subcommand shares; all default to None (= config or recipe)."""
+    parser.add_argument("--config", help="TOML file of settings (see configs/); flags given "
+                                         "here override it")
+    parser.add_argument("--dataset", help=f"dataset (default {default_dataset})")
+    parser.add_argument("--data-dir", dest="data_dir",
+                        help="folder holding the datasets (default $ENSEMBLEKIT_DATA or ./data)")
+    parser.add_argument("--download", action="store_true", default=None,
+                        help="download missing datasets first (needs internet)")
+    parser.add_argument("--backbone", help="backbone (default: the dataset's recipe, e.g. "
+                                           "lenet for digits)")
+    parser.add_argument("--width", type=float, help="backbone width multiplier")
+    parser.add_argument("--epochs", type=int, help="training epochs")
+    parser.add_argument("--members", type=int, help="members per method (default 4)")
+    parser.add_argument("--scale", type=float, help="Masksembles scale >= 1 (default 2)")
+    parser.add_argument("--dropout", type=float, help="MC-Dropout rate p (default 0.1)")
+    parser.add_argument("--batch-size", dest="batch_size", type=int, help="training batch size")
+    parser.add_argument("--lr", type=float, help="learning rate")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda if available)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--progress", action="store_true", default=None,
+                        help="show a progress bar per training run")
+    parser.add_argument("--out", help=f"output folder (default {default_out})")
+
+
+def _shift_flags(parser) -> None:
+    parser.add_argument("--corruptions", nargs="+", type=_names,
+                        help="corruption kinds, 'all' (the 15 CIFAR-10-C kinds) or 'none'")
+    parser.add_argument("--severities", nargs="+", type=int, help="severities in 1..5")
+
+
+def _names(text: str) -> list[str]:
+    """A flag value: one name or comma-separated names."""
+    return [name for name in text.split(",") if name]
+
+
+def _flatten(values):
+    if values is None:
+        return None
+    flat = [name for group in values for name in group]
+    return flat[0] if len(flat) == 1 and flat[0] in ("all", "none") else flat
+
+
+def _overrides(args, keys: tuple[str, ...]) -> dict:
+    """The settings given on the command line (None: not given)."""
+    values = {key: getattr(args, key, None) for key in keys}
+    for key in ("methods", "corruptions", "references"):
+        if key in values:
+            values[key] = _flatten(values[key])
+    if values.get("references") == "none":
+        values["references"] = []
+    train = {key: getattr(args, key) for key in ("batch_size", "lr")
+             if getattr(args, key, None) is not None}
+    values["train"] = train or None
+    return values
+
+
+_COMMON_KEYS = ("dataset", "data_dir", "download", "backbone", "width", "epochs", "members",
+                "scale", "dropout", "device", "threads", "progress", "out")
+
+
+def _settings(args, settings_class, extra: tuple[str, ...]):
+    settings = settings_class.from_sources(args.config, _overrides(args, _COMMON_KEYS + extra))
+    args.out = settings.out  # for the message of an interrupted run
+    if settings.threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    return settings
+
+
+def _benchmark(args) -> int:
+    from .experiments.benchmark import run_benchmark
+    from .experiments.settings import BenchmarkSettings
+    from .report import summary_table
+
+    settings = _settings(args, BenchmarkSettings,
+                         ("methods", "seeds", "corruptions", "severities", "ood", "mc_samples",
+                          "corrupted_dir", "checkpoints"))
+    started = time.perf_counter()
+    print(f"benchmark: {', '.join(settings.methods)} x {settings.seeds} seed(s) on "
+          f"{settings.dataset} ({settings.backbone}, {settings.epochs} epochs); "
+          f"{len(settings.corruptions)} corruptions x {len(settings.severities)} severities; "
+          f"OOD: {settings.ood}; writing to {settings.out}", flush=True)
+    results = run_benchmark(settings, log=_log)
+    print()
+    print(summary_table(results))
+    out = Path(settings.out)
+    print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'report.md'} and "
+          f"{out / 'figures'}/ in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _toy(args) -> int:
+    from .experiments.settings import ToySettings
+    from .experiments.toy import run_toy
+
+    settings = _settings(args, ToySettings, ("scales", "seed", "resolution"))
+    run_toy(settings, log=_log)
+    print(f"wrote {Path(settings.out) / 'toy_entropy.png'} and {Path(settings.out) / 'toy.json'}")
+    return 0
+
+
+def _diversity(args) -> int:
+    from .experiments.diversity import diversity_table, run_diversity
+    from .experiments.settings import DiversitySettings
+
+    settings = _settings(args, DiversitySettings, ("methods", "seeds"))
+    results = run_diversity(settings, log=_log)
+    print()
+    print(diversity_table(results))
+    out = Path(settings.out)
+    print(f"\nwrote {out / 'diversity.json'}, {out / 'diversity.md'} and "
+          f"{out / 'diversity_heatmaps.png'}")
+    return 0
+
+
+def _sweep(args) -> int:
+    from .experiments.settings import SweepSettings
+    from .experiments.sweep import run_sweep
+
+    settings = _settings(args, SweepSettings, ("scales", "ns", "references", "seeds",
+                                               "corruptions", "severities", "ood"))
+    run_sweep(settings, log=_log)
+    out = Path(settings.out)
+    print(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'} and {out / 'sweep.png'}")
+    return 0
+
+
+def _train(args) -> int:
+    from .experiments.settings import TrainSettings
+    from .experiments.single_run import run_train
+
+    settings = _settings(args, TrainSettings, ("method", "seed"))
+    run_train(settings, log=_log)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .experiments.single_run import run_evaluate
+
+    run_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
+                 corruptions=_flatten(args.corruptions) or "all",
+                 severities=args.severities or (1, 2, 3, 4, 5), ood=args.ood, out=args.out,
+                 batch_size=args.batch_size, mc_samples=args.mc_samples, log=_log)
+    return 0
+
+
+def _corrupt(args) -> int:
+    from .experiments.single_run import run_corrupt
+
+    run_corrupt(args.dataset, data_dir=args.data_dir,
+                corruptions=_flatten(args.corruptions) or "all",
+                severities=args.severities or (1, 2, 3, 4, 5), out=args.out, index=args.index,
+                seed=args.seed, log=_log)
+    return 0
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The one-command benchmark: every method x seed, trained and evaluated under one protocol.
+
+Each finished (method, seed) run is written at once, atomically, to
+``<out>/runs/<method>/seed-<seed>.json``; a rerun with the same ``--out`` reads those back and
+trains only what is missing, so an interrupted benchmark loses at most the run in progress.
+A rerun whose settings would change a finished run's result is refused (naming the keys that
+differ) instead of mixing two protocols in one table. When every run is there, the results are
+aggregated over seeds into ``results.json``, ``results.csv``, ``report.md`` and the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .. import plots, report
+from ..atomic import atomic_write_text
+from .pipeline import (
+    Log,
+    build,
+    check_batch_size,
+    count_parameters,
+    evaluate,
+    load_experiment_data,
+    train,
+)
+from .settings import BenchmarkSettings
+
+
+def run_path(out: str | Path, method: str, seed: int) -> Path:
+    """Where the result of one (method, seed) run is kept."""
+    return Path(out) / "runs" / method / f"seed-{seed}.json"
+
+
+def run_benchmark(settings: BenchmarkSettings, *, log: Log = print) -> dict:
+    """Train and evaluate ``settings.methods`` x ``settings.seeds``; write everything to
+    ``settings.out``; return the aggregated results (the content of ``results.json``)."""
+    out = Path(settings.out)
+    runs = [(method, seed) for method in settings.methods for seed in settings.seed_list]
+    finished = finished_runs(settings)
+    # Every model is built once up front: a batch size its member groups do not divide is
+    # refused here, before any data is read or any training starts.
+    for method in settings.methods:
+        check_batch_size(settings, build(settings, method, seed=0))
+    todo = [run for run in runs if run not in finished]
+    if finished:
+        names = ", ".join(f"{method}/seed-{seed}" for method, seed in runs if
+                          (method, seed) in finished)
+        log(f"resuming {out}: {len(finished)} of {len(runs)} runs already finished ({names}); "
+            "skipping them")
+    if todo:
+        data = load_experiment_data(
+            settings, ood=settings.ood, corruptions=settings.corruptions,
+            severities=settings.severities, corrupted_dir=settings.corrupted_dir, log=log)
+        started = time.perf_counter()
+        for index, (method, seed) in enumerate(todo, start=1):
+            record = run_one(settings, method, seed, data)
+            atomic_write_text(run_path(out, method, seed), json.dumps(record, indent=1))
+            finished[(method, seed)] = record
+            log(f"[{index}/{len(todo)}] {_summary(record)} "
+                f"({time.perf_counter() - started:.0f} s elapsed)")
+    records = {run: finished[run] for run in runs}
+    results = report.aggregate(records, settings)
+    report.write_reports(out, results, records)
+    plots.benchmark_figures(out / "figures", results, records)
+    return results
+
+
+def run_one(settings: BenchmarkSettings, method: str, seed: int, data) -> dict:
+    """Build, train and evaluate one (method, seed) run; return its JSON-ready record."""
+    from .. import checkpoint
+
+    model = build(settings, method, seed=seed)
+    checkpoint_dir = None
+    if settings.checkpoints:
+        checkpoint_dir = Path(settings.out) / "checkpoints" / method / f"seed-{seed}"
+    training = train(settings, model, data, seed=seed, checkpoint_dir=checkpoint_dir)
+    record = {
+        "method": method,
+        "seed": seed,
+        "settings": settings.fingerprint(),
+        "model_config": model.config,
+        "params": count_parameters(model),
+        "num_members": model.num_members,
+        "train": training,
+        "ood_name": data.ood_name,
+        "ood_status": data.ood_status,
+        **evaluate(model, data, seed=seed, batch_size=settings.eval_batch_size,
+                   num_samples=settings.mc_samples),
+    }
+    if settings.checkpoints:
+        checkpoint.save(model, Path(settings.out) / "models" / f"{method}-seed-{seed}.pt",
+                        metadata={"dataset": settings.dataset, "seed": seed,
+                                  "test": record["test"]})
+    return record
+
+
+def finished_runs(settings: BenchmarkSettings) -> dict[tuple[str, int], dict]:
+    """The records already in ``settings.out`` for the requested runs.
+
+    Raises ``ValueError`` if one was computed under settings that change its result.
+    """
+    found = {}
+    expected = settings.fingerprint()
+    for method in settings.methods:
+        for seed in settings.seed_list:
+            path = run_path(settings.out, method, seed)
+            if not path.is_file():
+                continue
+            try:
+                record = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # an unreadable file is not a finished run; it is recomputed
+            differing = sorted(key for key in expected.keys() | record["settings"].keys()
+                               if expected.get(key) != record["settings"].get(key))
+            if differing:
+                details = "; ".join(f"{key}: {record['settings'].get(key)!r} there, "
+                                    f"{expected.get(key)!r} now" for key in differing)
+                raise ValueError(
+                    f"{settings.out} holds finished runs with other settings ({details}); "
+                    "rerun with those settings to resume, or pass a new --out")
+            found[(method, seed)] = record
+    return found
+
+
+def _summary(record: dict) -> str:
+    test = record["test"]
+    parts = [f"{record['method']} seed {record['seed']}: acc {test['accuracy']:.3f}",
+             f"NLL {test['nll']:.3f}", f"ECE {test['ece']:.3f}"]
+    if "shift_mean" in record:
+        shift_ece = [metrics["ece"] for metrics in record["shift_mean"].values()]
+        parts.append(f"shift ECE {sum(shift_ece) / len(shift_ece):.3f}")
+    parts.append(f"train {record['train']['seconds']:.1f} s")
+    return ", ".join(parts)

@@ -1,0 +1,467 @@
+"""What each experiment runs with: defaults, TOML config files, command-line overrides, checks.
+
+Precedence, lowest first: the experiment's defaults, the dataset's recipe (:data:`RECIPES`: the
+backbone, epochs and optimiser that suit it), the TOML file given with ``--config``, and the
+flags given on the command line. Everything is checked by :meth:`Settings.validate` before any
+data is read or any model trained, so a bad value fails in a second with a one-line message.
+
+A config file holds the keys of one experiment at top level and the optimiser in a ``[train]``
+table (any :class:`~ensemblekit.train.TrainConfig` field the experiment does not set itself)::
+
+    command = "benchmark"          # optional; if present it must match the subcommand
+    dataset = "cifar10"
+    backbone = "resnet20"
+    epochs = 200
+    [train]
+    optimizer = "sgd"
+    lr = 0.1
+
+Unknown keys are an error that names the key and lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomllib
+
+from .._validation import check_choice, check_float, check_int
+
+#: The five points of the spectrum, in order from one model to independent models.
+ALL_METHODS = ("single", "mc_dropout", "masksembles", "batchensemble", "deep_ensemble")
+#: The methods with several members whose similarity the diversity study measures.
+DIVERSITY_METHODS = ("mc_dropout", "masksembles", "batchensemble", "deep_ensemble")
+
+#: TrainConfig fields every experiment sets itself (per run), so a config may not.
+_RUN_OWNED = ("epochs", "seed", "progress", "device", "dataset", "augment", "normalize")
+
+#: What suits each dataset when neither the config nor the command line says otherwise. The
+#: digits recipe is sized so that the default benchmark (5 methods x 3 seeds, 15 corruptions x
+#: 5 severities, OOD) finishes in about three minutes on two CPU cores.
+RECIPES: dict[str, dict] = {
+    "digits": {
+        "backbone": "lenet",
+        "width": 2.0,
+        "epochs": 20,
+        "train": {"batch_size": 64, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4,
+                  "schedule": "cosine", "precision": "fp32"},
+    },
+    "mnist": {
+        "backbone": "mlp",
+        "epochs": 20,
+        "train": {"batch_size": 128, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0,
+                  "schedule": "constant"},
+    },
+    "toy_moons": {
+        "backbone": "mlp",
+        "hidden": [64, 64, 64],
+        "epochs": 60,
+        "train": {"batch_size": 64, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4,
+                  "schedule": "cosine", "precision": "fp32"},
+    },
+}
+RECIPES["fashion_mnist"] = RECIPES["mnist"]
+RECIPES["toy_blobs"] = RECIPES["toy_moons"]
+#: Any other image dataset (CIFAR-10/100, SVHN, ImageNet-style folders): a CIFAR ResNet.
+_IMAGE_RECIPE = {
+    "backbone": "resnet20",
+    "epochs": 200,
+    "train": {"batch_size": 128, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
+              "nesterov": True, "weight_decay": 5e-4, "schedule": "cosine"},
+}
+
+
+@dataclass
+class Settings:
+    """Keys every experiment shares. Subclasses add their own; ``None`` means "the recipe's"."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    backbone: str | None = None
+    width: float | None = None
+    hidden: list[int] | None = None
+    epochs: int | None = None
+    members: int = 4
+    scale: float = 2.0
+    dropout: float = 0.1
+    out: str | None = None
+    device: str | None = None
+    threads: int | None = None
+    progress: bool = False
+    train: dict = field(default_factory=dict)
+
+    command = ""  # the subcommand these settings belong to
+
+    # -- building ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_sources(
+        cls, config: str | os.PathLike | None = None, overrides: dict | None = None
+    ) -> Settings:
+        """Defaults < dataset recipe < TOML file ``config`` < ``overrides``; then validated.
+
+        ``overrides`` maps key names to values; ``None`` values are ignored (a flag not given).
+        Its ``"train"`` entry, if any, is merged into the ``[train]`` table key by key.
+        """
+        values = load_config(config, cls) if config is not None else {}
+        for key, value in (overrides or {}).items():
+            if value is None:
+                continue
+            if key == "train":
+                values["train"] = {**values.get("train", {}), **value}
+            else:
+                values[key] = value
+        check_keys(values, cls, source="settings")
+        settings = cls(**values)
+        settings.apply_recipe()
+        settings.validate()
+        return settings
+
+    def apply_recipe(self) -> None:
+        """Fill every key left at ``None`` (and missing ``[train]`` keys) from the recipe."""
+        recipe = recipe_for(self.dataset)
+        # A backbone other than the recipe's keeps its own sizes (width, hidden).
+        own_backbone = self.backbone is None or self.backbone == recipe["backbone"]
+        keys = ("backbone", "width", "hidden", "epochs") if own_backbone else ("epochs",)
+        for key in keys:
+            if getattr(self, key) is None and key in recipe:
+                setattr(self, key, recipe[key])
+        self.train = {**recipe.get("train", {}), **self.train}
+        if self.out is None:
+            self.out = str(Path("runs") / f"{self.command}-{self.dataset}")
+
+    # -- checking ---------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` (one line, naming the key and the fix) for any bad value."""
+        from .. import data, models
+
+        check_choice("dataset", self.dataset, data.available_datasets())
+        if data.dataset_info(self.dataset).num_classes < 1:
+            classified = [n for n in data.available_datasets()
+                          if data.dataset_info(n).num_classes > 0]
+            raise ValueError(f"dataset {self.dataset!r} has no labels (it is an OOD-only set); "
+                             f"use one of: {', '.join(classified)}")
+        check_choice("backbone", self.backbone, models.available_backbones())
+        if self.width is not None:
+            check_float("width", self.width, minimum=0.0, min_inclusive=False)
+        if self.hidden is not None:
+            if self.backbone != "mlp":
+                raise ValueError(f"hidden sets the layer sizes of the mlp backbone, but the "
+                                 f"backbone is {self.backbone!r}; drop hidden or use mlp")
+            self.hidden = [check_int("hidden size", size, minimum=1) for size in self.hidden]
+        self.epochs = check_int("epochs", self.epochs, minimum=1)
+        self.members = check_int("members", self.members, minimum=1)
+        self.scale = check_float("scale", self.scale, minimum=1.0)
+        self.dropout = check_float("dropout", self.dropout, minimum=0.0, maximum=1.0,
+                                   max_inclusive=False)
+        if self.threads is not None:
+            self.threads = check_int("threads", self.threads, minimum=1)
+        for key in ("download", "progress"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key} must be true or false, got {getattr(self, key)!r}")
+        self.train_config(seed=0)  # TrainConfig checks its own fields
+
+    def train_config(self, *, seed: int):
+        """The :class:`~ensemblekit.train.TrainConfig` of one run."""
+        from ..train import TrainConfig
+
+        check_keys(self.train, TrainConfig, source="[train] table",
+                   valid=train_keys())
+        return TrainConfig(**self.train, epochs=self.epochs, seed=seed, dataset=self.dataset,
+                           progress=self.progress, device=self.device)
+
+    def model_options(self, method: str, *, seed: int) -> dict:
+        """Keyword options of ``build_model`` for ``method`` under these settings."""
+        from ..data import dataset_info
+
+        info = dataset_info(self.dataset)
+        options: dict = {"seed": seed}
+        if self.width is not None:
+            options["width"] = self.width
+        if self.backbone in ("lenet", "mlp") and info.image_size is not None:
+            options["input_size"] = list(info.image_size)
+        if self.hidden is not None:
+            options["hidden"] = list(self.hidden)
+        if method != "single":
+            options["n"] = self.members
+        if method == "masksembles":
+            options["scale"] = self.scale
+        if method == "mc_dropout":
+            options["p"] = self.dropout
+        return options
+
+    def to_dict(self) -> dict:
+        """All keys as JSON-friendly values (what the report records as the protocol)."""
+        return json_ready(dataclasses.asdict(self))
+
+
+def recipe_for(dataset: str) -> dict:
+    """The defaults that suit ``dataset`` (see :data:`RECIPES`)."""
+    if dataset in RECIPES:
+        return RECIPES[dataset]
+    return _IMAGE_RECIPE
+
+
+def train_keys() -> list[str]:
+    """The ``[train]`` keys a config may set: TrainConfig fields the experiment does not own."""
+    from ..train import TrainConfig
+
+    return [f.name for f in dataclasses.fields(TrainConfig) if f.name not in _RUN_OWNED]
+
+
+def load_config(path: str | os.PathLike, settings_class: type[Settings]) -> dict:
+    """Read TOML ``path`` for ``settings_class``: its keys, checked, as a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} not found; pass the path of a .toml file "
+                         "(see the configs/ folder)")
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"config file {path} is not valid TOML: {error}") from None
+    command = values.pop("command", settings_class.command)
+    if command != settings_class.command:
+        raise ValueError(f"config file {path} is for the {command!r} command, not "
+                         f"{settings_class.command!r}; run `ensemblekit {command} --config "
+                         f"{path}`")
+    check_keys(values, settings_class, source=f"config file {path}")
+    if "train" in values:
+        if not isinstance(values["train"], dict):
+            raise ValueError(f"config file {path}: train must be a [train] table")
+        check_keys(values["train"], None, source=f"[train] table of {path}",
+                   valid=train_keys())
+    return values
+
+
+def check_keys(values: dict, settings_class, *, source: str, valid=None) -> None:
+    """Raise if ``values`` has a key that ``settings_class`` (or ``valid``) does not know."""
+    if valid is None:
+        valid = [f.name for f in dataclasses.fields(settings_class)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise ValueError(f"unknown key{plural} {', '.join(map(repr, unknown))} in {source}; "
+                         f"valid keys are: {', '.join(valid)}")
+
+
+def as_list(value) -> list:
+    """A single name (str) or a sequence of names, as a list."""
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+def json_ready(value):
+    """Tuples as lists and paths as strings, recursively (for JSON files)."""
+    if isinstance(value, dict):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@dataclass
+class BenchmarkSettings(Settings):
+    """``ensemblekit benchmark``: every method x seed, trained and evaluated the same way.
+
+    ``corruptions``: names, ``"all"`` (the 15 CIFAR-10-C benchmark kinds) or ``"none"``.
+    ``ood``: a dataset name, ``"auto"`` (the dataset's registered pair) or ``"none"``.
+    ``corrupted_dir``: a CIFAR-10-C-layout folder to evaluate shift on (e.g. the official
+    CIFAR-10-C); by default the corrupted test sets are generated once into ``<out>/corrupted``.
+    ``checkpoints``: keep per-epoch training checkpoints (a killed run resumes mid-training)
+    and save every trained model under ``<out>/models``.
+    """
+
+    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
+    seeds: int = 3
+    mc_samples: int | None = None
+    corruptions: list[str] | str = "all"
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    ood: str = "auto"
+    corrupted_dir: str | None = None
+    checkpoints: bool = False
+    eval_batch_size: int = 500
+
+    command = "benchmark"
+
+    #: Keys that do not change what a finished run computed: a rerun may change them freely.
+    RESUME_FREE = ("methods", "seeds", "out", "data_dir", "download", "device", "threads",
+                   "progress", "checkpoints", "corrupted_dir")
+
+    def validate(self) -> None:
+        super().validate()
+        self.methods = check_methods(self.methods, ALL_METHODS)
+        self.seeds = check_int("seeds", self.seeds, minimum=1)
+        if self.mc_samples is not None:
+            self.mc_samples = check_int("mc_samples", self.mc_samples, minimum=1)
+        self.eval_batch_size = check_int("eval_batch_size", self.eval_batch_size, minimum=1)
+        self.corruptions, self.severities = check_shift(self.dataset, self.corruptions,
+                                                        self.severities)
+        self.ood = check_ood(self.dataset, self.ood)
+        if not isinstance(self.checkpoints, bool):
+            raise ValueError(f"checkpoints must be true or false, got {self.checkpoints!r}")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds))
+
+    def fingerprint(self) -> dict:
+        """The settings that decide a run's result (a resumed run must match them)."""
+        values = self.to_dict()
+        for key in self.RESUME_FREE:
+            values.pop(key)
+        return values
+
+
+@dataclass
+class DiversitySettings(Settings):
+    """``ensemblekit diversity``: how alike the members of each method are (function and
+    parameter space), on the clean test set."""
+
+    methods: list[str] = field(default_factory=lambda: list(DIVERSITY_METHODS))
+    seeds: int = 1
+
+    command = "diversity"
+
+    def validate(self) -> None:
+        super().validate()
+        self.methods = check_methods(self.methods, ALL_METHODS)
+        self.seeds = check_int("seeds", self.seeds, minimum=1)
+        if self.members < 2:
+            raise ValueError(f"members must be >= 2 to compare members, got {self.members}")
+
+
+@dataclass
+class SweepSettings(Settings):
+    """``ensemblekit sweep``: Masksembles over a grid of ``scales`` x ``ns`` (member counts),
+    with ``references`` (other methods, ``members`` members) drawn as horizontal lines."""
+
+    scales: list[float] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+    ns: list[int] = field(default_factory=lambda: [2, 4, 8])
+    references: list[str] = field(default_factory=lambda: ["single", "mc_dropout",
+                                                            "deep_ensemble"])
+    seeds: int = 1
+    corruptions: list[str] | str = field(default_factory=lambda: [
+        "gaussian_noise", "defocus_blur", "fog", "contrast", "elastic_transform"])
+    severities: list[int] = field(default_factory=lambda: [3, 5])
+    ood: str = "auto"
+
+    command = "sweep"
+
+    def validate(self) -> None:
+        super().validate()
+        self.scales = sorted({check_float("scale", s, minimum=1.0) for s in as_list(self.scales)})
+        self.ns = sorted({check_int("n", n, minimum=1) for n in as_list(self.ns)})
+        if not self.scales or not self.ns:
+            raise ValueError("scales and ns must each hold at least one value")
+        self.references = check_methods(self.references, ALL_METHODS, allow_empty=True)
+        if "masksembles" in self.references:
+            raise ValueError("references lists the other methods; masksembles is the sweep "
+                             "itself: remove it from references")
+        self.seeds = check_int("seeds", self.seeds, minimum=1)
+        self.corruptions, self.severities = check_shift(self.dataset, self.corruptions,
+                                                        self.severities)
+        self.ood = check_ood(self.dataset, self.ood)
+
+
+@dataclass
+class ToySettings(Settings):
+    """``ensemblekit toy``: predictive-entropy maps on a 2D problem, one per method, in a row:
+    single model, MC-Dropout, Masksembles at each of ``scales``, Deep Ensemble."""
+
+    dataset: str = "toy_moons"
+    scales: list[float] = field(default_factory=lambda: [1.5, 2.0, 4.0, 8.0])
+    seed: int = 0
+    resolution: int = 120
+
+    command = "toy"
+
+    def validate(self) -> None:
+        super().validate()
+        from ..data import dataset_info
+
+        if dataset_info(self.dataset).is_image:
+            raise ValueError(f"the toy experiment needs a 2D point dataset (toy_moons, "
+                             f"toy_blobs), got image dataset {self.dataset!r}")
+        self.scales = sorted({check_float("scale", s, minimum=1.0) for s in as_list(self.scales)})
+        self.seed = check_int("seed", self.seed, minimum=0)
+        self.resolution = check_int("resolution", self.resolution, minimum=10)
+
+
+@dataclass
+class TrainSettings(Settings):
+    """``ensemblekit train``: one ``method`` model trained with ``seed``."""
+
+    method: str = "masksembles"
+    seed: int = 0
+
+    command = "train"
+
+    def validate(self) -> None:
+        super().validate()
+        self.method = check_methods([self.method], ALL_METHODS)[0]
+        self.seed = check_int("seed", self.seed, minimum=0)
+
+
+#: The settings class of each subcommand that trains models.
+SETTINGS = {cls.command: cls for cls in (BenchmarkSettings, DiversitySettings, SweepSettings,
+                                         ToySettings, TrainSettings)}
+
+
+def check_methods(methods, allowed, *, allow_empty: bool = False) -> list[str]:
+    """Method names as a list: each known, no repeats, at least one (unless allowed)."""
+    from ..methods import available_methods
+
+    methods = as_list(methods)
+    known = [name for name in available_methods() if name in allowed]
+    for name in methods:
+        check_choice("method", name, known)
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods lists a method twice: {methods}; list each once")
+    if not methods and not allow_empty:
+        raise ValueError(f"methods must name at least one of: {', '.join(known)}")
+    return methods
+
+
+def check_shift(dataset: str, corruptions, severities) -> tuple[list[str], list[int]]:
+    """Resolve ``"all"`` / ``"none"`` and check corruption names and severities 1..5."""
+    from ..data import BENCHMARK_CORRUPTIONS, CORRUPTIONS, dataset_info
+
+    if corruptions == "all":
+        corruptions = list(BENCHMARK_CORRUPTIONS)
+    elif corruptions == "none":
+        corruptions = []
+    corruptions = as_list(corruptions)
+    for kind in corruptions:
+        check_choice("corruption", kind, CORRUPTIONS)
+    if len(set(corruptions)) != len(corruptions):
+        raise ValueError(f"corruptions lists a kind twice: {corruptions}; list each once")
+    severities = sorted({check_int("severity", s, minimum=1, maximum=5)
+                         for s in as_list(severities)})
+    if corruptions and not severities:
+        raise ValueError("severities must hold at least one of 1..5 when corruptions are set")
+    if corruptions and not dataset_info(dataset).is_image:
+        raise ValueError(f"corruptions apply to images; dataset {dataset!r} holds points: "
+                         "set corruptions to \"none\"")
+    return corruptions, severities
+
+
+def check_ood(dataset: str, ood: str) -> str:
+    """Resolve ``"auto"`` to the dataset's OOD pair (or ``"none"``) and check the name."""
+    from ..data import available_datasets, dataset_info
+
+    if ood == "auto":
+        return dataset_info(dataset).ood or "none"
+    if ood == "none":
+        return ood
+    check_choice("ood dataset", ood, [*available_datasets(), "none", "auto"])
+    if ood == dataset:
+        raise ValueError(f"the OOD set must differ from the dataset itself ({dataset!r})")
+    return ood

@@ -1,0 +1,126 @@
+"""Single runs: train one model to a checkpoint, evaluate a checkpoint, write corrupted sets.
+
+``train`` saves ``<out>/model.pt`` (:func:`ensemblekit.checkpoint.save`, with the dataset name in
+its metadata) and ``<out>/train.json`` (the settings and per-epoch history). ``evaluate`` loads a
+checkpoint and runs the benchmark's protocol on it. ``corrupt`` writes a test set under every
+corruption in the CIFAR-10-C layout plus a kind x severity preview image.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .._validation import check_int
+from ..atomic import atomic_write_text
+from .pipeline import Log, build, check_batch_size, count_parameters, evaluate, load_experiment_data
+from .settings import Settings, TrainSettings, check_ood, check_shift
+
+
+def run_train(settings: TrainSettings, *, log: Log = print) -> Path:
+    """Train and save one model; return the checkpoint path."""
+    from .. import checkpoint
+    from ..train import train_model
+
+    out = Path(settings.out)
+    model = build(settings, settings.method, seed=settings.seed)
+    check_batch_size(settings, model)
+    data = load_experiment_data(settings, log=log)
+    started = time.perf_counter()
+    history = train_model(model, data.train, settings.train_config(seed=settings.seed))
+    seconds = time.perf_counter() - started
+    path = checkpoint.save(model, out / "model.pt",
+                           metadata={"dataset": settings.dataset, "seed": settings.seed,
+                                     "epochs": settings.epochs})
+    atomic_write_text(out / "train.json", json.dumps(
+        {"settings": settings.to_dict(), "params": count_parameters(model),
+         "seconds": seconds, "history": history}, indent=1))
+    last = history[-1]
+    log(f"trained {settings.method} ({count_parameters(model):,} parameters) on "
+        f"{settings.dataset} for {settings.epochs} epochs in {seconds:.1f} s: final training "
+        f"loss {last['loss']:.4f}, accuracy {last['accuracy']:.4f}; saved {path}")
+    return path
+
+
+def run_evaluate(
+    checkpoint_path: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    corruptions="all",
+    severities=(1, 2, 3, 4, 5),
+    ood: str = "auto",
+    out: str | Path | None = None,
+    batch_size: int = 500,
+    mc_samples: int | None = None,
+    seed: int = 0,
+    log: Log = print,
+) -> dict:
+    """Evaluate the model saved at ``checkpoint_path`` (clean, shift, OOD); write the record to
+    ``out`` (default: ``evaluation.json`` beside the checkpoint) and return it."""
+    from .. import checkpoint
+
+    checkpoint_path = Path(checkpoint_path)
+    payload = checkpoint.read_checkpoint(checkpoint_path)
+    if dataset is None:
+        dataset = (payload.get("metadata") or {}).get("dataset")
+        if dataset is None:
+            raise ValueError(f"{checkpoint_path} does not record its dataset; pass --dataset")
+    out = Path(out) if out is not None else checkpoint_path.parent / "evaluation.json"
+    settings = Settings(dataset=dataset, data_dir=data_dir, out=str(out.parent))
+    corruptions, severities = check_shift(dataset, corruptions, severities)
+    ood = check_ood(dataset, ood)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    model = checkpoint.load(checkpoint_path)
+    data = load_experiment_data(settings, ood=ood, corruptions=corruptions,
+                                severities=severities, with_train=False, log=log)
+    record = {"checkpoint": str(checkpoint_path), "dataset": dataset,
+              "model_config": model.config, "ood_name": data.ood_name,
+              "ood_status": data.ood_status,
+              **evaluate(model, data, seed=seed, batch_size=batch_size, num_samples=mc_samples)}
+    atomic_write_text(out, json.dumps(record, indent=1))
+    test = record["test"]
+    log(f"{checkpoint_path}: accuracy {test['accuracy']:.4f}, NLL {test['nll']:.4f}, Brier "
+        f"{test['brier']:.4f}, ECE {test['ece']:.4f}")
+    for severity, metrics in record.get("shift_mean", {}).items():
+        log(f"  severity {severity} (mean over {len(corruptions)} corruptions): accuracy "
+            f"{metrics['accuracy']:.4f}, NLL {metrics['nll']:.4f}, ECE {metrics['ece']:.4f}")
+    for score, metrics in record.get("ood", {}).items():
+        log(f"  OOD vs {ood} by {score}: AUROC {metrics['auroc']:.4f}, AUPR "
+            f"{metrics['aupr']:.4f}, FPR@95%TPR {metrics['fpr95']:.4f}")
+    log(f"wrote {out}")
+    return record
+
+
+def run_corrupt(
+    dataset: str = "digits",
+    *,
+    data_dir: str | None = None,
+    corruptions="all",
+    severities=(1, 2, 3, 4, 5),
+    out: str | Path | None = None,
+    index: int = 0,
+    seed: int = 0,
+    log: Log = print,
+) -> Path:
+    """Write ``dataset``'s test set under each corruption (CIFAR-10-C layout) into ``out`` and
+    a preview ``out/preview.png`` of test image ``index``; return the folder."""
+    from .. import data
+
+    corruptions, severities = check_shift(dataset, corruptions, severities)
+    if not corruptions:
+        raise ValueError("corrupt needs at least one corruption; pass --corruptions all")
+    seed = check_int("seed", seed, minimum=0)
+    out = Path(out) if out is not None else Path("runs") / f"corrupted-{dataset}"
+    images, labels = data.as_tensors(data.load_dataset(dataset, "test", data_dir=data_dir))
+    index = check_int("index", index, minimum=0, maximum=len(images) - 1)
+    started = time.perf_counter()
+    data.write_corrupted_folder((images, labels), out, corruptions, severities, seed=seed)
+    preview = data.save_corruption_preview(
+        images[index], out / "preview.png", corruptions, severities, seed=seed,
+        title=f"{dataset} test image {index}: {len(corruptions)} corruptions x severities")
+    log(f"wrote {len(corruptions)} corruptions x {len(severities)} severities of the {dataset} "
+        f"test set ({len(images)} images) to {out} in {time.perf_counter() - started:.1f} s; "
+        f"preview: {preview}")
+    return out
