@@ -87,6 +87,7 @@ def evaluate_model(
     normalize = _normalizer(dataset, normalize)
     device = _model_device(model)
 
+    @torch.no_grad()
     def predict(images: torch.Tensor) -> torch.Tensor:
         images = images.to(device, non_blocking=True)
         return _predict_members(model, normalize(images) if normalize else images, num_samples)
@@ -103,7 +104,7 @@ def evaluate_model(
             shift = {
                 severity: {
                     kind: _shifted_pass(predict, corrupt, test_data, kind, severity, seed,
-                                        batch_size, n_bins)
+                                        batch_size, n_bins, device)
                     for kind in corruptions
                 }
                 for severity in severities
@@ -161,14 +162,21 @@ def _clean_pass(predict, test_data, ood_data, batch_size, device, n_bins):
     return metrics, arrays, 1000.0 * timed_seconds / timed_samples
 
 
-def _shifted_pass(predict, corrupt, test_data, kind, severity, seed, batch_size, n_bins) -> dict:
+def _shifted_pass(predict, corrupt, test_data, kind, severity, seed, batch_size, n_bins,
+                  device) -> dict:
     accumulator = PredictionAccumulator(n_bins=n_bins)
     for index, (images, labels) in enumerate(_batches(test_data, batch_size)):
-        # A seed per (corruption, severity, batch): stable across runs and Python processes.
-        batch_seed = zlib.crc32(f"{seed}/{kind}/{severity}/{index}".encode())
-        logits = predict(corrupt(images, kind, severity, seed=batch_seed))
+        images = images.to(device, non_blocking=True)  # corrupt on the model's device
+        logits = predict(corrupt(images, kind, severity,
+                                 seed=corruption_seed(seed, kind, severity, index)))
         accumulator.update(logits, labels.to(logits.device))
     return accumulator.compute()
+
+
+def corruption_seed(seed: int, kind: str, severity: int, batch_index: int) -> int:
+    """The seed ``evaluate_model`` corrupts batch ``batch_index`` with: stable across runs and
+    processes (a CRC of the four values, not Python's salted ``hash``)."""
+    return zlib.crc32(f"{seed}/{kind}/{severity}/{batch_index}".encode())
 
 
 def _mean_scalars(results: list[dict]) -> dict:
@@ -208,8 +216,7 @@ def _predict_members(model: nn.Module, x: torch.Tensor, num_samples: int | None)
 
         return predict_members(model, x, num_samples=num_samples)
     model.eval()
-    with torch.inference_mode():
-        return model(x).unsqueeze(0)
+    return model(x).unsqueeze(0)
 
 
 def _corruption_function(corruptions: tuple[str, ...]):

@@ -1,0 +1,141 @@
+"""The evaluation pass on real digits: clean, corrupted and OOD (letters) in one call."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ensemblekit.data import Normalize, as_tensors, corrupt, load_dataset
+from ensemblekit.evaluate import corruption_seed, evaluate_model
+from ensemblekit.methods import build_model, predict_members
+from ensemblekit.metrics import auroc, evaluate_predictions
+from ensemblekit.train import TrainConfig, train_model
+
+KINDS = ("gaussian_noise", "fog")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models; OpenMP spinning on a busy machine costs 10x
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return {name: load_dataset(name, "test") for name in ("digits", "letters")}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.set_num_threads(1)
+    model = build_model("mlp", "deep_ensemble", num_classes=10, in_channels=1, input_size=8,
+                        n=3, seed=0)
+    config = TrainConfig(epochs=8, batch_size=64, lr=0.1, dataset="digits", progress=False)
+    train_model(model, load_dataset("digits", "train"), config)
+    return model
+
+
+@pytest.fixture(scope="module")
+def results(trained, data):
+    torch.set_num_threads(1)
+    return evaluate_model(trained, data["digits"], dataset="digits", corruptions=KINDS,
+                          severities=(1, 5), ood_data=data["letters"], batch_size=100)
+
+
+def test_result_layout(results):
+    assert set(results) == {"test", "shift", "shift_mean", "shift_overall", "ood",
+                            "inference_ms_per_sample", "arrays"}
+    assert list(results["shift"]) == [1, 5]
+    assert all(list(by_kind) == list(KINDS) for by_kind in results["shift"].values())
+    assert set(results["ood"]) == {"msp", "entropy", "mutual_information", "variation_ratio"}
+    assert set(results["ood"]["msp"]) == {"auroc", "aupr", "aupr_in", "fpr95"}
+    assert results["inference_ms_per_sample"] > 0
+
+
+def test_values_are_sane_for_a_trained_ensemble(results):
+    test = results["test"]
+    assert test["n_samples"] == 539 and test["n_members"] == 3
+    assert test["accuracy"] > 0.75
+    assert 0 <= test["ece"] <= 1 and test["nll"] > 0
+    # Strong noise hurts; the mean over kinds is the mean of the per-kind numbers.
+    assert results["shift_mean"][5]["accuracy"] < test["accuracy"]
+    for severity in (1, 5):
+        mean = np.mean([results["shift"][severity][kind]["nll"] for kind in KINDS])
+        assert results["shift_mean"][severity]["nll"] == pytest.approx(mean)
+    overall = np.mean([results["shift"][s][k]["ece"] for s in (1, 5) for k in KINDS])
+    assert results["shift_overall"]["ece"] == pytest.approx(overall)
+    assert results["ood"]["msp"]["auroc"] > 0.6  # letters look less like digits than digits do
+
+
+def test_arrays_match_the_metrics(results):
+    arrays = results["arrays"]
+    assert arrays["confidence"].shape == arrays["correct"].shape == (539,)
+    assert arrays["correct"].mean() == pytest.approx(results["test"]["accuracy"])
+    assert np.array_equal(arrays["correct"], arrays["prediction"] == arrays["label"])
+    for kind, scores in arrays["ood_scores"].items():
+        assert scores["in"].shape == (539,) and scores["out"].shape == (540,)
+        recomputed = auroc(torch.from_numpy(scores["in"]), torch.from_numpy(scores["out"]))
+        assert recomputed == pytest.approx(results["ood"][kind]["auroc"])
+
+
+def test_corrupt_then_normalise_then_predict(trained, data):
+    images, labels = as_tensors(data["digits"])
+    images, labels = images[:100], labels[:100]
+    result = evaluate_model(trained, (images, labels), dataset="digits", corruptions=("fog",),
+                            severities=(3,), batch_size=100, seed=4)
+    # By hand: one batch, corrupted with the seed of batch 0.
+    shifted = corrupt(images, "fog", 3, seed=corruption_seed(4, "fog", 3, 0))
+    with torch.no_grad():
+        logits = predict_members(trained, Normalize("digits")(shifted))
+    expected = evaluate_predictions(logits, labels)
+    assert result["shift"][3]["fog"]["nll"] == expected["nll"]
+    assert result["shift"][3]["fog"]["ece"] == expected["ece"]
+
+
+def test_tensor_and_dataset_inputs_and_explicit_normalize_agree(trained, data):
+    tensors = as_tensors(data["digits"])
+    from_dataset = evaluate_model(trained, data["digits"], dataset="digits")
+    from_tensors = evaluate_model(trained, tensors, normalize=Normalize("digits"))
+    unnormalised = evaluate_model(trained, tensors)
+    assert from_dataset["test"]["nll"] == from_tensors["test"]["nll"]
+    assert unnormalised["test"]["nll"] != from_tensors["test"]["nll"]
+
+
+def test_stochastic_predictions_are_reproducible_and_leave_the_rng_alone(data):
+    model = build_model("mlp", "mc_dropout", num_classes=10, in_channels=1, input_size=8,
+                        p=0.3, n=4, seed=0)
+    torch.manual_seed(11)
+    state = torch.get_rng_state()
+    first = evaluate_model(model, data["digits"], dataset="digits", seed=1)
+    assert torch.equal(torch.get_rng_state(), state)
+    second = evaluate_model(model, data["digits"], dataset="digits", seed=1)
+    other = evaluate_model(model, data["digits"], dataset="digits", seed=2)
+    assert first["test"] == second["test"]
+    assert first["test"]["nll"] != other["test"]["nll"]
+
+
+def test_plain_classifier_is_one_member():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    images = torch.rand(30, 1, 8, 8)
+    result = evaluate_model(model, (images, torch.arange(30) % 10), batch_size=7)
+    assert result["test"]["n_members"] == 1 and result["test"]["n_samples"] == 30
+    assert math.isnan(result["test"]["disagreement"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        (dict(corruptions=("rain",)), "unknown corruption"),
+        (dict(corruptions=("fog",), severities=(6,)), "severity"),
+        (dict(batch_size=0), "batch_size"),
+    ],
+)
+def test_bad_arguments_raise_before_work(kwargs, fragment, trained, data):
+    with pytest.raises(ValueError, match=fragment):
+        evaluate_model(trained, data["digits"], dataset="digits", **kwargs)
