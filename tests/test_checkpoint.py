@@ -22,14 +22,6 @@ METHOD_OPTIONS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; OpenMP spinning on a busy machine costs 10x
-    yield
-    torch.set_num_threads(threads)
-
-
 def digits_like(num_items: int = 64):
     generator = torch.Generator().manual_seed(7)
     return torch.rand(num_items, 1, 8, 8, generator=generator), torch.randint(
@@ -64,7 +56,8 @@ def test_round_trip_is_bit_identical_whatever_the_rng_state(method, tmp_path):
     model = lenet(method)
     # A few training steps move every parameter kind (fast weights, masks stay, BN stats move).
     train_model(model, digits_like(), TrainConfig(epochs=1, batch_size=16, lr=0.05,
-                                                  progress=False))
+                                                  progress=False,
+                                                  threads=1))
     x = digits_like(20)[0]
     expected = predictions(model, x)
     path = save(model, tmp_path / "model.pt", metadata={"dataset": "digits"})
@@ -97,8 +90,8 @@ def test_masksembles_masks_travel_with_the_file(tmp_path):
 
 def test_training_checkpoints_load_as_models(tmp_path):
     model = lenet("masksembles")
-    train_model(model, digits_like(), TrainConfig(epochs=1, batch_size=16, progress=False),
-                checkpoint_dir=tmp_path)
+    config = TrainConfig(epochs=1, batch_size=16, progress=False, threads=1)
+    train_model(model, digits_like(), config, checkpoint_dir=tmp_path)
     reloaded = load(tmp_path / CHECKPOINT_NAME)
     x = digits_like(8)[0]
     assert torch.equal(predictions(reloaded, x), predictions(model, x))
