@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ensemblekit.train import TrainConfig, train_model
+from ensemblekit.checkpoint import read_checkpoint
+from ensemblekit.train import CHECKPOINT_NAME, TrainConfig, train_model
 
 sys.path.insert(0, str(Path(__file__).parent / "_scripts"))
 from train_tiny import tiny_model, tiny_problem  # noqa: E402
@@ -27,12 +28,13 @@ from train_tiny import tiny_model, tiny_problem  # noqa: E402
 SCRIPT = Path(__file__).parent / "_scripts" / "train_tiny.py"
 
 
-def run(command: list[str], out: Path) -> tuple[dict, list]:
+def run(command: list[str], out: Path, *extra: str) -> tuple[dict, list]:
     """Run the tiny training script under ``command``; return its weights and history."""
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
-        [*command, str(SCRIPT), "--out", str(out), "--epochs", "3", "--batch-size", "32"],
+        [*command, str(SCRIPT), "--out", str(out), "--epochs", "3", "--batch-size", "32",
+         *extra],
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -45,13 +47,19 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc_per_node", "2"]
     single, single_history = run([sys.executable], tmp_path / "single")
-    double, double_history = run(torchrun, tmp_path / "ddp")
+    double, double_history = run(torchrun, tmp_path / "ddp", "--checkpoint-dir",
+                                 str(tmp_path / "checkpoints"))
     for key in single:
         torch.testing.assert_close(double[key], single[key], rtol=0, atol=1e-5)
     # Losses and accuracies are reduced over both processes: the same numbers.
     for one, two in zip(single_history, double_history, strict=True):
         assert one["accuracy"] == two["accuracy"]
         assert one["loss"] == pytest.approx(two["loss"], abs=1e-6)
+
+    # The main process wrote the checkpoint, with both processes' RNG states.
+    payload = read_checkpoint(tmp_path / "checkpoints" / CHECKPOINT_NAME, kind="training")
+    assert payload["epoch"] == 3 and len(payload["rng"]) == 2
+    assert not torch.equal(payload["rng"][0]["torch"], payload["rng"][1]["torch"])
 
     # A 16-row batch in one process (what each rank sees) is a different optimisation and
     # ends far outside the tolerance: the check above could fail.
