@@ -218,35 +218,35 @@ def _defocus_blur(x, params, scale, generator):
 
 def _glass_blur(x, params, scale, generator):
     sigma, max_delta, passes = params
-    sigma, delta = sigma * scale, max(1, round(max_delta * scale))
-    x = ops.gaussian_blur(x, sigma)
+    reach = max_delta * scale  # how far a pixel may be taken from, in pixels
+    x = ops.gaussian_blur(x, sigma * scale)
     for _ in range(passes):
-        x = _local_shuffle(x, delta, generator)
-    return ops.gaussian_blur(x, sigma)
+        x = _local_shuffle(x, max(1, round(reach)), min(reach, 1.0), generator)
+    return ops.gaussian_blur(x, sigma * scale)
 
 
-def _local_shuffle(x: torch.Tensor, delta: int, generator: torch.Generator) -> torch.Tensor:
-    """Each pixel of the swept area takes the value of a random neighbour offset by
-    ``(dy, dx)`` in ``[-delta, delta - 1]`` (up and/or left for delta = 1).
+def _local_shuffle(
+    x: torch.Tensor, delta: int, step: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Each pixel of the swept area takes the value found ``step * (dy, dx)`` pixels away, with
+    ``dy, dx`` random integers in ``[-delta, delta - 1]`` (up and/or left for delta = 1).
 
     This is what the published sweep does in effect: it visits pixels from the bottom-right
     corner and "swaps" with a tuple assignment of NumPy views, which copies one way only, so
-    every pixel receives its neighbour's value from before the pass.
+    every pixel receives its neighbour's value from before the pass. ``step`` < 1 (images
+    below 32 px, where the published one-pixel reach would be a large fraction of the image)
+    takes the value in between, bilinearly.
     """
-    batch, channels, height, width = x.shape
-    rows = torch.arange(delta + 1, height - delta + 1, device=x.device)
-    cols = torch.arange(delta + 1, width - delta + 1, device=x.device)
-    if rows.numel() == 0 or cols.numel() == 0:
+    batch, _, height, width = x.shape
+    rows = slice(delta + 1, height - delta + 1)
+    cols = slice(delta + 1, width - delta + 1)
+    if rows.start >= rows.stop or cols.start >= cols.stop:
         return x
-    offsets = torch.randint(
-        -delta, delta, (2, batch, rows.numel(), cols.numel()), generator=generator
-    ).to(x.device)
-    source_rows = rows.view(1, -1, 1) + offsets[0]
-    source_cols = cols.view(1, 1, -1) + offsets[1]
-    images = torch.arange(batch, device=x.device).view(-1, 1, 1)
+    offsets = torch.randint(-delta, delta, (batch, height, width, 2), generator=generator)
+    coords = ops.pixel_grid(batch, height, width, x.device) + step * offsets.to(x.device)
+    taken = ops.sample(x, coords)
     out = x.clone()
-    moved = x.permute(0, 2, 3, 1)[images, source_rows, source_cols]  # (B, R, C', channels)
-    out[:, :, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = moved.permute(0, 3, 1, 2)
+    out[..., rows, cols] = taken[..., rows, cols]
     return out
 
 

@@ -2,7 +2,7 @@
 
 1797 real handwritten digits (the UCI "optdigits" set: 32x32 binary scans, each 4x4 block
 counted into a value 0..16). Here divided by 16 into [0, 1] as ``(1, 8, 8)`` float images, and
-split once, per class, with a fixed seed: 30 % test (540 images), 70 % train (1257 images).
+split once, per class, with a fixed seed: 30 % test (539 images), 70 % train (1258 images).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ DIGITS_INFO = DatasetInfo(
     crop_padding=1,
     hflip=False,
     embedded=True,
-    description="scikit-learn's 8x8 handwritten digits (embedded; 1257 train / 540 test)",
+    description="scikit-learn's 8x8 handwritten digits (embedded; 1258 train / 539 test)",
 )
 
 
