@@ -70,8 +70,22 @@ class _NotVmappable(nn.Module):
         return self.linear(x)
 
 
+def test_inference_mode_choice():
+    ensemble = resnet("deep_ensemble", n=2, seed=0).eval()
+    x = torch.randn(2, 3, 8, 8)
+    calls = []
+    ensemble.forward_members_vmap = lambda x: calls.append("vmap") or torch.zeros(2, 2, 10)
+    ensemble.forward_members_loop = lambda x: calls.append("loop") or torch.zeros(2, 2, 10)
+    for mode in ("auto", "vmap", "loop"):
+        ensemble.inference = mode
+        predict_members(ensemble, x)
+    assert calls == ["loop", "vmap", "loop"]  # auto: a loop on the CPU
+    with pytest.raises(ValueError, match="inference"):
+        resnet("deep_ensemble", inference="fast")
+
+
 def test_loop_fallback_when_a_member_cannot_be_vmapped():
-    ensemble = DeepEnsembleModel([_NotVmappable(), _NotVmappable()])
+    ensemble = DeepEnsembleModel([_NotVmappable(), _NotVmappable()], inference="vmap")
     x = torch.randn(4, 3)
     with pytest.warns(RuntimeWarning, match="falling back to a loop"):
         members = predict_members(ensemble, x)

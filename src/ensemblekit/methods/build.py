@@ -46,7 +46,7 @@ def build_model(
         **options: the backbone's options (``width`` for all; ``input_size`` for mlp and lenet;
             ``hidden`` for mlp) and the method's (``seed`` for all; ``n``; ``scale`` for
             masksembles; ``p`` for mc_dropout; ``init``, ``tile_batch`` for batchensemble;
-            ``independent_batches``, ``vectorize`` for deep_ensemble). Unknown names raise.
+            ``independent_batches``, ``inference`` for deep_ensemble). Unknown names raise.
 
     ``seed`` (default: drawn from torch's global generator, so ``torch.manual_seed`` controls
     it) initialises the parameters (member m of a deep ensemble: ``seed + m``) and the

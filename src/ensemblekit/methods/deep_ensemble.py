@@ -16,9 +16,12 @@ member 1/M of the gradient it gets when trained alone; the forward multiplies th
 flowing back into the members by M, so learning rate and weight decay mean exactly what they
 mean for the single model (each member follows the single model's recipe).
 
-Inference is vectorised: the members' parameters and buffers are stacked and one member's
-forward runs under ``torch.func.vmap`` (BatchNorm in eval mode reads each member's own running
-statistics); a plain loop over members is the fallback when a module cannot be vmapped.
+Inference (``inference``): ``"vmap"`` stacks the members' parameters and buffers and runs one
+member's forward under ``torch.func.vmap`` (BatchNorm in eval mode reads each member's own
+running statistics); ``"loop"`` runs the members one after the other, and is the fallback when a
+module cannot be vmapped. ``"auto"`` (default) vmaps on accelerators and loops on the CPU, where
+vmap turns every convolution into a grouped one and measured 1.7-2.4x slower than the loop
+(ResNet-20, 4 members, batch 64-256, one thread).
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .._validation import check_int
+from .._validation import check_choice, check_int
 from ..members import repeat_members, split_members
 from ..models.factory import LayerFactory
 from .base import EnsembleModel, check_flag, flat_parameters
 from .registry import register_method
+
+#: values of ``inference``
+INFERENCE_MODES = ("auto", "vmap", "loop")
 
 
 class DeepEnsembleModel(EnsembleModel):
@@ -47,12 +53,12 @@ class DeepEnsembleModel(EnsembleModel):
         members: list[nn.Module],
         *,
         independent_batches: bool = False,
-        vectorize: bool = True,
+        inference: str = "auto",
     ) -> None:
         super().__init__(len(members))
         self.members = nn.ModuleList(members)
-        self.independent_member_batches = bool(independent_batches)
-        self.vectorize = bool(vectorize)
+        self.independent_member_batches = check_flag("independent_batches", independent_batches)
+        self.inference = check_choice("inference", inference, INFERENCE_MODES)
         self._vmap_failed = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +85,10 @@ class DeepEnsembleModel(EnsembleModel):
         return repeat_members(y, self.num_members)
 
     def forward_members(self, x: torch.Tensor, num_samples: int | None) -> torch.Tensor:
-        if self.vectorize and not self._vmap_failed:
+        vectorize = self.inference == "vmap" or (
+            self.inference == "auto" and x.device.type != "cpu"
+        )
+        if vectorize and not self._vmap_failed:
             try:
                 return self.forward_members_vmap(x)
             except (RuntimeError, NotImplementedError) as error:
@@ -118,7 +127,7 @@ class DeepEnsembleModel(EnsembleModel):
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, independent_batches={self.independent_member_batches}, "
-            f"vectorize={self.vectorize}"
+            f"inference={self.inference!r}"
         )
 
 
@@ -129,13 +138,13 @@ def deep_ensemble(
     seed: int,
     n: int = 4,
     independent_batches: bool = False,
-    vectorize: bool = True,
+    inference: str = "auto",
 ) -> DeepEnsembleModel:
     """``n`` single models with seeds ``seed .. seed + n - 1``; ``independent_batches``: each
     member its own data order (see :class:`~ensemblekit.samplers.MemberBatchSampler`);
-    ``vectorize``: vmap inference (False: a loop)."""
+    ``inference``: "auto", "vmap" or "loop"."""
     n = check_int("n", n, minimum=1)
     independent_batches = check_flag("independent_batches", independent_batches)
-    vectorize = check_flag("vectorize", vectorize)
+    inference = check_choice("inference", inference, INFERENCE_MODES)
     members = [make_backbone(LayerFactory(), seed + index) for index in range(n)]
-    return DeepEnsembleModel(members, independent_batches=independent_batches, vectorize=vectorize)
+    return DeepEnsembleModel(members, independent_batches=independent_batches, inference=inference)
