@@ -58,9 +58,9 @@ def test_result_layout(results):
     assert results["inference_ms_per_sample"] > 0
 
 
-def test_values_are_sane_for_a_trained_ensemble(results):
+def test_values_are_sane_for_a_trained_ensemble(results, data):
     test = results["test"]
-    assert test["n_samples"] == 539 and test["n_members"] == 3
+    assert test["n_samples"] == len(data["digits"]) and test["n_members"] == 3
     assert test["accuracy"] > 0.75
     assert 0 <= test["ece"] <= 1 and test["nll"] > 0
     # Strong noise hurts; the mean over kinds is the mean of the per-kind numbers.
@@ -73,13 +73,14 @@ def test_values_are_sane_for_a_trained_ensemble(results):
     assert results["ood"]["msp"]["auroc"] > 0.6  # letters look less like digits than digits do
 
 
-def test_arrays_match_the_metrics(results):
+def test_arrays_match_the_metrics(results, data):
     arrays = results["arrays"]
-    assert arrays["confidence"].shape == arrays["correct"].shape == (539,)
+    n_in, n_out = len(data["digits"]), len(data["letters"])
+    assert arrays["confidence"].shape == arrays["correct"].shape == (n_in,)
     assert arrays["correct"].mean() == pytest.approx(results["test"]["accuracy"])
     assert np.array_equal(arrays["correct"], arrays["prediction"] == arrays["label"])
     for kind, scores in arrays["ood_scores"].items():
-        assert scores["in"].shape == (539,) and scores["out"].shape == (540,)
+        assert scores["in"].shape == (n_in,) and scores["out"].shape == (n_out,)
         recomputed = auroc(torch.from_numpy(scores["in"]), torch.from_numpy(scores["out"]))
         assert recomputed == pytest.approx(results["ood"][kind]["auroc"])
 
@@ -123,7 +124,9 @@ def test_stochastic_predictions_are_reproducible_and_leave_the_rng_alone(data):
 def test_plain_classifier_is_one_member():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     images = torch.rand(30, 1, 8, 8)
-    result = evaluate_model(model, (images, torch.arange(30) % 10), batch_size=7)
+    torch.set_num_threads(2)
+    result = evaluate_model(model, (images, torch.arange(30) % 10), batch_size=7, threads=1)
+    assert torch.get_num_threads() == 2  # restored
     assert result["test"]["n_members"] == 1 and result["test"]["n_samples"] == 30
     assert math.isnan(result["test"]["disagreement"])
 

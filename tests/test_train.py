@@ -93,7 +93,9 @@ def test_training_targets_are_used_for_tiled_outputs():
 
 
 def test_training_lowers_the_loss_and_reports_each_epoch():
-    history = train_model(mlp(), tiny_problem(), quick(epochs=6))
+    threads = torch.get_num_threads()
+    history = train_model(mlp(), tiny_problem(), quick(epochs=6))  # threads=1 while training
+    assert torch.get_num_threads() == threads
     assert [record["epoch"] for record in history] == list(range(1, 7))
     assert set(history[0]) == {"epoch", "loss", "accuracy", "lr", "seconds"}
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]

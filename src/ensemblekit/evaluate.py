@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._validation import check_int
 from .metrics import OOD_SCORES, PredictionAccumulator, ood_scores
+from .train import cpu_threads
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -57,6 +58,7 @@ def evaluate_model(
     num_samples: int | None = None,
     seed: int = 0,
     n_bins: int = 15,
+    threads: int | None = None,
 ) -> dict:
     """Evaluate ``model`` on clean, corrupted and out-of-distribution data (keys: module doc).
 
@@ -76,6 +78,8 @@ def evaluate_model(
         num_samples: stochastic forward passes for MC-Dropout (default: the model's).
         seed: seeds corruptions and stochastic predictions.
         n_bins: calibration bins.
+        threads: torch CPU threads while evaluating (restored afterwards; None: unchanged).
+            Small models evaluate several times faster with 1 on a busy machine.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -92,7 +96,9 @@ def evaluate_model(
         images = images.to(device, non_blocking=True)
         return _predict_members(model, normalize(images) if normalize else images, num_samples)
 
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with cpu_threads(threads), torch.random.fork_rng(
+        devices=[device] if device.type == "cuda" else []
+    ):
         torch.manual_seed(seed)
         clean, arrays, ms_per_sample = _clean_pass(predict, test_data, ood_data, batch_size, device,
                                              n_bins)

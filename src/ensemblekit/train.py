@@ -21,6 +21,7 @@ the same permuted batch, so a run's optimisation does not depend on how many pro
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -523,26 +524,30 @@ def _comparable(config: TrainConfig) -> dict:
     return values
 
 
-class _process_settings:
+@contextlib.contextmanager
+def cpu_threads(threads: int | None):
+    """Run the block with ``torch.set_num_threads(threads)``, then restore (None: unchanged)."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(check_int("threads", threads, minimum=1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def _process_settings(config: TrainConfig):
     """Apply the config's process-wide torch settings while training, then restore them."""
-
-    def __init__(self, config: TrainConfig) -> None:
-        self.config = config
-
-    def __enter__(self):
-        self.previous = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
-                         torch.backends.cudnn.benchmark)
-        if self.config.threads is not None:
-            torch.set_num_threads(self.config.threads)
-        if self.config.deterministic:
-            # cuBLAS reads this when it first starts; set it early in the process to take effect.
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
-        return self
-
-    def __exit__(self, *exc) -> None:
-        threads, deterministic, benchmark = self.previous
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-        torch.backends.cudnn.benchmark = benchmark
+    previous = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    if config.deterministic:
+        # cuBLAS reads this when it first starts; set it early in the process to take effect.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    try:
+        with cpu_threads(config.threads):
+            yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.backends.cudnn.benchmark = previous[1]
