@@ -215,3 +215,28 @@ def test_evaluate_predictions_argument_forms():
     with pytest.raises(ValueError, match="n_bins"):
         evaluate_predictions(logits, labels, n_bins=0)
     assert evaluate_predictions([(logits, labels)], n_bins=5)["n_bins"] == 5
+
+
+def test_per_sample_values_for_plots():
+    logits, labels = logits_and_labels(m=3, n=300, k=5, seed=4)
+    ood_logits = torch.randn(3, 120, 5, generator=torch.Generator().manual_seed(6))
+    accumulator = PredictionAccumulator()
+    label_buffer = labels.clone()
+    for start in range(0, 300, 100):
+        label_buffer[:100] = labels[start : start + 100]
+        accumulator.update(logits[:, start : start + 100], label_buffer[:100])
+    label_buffer.fill_(0)  # a loader reusing its buffer must not change what was added
+    accumulator.update_ood(ood_logits)
+    values = accumulator.per_sample()
+    member_probs = torch.softmax(logits.double(), -1)
+    confidence, prediction = member_probs.mean(0).max(-1)
+    assert torch.equal(values["label"], labels)
+    assert torch.equal(values["prediction"], prediction)
+    assert torch.equal(values["correct"], prediction == labels)
+    assert torch.allclose(values["confidence"], confidence, atol=1e-12)
+    ood_member_probs = torch.softmax(ood_logits.double(), -1)
+    for kind in OOD_SCORES:
+        assert torch.allclose(values["scores"][kind], ood_scores(member_probs, kind), atol=1e-12)
+        expected = ood_scores(ood_member_probs, kind)
+        assert torch.allclose(values["ood_scores"][kind], expected, atol=1e-12)
+    assert accumulator.compute()["accuracy"] == accuracy(member_probs.mean(0), labels)

@@ -1,8 +1,9 @@
 """One pass over member logits that gives every metric, chunk by chunk.
 
 ``PredictionAccumulator`` takes member logits (M, B, K) and labels (B,) in as many chunks as
-needed and keeps only sums and a few float64 scalars per sample, never (M, N, K): an
-ImageNet-size test set streams through it. ``evaluate_predictions`` is the one-shot wrapper.
+needed and keeps only sums and a few scalars per sample, never (M, N, K): an ImageNet-size
+test set streams through it. Its ``per_sample()`` hands those scalars out for plots.
+``evaluate_predictions`` is the one-shot wrapper.
 
 Aggregation (the same as every reference library): softmax per member, then the mean over
 members; all arithmetic is float64. Each value equals the matching function of this package
@@ -63,7 +64,7 @@ from .ood import (
 
 # Samples per internal block: keeps the float64 temporaries of one block in cache-sized pieces
 # however large a chunk the caller passes.
-_BLOCK = 16384
+_BLOCK = 32768
 _LOG_FLOOR = math.log(PROBABILITY_FLOOR)
 
 
@@ -79,8 +80,9 @@ class PredictionAccumulator:
             acc.update_ood(member_logits)
         results = acc.compute()
 
-    Memory: O(N) float64 scalars per sample (confidence, correctness, four OOD scores), plus
-    O(M^2 + n_bins) sums. The number of members M and classes K is fixed by the first update.
+    Memory: a few scalars per sample (confidence, prediction, label, four OOD scores; see
+    ``per_sample``), plus O(M^2) sums. The number of members M and classes K is fixed by the
+    first update.
     """
 
     def __init__(self, n_bins: int = 15):
@@ -98,7 +100,7 @@ class PredictionAccumulator:
     @property
     def n_samples(self) -> int:
         """In-distribution samples added so far."""
-        return sum(chunk.numel() for chunk in self._per_sample.get("correct", []))
+        return sum(chunk.numel() for chunk in self._per_sample.get("label", []))
 
     @property
     def n_ood_samples(self) -> int:
@@ -123,17 +125,38 @@ class PredictionAccumulator:
             for name, values in scores.items():
                 self._ood_scores.setdefault(name, []).append(values)
 
-    def compute(self) -> dict:
-        """Every metric over all chunks added so far (keys: see the module docstring)."""
+    def per_sample(self) -> dict:
+        """The per-sample values kept so far, in the order added (for plots and analyses).
+
+        ``"confidence"`` (N,) float64 top-label confidence of the mean prediction,
+        ``"prediction"`` and ``"label"`` (N,) int64, ``"correct"`` (N,) bool, ``"scores"``:
+        ``{kind: (N,) float64}`` and, once ``update_ood`` was called, ``"ood_scores"``:
+        ``{kind: (N_ood,) float64}`` for every kind of ``OOD_SCORES`` (higher = more OOD).
+        """
         if self.n_samples == 0:
             raise ValueError(
-                "PredictionAccumulator.compute() needs in-distribution predictions: call "
+                "PredictionAccumulator has no in-distribution predictions yet: call "
                 "update(member_logits, labels) at least once first"
             )
-        per_sample = {name: torch.cat(chunks) for name, chunks in self._per_sample.items()}
+        values = {name: torch.cat(chunks) for name, chunks in self._per_sample.items()}
+        result = {
+            "confidence": values["confidence"],
+            "prediction": values["prediction"],
+            "label": values["label"],
+            "correct": values["prediction"] == values["label"],
+            "scores": {kind: values[kind] for kind in OOD_SCORES},
+        }
+        if self._ood_scores:
+            result["ood_scores"] = {kind: torch.cat(self._ood_scores[kind]) for kind in OOD_SCORES}
+        return result
+
+    def compute(self) -> dict:
+        """Every metric over all chunks added so far (keys: see the module docstring)."""
+        per_sample = self.per_sample()
+        scores = per_sample["scores"]
         sums = self._sums
-        n = per_sample["correct"].numel()
         confidence, correct = per_sample["confidence"], per_sample["correct"]
+        n = correct.numel()
         bins = _equal_width_bins(confidence, correct, self.n_bins)
         accuracy = correct.double().mean().item()
         disagreement = sums["disagreement"].double() / n
@@ -155,7 +178,7 @@ class PredictionAccumulator:
         for name in ("predictive_entropy", "expected_entropy"):
             results[name] = (sums[name] / n).item()
         for name in ("mutual_information", "variation_ratio"):
-            results[name] = per_sample[name].mean().item()
+            results[name] = scores[name].mean().item()
         error = 1 - accuracy
         mean_disagreement = _off_diagonal_mean(disagreement)
         results.update(
@@ -169,11 +192,11 @@ class PredictionAccumulator:
             js_matrix=js.tolist(),
             cosine_matrix=cosine.tolist(),
         )
-        if self._ood_scores:
+        if "ood_scores" in per_sample:
             results["n_ood_samples"] = self.n_ood_samples
             results["ood"] = {
-                name: _detection_summary(per_sample[name], torch.cat(self._ood_scores[name]))
-                for name in OOD_SCORES
+                kind: _detection_summary(scores[kind], per_sample["ood_scores"][kind])
+                for kind in OOD_SCORES
             }
         return results
 
@@ -195,8 +218,9 @@ class PredictionAccumulator:
         member_votes = probs.argmax(-1)  # (M, b)
         confidence, prediction = _top_label(mean_probs)
         scores = _score_table(probs, mean_probs, member_entropy, member_votes)
-        per_sample = {"confidence": confidence, "correct": prediction.eq(labels), **scores}
-        for name, values in per_sample.items():
+        # A copy: the caller's label buffer may be reused for the next batch.
+        per_sample = {"confidence": confidence, "prediction": prediction, "label": labels.clone()}
+        for name, values in {**per_sample, **scores}.items():
             self._per_sample.setdefault(name, []).append(values)
         block_sums = {
             "nll": _nll_per_sample(mean_probs, labels).sum(),

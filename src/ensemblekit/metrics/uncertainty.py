@@ -15,6 +15,8 @@ import torch
 
 from ._inputs import check_probabilities
 
+_TINY = torch.finfo(torch.float64).tiny
+
 
 def predictive_entropy(member_probs: torch.Tensor) -> torch.Tensor:
     """Entropy of the mean prediction ``H(mean_m p_m)``: (M, B, K) -> (B,).
@@ -51,7 +53,10 @@ def _member_probs(member_probs) -> torch.Tensor:
 
 def _entropy(probs: torch.Tensor) -> torch.Tensor:
     """(..., K) -> (...) Shannon entropy in nats, with 0 log 0 = 0 (no checks)."""
-    return torch.special.entr(probs).sum(-1)
+    # Flooring at the smallest normal float turns 0 * log 0 into 0 * (-708) = 0; this runs
+    # several times faster than torch.special.entr / xlogy, whose log is not vectorised.
+    terms = probs.clamp(min=_TINY).log_().mul_(probs)
+    return -terms.sum(-1)
 
 
 def _mutual_information(entropy_of_mean: torch.Tensor, mean_entropy: torch.Tensor):
