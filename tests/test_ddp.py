@@ -70,3 +70,16 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     gap = max((halved.state_dict()[k] - single[k]).abs().max().item()
               for k in single if single[k].is_floating_point())
     assert gap > 1e-3
+
+
+@pytest.mark.slow  # a second torchrun pair (~20 s on 2 cores) for the same sharding function
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+def test_independent_member_batches_shard_per_member(tmp_path):
+    """Deep ensemble members with their own data order: each process takes half of every
+    member's block, so the two runs again train the same weights."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2"]
+    single, _ = run([sys.executable], tmp_path / "single", "--method", "deep_ensemble")
+    double, _ = run(torchrun, tmp_path / "ddp", "--method", "deep_ensemble")
+    for key in single:
+        torch.testing.assert_close(double[key], single[key], rtol=0, atol=1e-5)

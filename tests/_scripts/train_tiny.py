@@ -35,7 +35,11 @@ def tiny_model(method: str = "masksembles"):
     Masksembles (4 masks on the 32 hidden units) by default: its batch is split into 4 member
     groups, which data-parallel sharding must preserve.
     """
-    options = {"n": 4, "scale": 2.0} if method == "masksembles" else {}
+    options = {
+        "single": {},
+        "masksembles": {"n": 4, "scale": 2.0},
+        "deep_ensemble": {"n": 2, "independent_batches": True},
+    }[method]
     return build_model("mlp", method, num_classes=4, in_channels=16, hidden=(32,), seed=0,
                        **options)
 
@@ -47,7 +51,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--optimizer", default="sgd")
-    parser.add_argument("--method", default="masksembles", choices=("single", "masksembles"))
+    parser.add_argument("--method", default="masksembles",
+                        choices=("single", "masksembles", "deep_ensemble"))
     parser.add_argument("--checkpoint-dir", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--stall-at-step", type=int)
