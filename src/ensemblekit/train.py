@@ -175,6 +175,10 @@ def train_model(
         resume: continue from ``checkpoint_dir/last.pt`` if it exists; the result is the same
             as an uninterrupted run.
 
+    Training seeds the global generators (Python, NumPy, torch) with ``config.seed`` (plus the
+    process rank under ``torchrun``) and draws the data order from its own generator seeded
+    with ``config.seed``; the model's initialisation is the caller's (``build_model(seed=)``).
+
     Returns:
         ``[{"epoch", "loss", "accuracy", "lr", "seconds"}, ...]``: the mean training loss and
         accuracy (over all processes) of each epoch, the learning rate it ended with, and its
