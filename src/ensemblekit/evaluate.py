@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ._validation import check_int
-from .metrics import OOD_SCORES, PredictionAccumulator, ood_scores
+from .metrics import OOD_SCORES, PredictionAccumulator
 from .train import cpu_threads
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -128,7 +128,6 @@ def evaluate_model(
 def _clean_pass(predict, test_data, ood_data, batch_size, device, n_bins):
     """Metrics, per-sample arrays and predict milliseconds per sample on the clean test set."""
     accumulator = PredictionAccumulator(n_bins=n_bins)
-    per_sample: dict[str, list[torch.Tensor]] = {}
     timed_seconds = timed_samples = 0.0
     all_seconds = 0.0
     for index, (images, labels) in enumerate(_batches(test_data, batch_size)):
@@ -140,31 +139,22 @@ def _clean_pass(predict, test_data, ood_data, batch_size, device, n_bins):
         all_seconds += elapsed
         if index > 0:  # the first batch pays one-off costs (allocator, kernel selection)
             timed_seconds, timed_samples = timed_seconds + elapsed, timed_samples + len(images)
-        labels = labels.to(logits.device)
-        accumulator.update(logits, labels)
-        probs = torch.softmax(logits.double(), dim=-1)
-        confidence, prediction = probs.mean(0).max(dim=-1)
-        batch = {"confidence": confidence, "prediction": prediction, "label": labels,
-                 "correct": prediction == labels}
-        if ood_data is not None:
-            batch.update({f"in/{kind}": ood_scores(probs, kind) for kind in OOD_SCORES})
-        for key, value in batch.items():
-            per_sample.setdefault(key, []).append(value.cpu())
+        accumulator.update(logits, labels.to(logits.device))
     if ood_data is not None:
         for images, _ in _batches(ood_data, batch_size):
-            logits = predict(images)
-            accumulator.update_ood(logits)
-            probs = torch.softmax(logits.double(), dim=-1)
-            for kind in OOD_SCORES:
-                per_sample.setdefault(f"out/{kind}", []).append(ood_scores(probs, kind).cpu())
-    arrays = {key: torch.cat(chunks).numpy() for key, chunks in per_sample.items()}
-    if ood_data is not None:
-        arrays["ood_scores"] = {kind: {"in": arrays.pop(f"in/{kind}"),
-                                       "out": arrays.pop(f"out/{kind}")}
-                                for kind in OOD_SCORES}
+            accumulator.update_ood(predict(images))
     metrics = accumulator.compute()
     if timed_samples == 0:  # a single batch: nothing better to report than its time
         timed_seconds, timed_samples = all_seconds, metrics["n_samples"]
+    per_sample = accumulator.per_sample()
+    arrays = {key: per_sample[key].cpu().numpy()
+              for key in ("confidence", "correct", "label", "prediction")}
+    if ood_data is not None:
+        arrays["ood_scores"] = {
+            kind: {"in": per_sample["scores"][kind].cpu().numpy(),
+                   "out": per_sample["ood_scores"][kind].cpu().numpy()}
+            for kind in OOD_SCORES
+        }
     return metrics, arrays, 1000.0 * timed_seconds / timed_samples
 
 
