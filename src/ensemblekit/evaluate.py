@@ -7,14 +7,15 @@ For every batch: corrupt the [0, 1] images (shift only), normalise them, then
 Returned dict (metric dicts as documented in :mod:`ensemblekit.metrics.evaluation`):
 
 - ``"test"``: metrics on the clean test set (with an ``"ood"`` entry when ``ood_data`` is given);
-- ``"shift"``: ``{severity: {corruption: metrics}}`` (severity an ``int``);
+- ``"shift"`` (only with ``corruptions``): ``{severity: {corruption: metrics}}`` (severity an
+  ``int``);
 - ``"shift_mean"``: ``{severity: {metric: mean over corruptions}}`` for every scalar metric;
 - ``"shift_overall"``: ``{metric: mean over all corruptions and severities}`` (the CIFAR-10-C
   "mean corrupted" protocol);
 - ``"ood"``: ``{score: {"auroc", "aupr", "aupr_in", "fpr95"}}`` (only with ``ood_data``);
-- ``"inference_ms_per_sample"``: wall time of ``predict_members`` on the clean test set per
-  sample (no data loading, normalisation or metrics; CUDA synchronised; the first batch is left
-  out when there are several, as it pays one-off start-up costs);
+- ``"inference_ms_per_sample"``: wall time of ``predict_members`` alone on the clean test set,
+  per sample (no data loading, device transfer, normalisation or metrics; CUDA synchronised;
+  the first batch is left out when there are several, as it pays one-off start-up costs);
 - ``"arrays"``: per-sample NumPy arrays for plots (not JSON; drop it before serialising):
   ``"confidence"`` (N,) top-label confidence of the mean prediction, ``"correct"`` (N,) bool,
   ``"label"`` and ``"prediction"`` (N,) int, and with ``ood_data``
@@ -91,17 +92,21 @@ def evaluate_model(
     normalize = _normalizer(dataset, normalize)
     device = _model_device(model)
 
-    @torch.no_grad()
-    def predict(images: torch.Tensor) -> torch.Tensor:
+    def prepare(images: torch.Tensor) -> torch.Tensor:
         images = images.to(device, non_blocking=True)
-        return _predict_members(model, normalize(images) if normalize else images, num_samples)
+        return normalize(images) if normalize else images
+
+    @torch.no_grad()
+    def predict(inputs: torch.Tensor) -> torch.Tensor:
+        return _predict_members(model, inputs, num_samples)
 
     with cpu_threads(threads), torch.random.fork_rng(
         devices=[device] if device.type == "cuda" else []
     ):
         torch.manual_seed(seed)
-        clean, arrays, ms_per_sample = _clean_pass(predict, test_data, ood_data, batch_size, device,
-                                             n_bins)
+        clean, arrays, ms_per_sample = _clean_pass(
+            prepare, predict, test_data, ood_data, batch_size, device, n_bins
+        )
         results = {"test": clean}
         if "ood" in clean:
             results["ood"] = clean["ood"]
@@ -109,8 +114,8 @@ def evaluate_model(
         if corruptions:
             shift = {
                 severity: {
-                    kind: _shifted_pass(predict, corrupt, test_data, kind, severity, seed,
-                                        batch_size, n_bins, device)
+                    kind: _shifted_pass(prepare, predict, corrupt, test_data, kind, severity,
+                                        seed, batch_size, n_bins, device)
                     for kind in corruptions
                 }
                 for severity in severities
@@ -125,15 +130,16 @@ def evaluate_model(
     return results
 
 
-def _clean_pass(predict, test_data, ood_data, batch_size, device, n_bins):
+def _clean_pass(prepare, predict, test_data, ood_data, batch_size, device, n_bins):
     """Metrics, per-sample arrays and predict milliseconds per sample on the clean test set."""
     accumulator = PredictionAccumulator(n_bins=n_bins)
     timed_seconds = timed_samples = 0.0
     all_seconds = 0.0
     for index, (images, labels) in enumerate(_batches(test_data, batch_size)):
+        inputs = prepare(images)
         _synchronize(device)
         started = time.perf_counter()
-        logits = predict(images)
+        logits = predict(inputs)
         _synchronize(device)
         elapsed = time.perf_counter() - started
         all_seconds += elapsed
@@ -142,7 +148,7 @@ def _clean_pass(predict, test_data, ood_data, batch_size, device, n_bins):
         accumulator.update(logits, labels.to(logits.device))
     if ood_data is not None:
         for images, _ in _batches(ood_data, batch_size):
-            accumulator.update_ood(predict(images))
+            accumulator.update_ood(predict(prepare(images)))
     metrics = accumulator.compute()
     if timed_samples == 0:  # a single batch: nothing better to report than its time
         timed_seconds, timed_samples = all_seconds, metrics["n_samples"]
@@ -158,13 +164,13 @@ def _clean_pass(predict, test_data, ood_data, batch_size, device, n_bins):
     return metrics, arrays, 1000.0 * timed_seconds / timed_samples
 
 
-def _shifted_pass(predict, corrupt, test_data, kind, severity, seed, batch_size, n_bins,
+def _shifted_pass(prepare, predict, corrupt, test_data, kind, severity, seed, batch_size, n_bins,
                   device) -> dict:
     accumulator = PredictionAccumulator(n_bins=n_bins)
     for index, (images, labels) in enumerate(_batches(test_data, batch_size)):
         images = images.to(device, non_blocking=True)  # corrupt on the model's device
-        logits = predict(corrupt(images, kind, severity,
-                                 seed=corruption_seed(seed, kind, severity, index)))
+        shifted = corrupt(images, kind, severity, seed=corruption_seed(seed, kind, severity, index))
+        logits = predict(prepare(shifted))
         accumulator.update(logits, labels.to(logits.device))
     return accumulator.compute()
 
