@@ -198,7 +198,7 @@ def _model_payload(model: nn.Module, *, kind: str, require_config: bool) -> dict
         )
     if config is not None:
         config = _check_json("model.config", dict(config))
-    state_dict = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    state_dict = model.state_dict()
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
