@@ -66,6 +66,8 @@ from .ood import (
 # however large a chunk the caller passes.
 _BLOCK = 32768
 _LOG_FLOOR = math.log(PROBABILITY_FLOOR)
+#: Shifted logits z = x - max x are floored here: exp(z) underflows to exactly 0 far above it.
+_MIN_SHIFT = -1e4
 
 
 class PredictionAccumulator:
@@ -244,8 +246,12 @@ def _softmax_parts(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     From logits the entropy and log-probabilities need no log of a probability: with
     ``z = x - max x`` and ``s = sum exp z``, ``log p = z - log s`` and ``H = log s - sum p z``.
     """
-    shifted = logits.double()
+    # A copy: the in-place steps below must not write into a caller's float64 logits.
+    shifted = logits.to(torch.float64, copy=True)
+    # A spread of finite float64 logits beyond the float range makes x - max overflow to -inf
+    # and 0 * -inf a NaN; exp(z) is exactly 0 below -746 already, so the floor changes nothing.
     shifted -= shifted.amax(-1, keepdim=True)
+    shifted.clamp_(min=_MIN_SHIFT)
     exp_shifted = shifted.exp()
     total = exp_shifted.sum(-1, keepdim=True)
     probs = exp_shifted.div_(total)
