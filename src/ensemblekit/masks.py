@@ -30,7 +30,14 @@ def keep_fraction(n: int, scale: float) -> float:
     """Expected fraction of channels each of ``n`` masks keeps at ``scale`` (published formula)."""
     if scale == 1.0 or n == 1:
         return 1.0
-    return 1.0 / (scale * (1.0 - (1.0 - 1.0 / scale) ** n))
+    inverse = 1.0 / scale
+    if inverse > 1e-6:
+        coverage = 1.0 - (1.0 - inverse) ** n  # as published: existing mask sizes stay the same
+    else:
+        # For a huge scale 1 - 1/S rounds towards 1 and the published expression cancels to 0
+        # (ZeroDivisionError); the same quantity without cancellation tends to keep = 1/n.
+        coverage = -math.expm1(n * math.log1p(-inverse))
+    return 1.0 / (scale * coverage)
 
 
 def mask_size(channels: int, n: int, scale: float) -> int:
