@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validation import check_float, check_int
+from .._validation import check_float, check_int, check_tensor
 from ..masks import generate_masks
 
 
@@ -56,6 +56,7 @@ class Masksembles(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         name = type(self).__name__
+        check_tensor(f"{name} input", x)
         if self._ranks is not None and x.ndim not in self._ranks:
             wanted = " or ".join(f"{r}D" for r in self._ranks)
             raise ValueError(
