@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._validation import check_float, check_int
+from .._validation import check_float, check_int, check_tensor
 from ..layers.batchensemble import BatchEnsembleConv2d, BatchEnsembleLinear
 
 
@@ -89,7 +89,25 @@ class Backbone(nn.Module):
     head_name: str = "head"
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise a ``ValueError`` that says what was expected if ``x`` does not fit."""
+        """Raise a ``ValueError`` that says what was expected if ``x`` does not fit.
+
+        ``x`` must be a floating tensor of the parameters' dtype (any floating dtype under
+        autocast) and of shape ``(B, *input_shape)``.
+        """
+        name = type(self).__name__
+        check_tensor(f"{name} input", x)
+        if not x.is_floating_point():
+            raise ValueError(
+                f"{name} expects floating-point inputs, got dtype {x.dtype}; convert them "
+                "with x.float() (images scaled to [0, 1], as ensemblekit.data returns them)"
+            )
+        parameter = next(self.parameters(), None)
+        if (parameter is not None and x.dtype != parameter.dtype
+                and not torch.is_autocast_enabled(x.device.type)):
+            raise ValueError(
+                f"{name} has {parameter.dtype} parameters but got a {x.dtype} input; convert "
+                f"the input with x.to({parameter.dtype}) (or the model with model.to(dtype))"
+            )
         expected = self.input_shape
         fits = x.ndim == len(expected) + 1 and all(
             want is None or got == want for got, want in zip(x.shape[1:], expected, strict=False)
@@ -97,7 +115,7 @@ class Backbone(nn.Module):
         if not fits:
             dims = ", ".join("*" if d is None else str(d) for d in expected)
             raise ValueError(
-                f"{type(self).__name__} expects inputs of shape (B, {dims}) "
+                f"{name} expects inputs of shape (B, {dims}) "
                 f"(in_channels={expected[0]}), got shape {tuple(x.shape)}; build the model with "
                 "the in_channels (and input_size where the backbone has one) of your data"
             )
