@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._validation import check_choice, check_int, check_tensor
+from .._validation import check_choice, check_finite, check_int, check_tensor
 from . import _image_ops as ops
 from ._textures import frost_texture, plasma_fractal
 
@@ -148,6 +148,7 @@ def corrupt(
         )
     if min(images.shape[-2:]) < 4:
         raise ValueError(f"images must be at least 4x4 pixels, got shape {tuple(images.shape)}")
+    check_finite("images", images)  # NaN passes the range test below and spreads silently
     if images.numel() and (images.min() < 0 or images.max() > 1):
         raise ValueError(
             f"images must lie in [0, 1] (corrupt before normalising), got values in "
