@@ -77,8 +77,7 @@ def read_corrupted_folder(
     for path in (image_path, label_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (a CIFAR-10-C-layout folder needs it)")
-    images = np.load(image_path, mmap_mode="r")
-    labels = np.load(label_path)
+    images, labels = _load_npy(image_path, mmap_mode="r"), _load_npy(label_path)
     severities = _folder_severities(root)
     if images.shape[0] % len(severities):
         raise ValueError(
@@ -98,6 +97,16 @@ def read_corrupted_folder(
     return InMemoryDataset(
         pixels.contiguous(), torch.from_numpy(labels.astype(np.int64)), transform=transform
     )
+
+
+def _load_npy(path: Path, **options) -> np.ndarray:
+    try:
+        return np.load(path, **options)
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(
+            f"{path} cannot be read as a .npy array ({error}); it is truncated or corrupt: "
+            "write the folder again (ensemblekit corrupt) or replace it with a fresh copy"
+        ) from error
 
 
 def write_corrupted_folder(

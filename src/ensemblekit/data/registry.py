@@ -156,6 +156,9 @@ def load_dataset(
         raise ValueError(f"download must be True or False, got {download!r}")
     if transform is not None and not callable(transform):
         raise ValueError(f"transform must be callable or None, got {type(transform).__name__}")
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(f"data_dir must be a folder path (str or os.PathLike) or None, got "
+                        f"{type(data_dir).__name__}")
     root = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
     return _REGISTRY[name][1](split, root, download, transform)
 
@@ -182,6 +185,16 @@ def missing_data_error(
         f"expected layout:\n{info.layout.replace('{data_dir}', str(data_dir))}\n"
         f"{how}; or pass data_dir (CLI: --data-dir) naming the folder that holds "
         f"{info.folder!r}, or set ${DATA_DIR_ENV}."
+    )
+
+
+def unreadable_data_error(info: DatasetInfo, data_dir: Path, error: Exception) -> ValueError:
+    """The ``ValueError`` raised when ``info``'s files are there but cannot be parsed."""
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    return ValueError(
+        f"dataset {info.name!r} under {data_dir / (info.folder or '')} cannot be read "
+        f"({type(error).__name__}: {reason}): a file is truncated or corrupt; replace the "
+        "folder with a fresh copy (download=True / --download on a machine with internet)"
     )
 
 

@@ -21,7 +21,13 @@ import torchvision
 from torchvision import transforms as tv_transforms
 
 from .in_memory import PLAIN_TO_TENSOR
-from .registry import DatasetInfo, download_error, missing_data_error, register_dataset
+from .registry import (
+    DatasetInfo,
+    download_error,
+    missing_data_error,
+    register_dataset,
+    unreadable_data_error,
+)
 
 
 class CIFAR10(torchvision.datasets.CIFAR10):
@@ -172,6 +178,8 @@ def _load_torchvision(
         if isinstance(error, RuntimeError) and "not found" in str(error):
             raise missing_data_error(info, data_dir) from None
         raise
+    except Exception as error:  # pickle, idx or .mat parsing of a damaged file
+        raise unreadable_data_error(info, data_dir, error) from error
 
 
 def _register_train_test(info: DatasetInfo, dataset_class: type) -> None:
