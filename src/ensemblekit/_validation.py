@@ -60,6 +60,40 @@ def check_float(
     return value
 
 
+def check_flag(name: str, value) -> bool:
+    """Return ``value`` if it is a bool, else raise (a truthy string is not a flag)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_device(name: str, value) -> torch.device:
+    """Return ``value`` as a ``torch.device`` that this machine has, else raise.
+
+    Accepts what ``torch.device`` accepts (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a device);
+    a CUDA or MPS device on a machine without one is an error here, not deep inside torch.
+    """
+    usage = f"{name} must be a device such as 'cpu', 'cuda' or 'cuda:1'"
+    if not isinstance(value, (str, torch.device)):
+        raise ValueError(f"{usage}, got {value!r} of type {type(value).__name__}")
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise ValueError(f"{usage}, got {value!r}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{name}={value!r}, but CUDA is not available on this machine; "
+                             f"use {name}='cpu'")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{name}={value!r}, but this machine has {count} CUDA device(s): "
+                             f"cuda:0 to cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={value!r}, but MPS is not available on this machine; use "
+                         f"{name}='cpu'")
+    return device
+
+
 def check_choice(name: str, value, choices: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``choices``; else raise listing the valid names."""
     choices = list(choices)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validation import check_int, check_tensor
+from .._validation import check_flag, check_int, check_tensor  # noqa: F401 (check_flag: re-exported)
 from ..layers.batchensemble import batchensemble_parameter_groups
 from ..members import repeat_members, split_members
 
@@ -81,13 +81,6 @@ class TiledInferenceModel(EnsembleModel):
 
     def forward_members(self, x: torch.Tensor, num_samples: int | None) -> torch.Tensor:
         return split_members(self.backbone(repeat_members(x, self.num_members)), self.num_members)
-
-
-def check_flag(name: str, value) -> bool:
-    """Return ``value`` if it is a bool, else raise (a truthy string is not a flag)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def flat_parameters(module: nn.Module) -> torch.Tensor:
