@@ -37,7 +37,15 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import checkpoint, distributed
-from ._validation import check_choice, check_float, check_int, check_tensor
+from ._validation import (
+    check_choice,
+    check_device,
+    check_finite,
+    check_flag,
+    check_float,
+    check_int,
+    check_tensor,
+)
 from .samplers import MemberBatchSampler
 from .seeding import get_rng_state, seed_everything, set_rng_state
 
@@ -105,21 +113,24 @@ class TrainConfig:
         self.lr = check_float("lr", self.lr, minimum=0.0, min_inclusive=False)
         self.momentum = check_float("momentum", self.momentum, minimum=0.0, maximum=1.0,
                                     max_inclusive=False)
+        for name in ("nesterov", "compile", "deterministic", "progress"):
+            check_flag(name, getattr(self, name))
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0; set momentum (e.g. 0.9) or "
                              "nesterov=False")
         self.betas = tuple(
             check_float(f"betas[{i}]", beta, minimum=0.0, maximum=1.0, max_inclusive=False)
-            for i, beta in enumerate(self.betas)
+            for i, beta in enumerate(_sequence("betas", self.betas))
         )
         if len(self.betas) != 2:
             raise ValueError(f"betas must hold two numbers, got {self.betas}")
         self.weight_decay = check_float("weight_decay", self.weight_decay, minimum=0.0)
         check_choice("schedule", self.schedule, SCHEDULES)
+        milestones = _sequence("milestones", self.milestones)
         self.milestones = tuple(
             check_int("milestones", m, minimum=1, maximum=self.epochs - 1)
-            for m in self.milestones
-        ) if self.schedule == "multistep" else tuple(self.milestones)
+            for m in milestones
+        ) if self.schedule == "multistep" else tuple(milestones)
         if list(self.milestones) != sorted(set(self.milestones)):
             raise ValueError(f"milestones must be strictly increasing epochs, got "
                              f"{list(self.milestones)}; sort them and drop repeats")
@@ -134,6 +145,12 @@ class TrainConfig:
         self.num_workers = check_int("num_workers", self.num_workers, minimum=0)
         if self.threads is not None:
             self.threads = check_int("threads", self.threads, minimum=1)
+        if self.device is not None:
+            check_device("device", self.device)
+        if self.dataset is not None:
+            from .data import available_datasets  # torchvision: only for named datasets
+
+            check_choice("dataset", self.dataset, available_datasets())
         for name in ("augment", "normalize"):
             hook = getattr(self, name)
             if hook not in (None, False) and not callable(hook):
@@ -152,6 +169,12 @@ class TrainConfig:
         values["milestones"] = list(values["milestones"])
         values["betas"] = list(values["betas"])
         return values
+
+
+def _sequence(name: str, value) -> Sequence:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"{name} must be a sequence (tuple or list) of numbers, got {value!r}")
+    return value
 
 
 def train_model(
@@ -190,16 +213,25 @@ def train_model(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir (the folder holding last.pt)")
+    if checkpoint_dir is not None and Path(checkpoint_dir).exists() \
+            and not Path(checkpoint_dir).is_dir():
+        raise ValueError(f"checkpoint_dir {checkpoint_dir} is a file; pass a folder (it is "
+                         "created if missing) where last.pt is written")
     device = _training_device(config)
     batch_unit = _check_batch_size(model, config)
     augment, normalize = _data_hooks(config)
-    data = _TrainingData(train_data, needs_unit_range=augment is not None or normalize is not None)
+    data = _TrainingData(train_data, needs_unit_range=augment is not None or normalize is not None,
+                         num_classes=(getattr(model, "config", None) or {}).get("num_classes"))
     context = distributed.setup(device)
 
     model.to(device)
     seed_everything(config.seed + context.rank)  # ranks draw different dropout/augmentation
     data_order = torch.Generator().manual_seed(config.seed)  # identical on every rank
     steps_per_epoch = _steps_per_epoch(len(data), config.batch_size, batch_unit)
+    if steps_per_epoch == 0:
+        raise ValueError(f"train_data holds {len(data)} examples, fewer than one training batch "
+                         f"needs ({batch_unit}: batches are a multiple of the model's member "
+                         "groups and processes); pass more examples")
     optimizer = _build_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config, steps_per_epoch)
@@ -406,7 +438,7 @@ def shard(batch: torch.Tensor, groups: int, context: distributed.DistributedCont
 class _TrainingData:
     """Training examples as device tensors (indexed directly) or a Dataset (through a loader)."""
 
-    def __init__(self, train_data, *, needs_unit_range: bool) -> None:
+    def __init__(self, train_data, *, needs_unit_range: bool, num_classes: int | None) -> None:
         self.images = self.labels = None
         self.dataset = None
         if _holds_tensors(train_data):  # TensorDataset, ensemblekit's InMemoryDataset
@@ -415,7 +447,8 @@ class _TrainingData:
             if len(train_data) != 2:
                 raise ValueError(f"train_data as a sequence must be (images, labels), got "
                                  f"{len(train_data)} items")
-            self.images, self.labels = self._check_tensors(*train_data, needs_unit_range)
+            self.images, self.labels = self._check_tensors(*train_data, needs_unit_range,
+                                                           num_classes)
         elif isinstance(train_data, Dataset):
             self.dataset = train_data
             if len(train_data) == 0:
@@ -425,7 +458,7 @@ class _TrainingData:
                             f"{type(train_data).__name__}")
 
     @staticmethod
-    def _check_tensors(images, labels, needs_unit_range):
+    def _check_tensors(images, labels, needs_unit_range, num_classes):
         check_tensor("images", images)
         check_tensor("labels", labels, ndim=1)
         if images.ndim < 2 or len(images) != len(labels) or len(images) == 0:
@@ -436,6 +469,13 @@ class _TrainingData:
                              "convert with images.float() / 255")
         if labels.is_floating_point() or labels.dtype == torch.bool:
             raise ValueError(f"labels must be integer class indices, got {labels.dtype}")
+        check_finite("images", images)  # one NaN image turns every weight into NaN
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or (num_classes is not None and high >= num_classes):
+            valid = f"[0, {num_classes - 1}]" if num_classes is not None else ">= 0"
+            raise ValueError(f"labels must be class indices in {valid}, got labels in "
+                             f"[{low}, {high}]; out-of-distribution sets (label -1) cannot be "
+                             "trained on")
         if needs_unit_range and (images.min() < 0 or images.max() > 1):
             raise ValueError(
                 f"images must lie in [0, 1] (got values in [{images.min():.3g}, "
