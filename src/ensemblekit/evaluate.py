@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ._validation import check_int
+from ._validation import check_finite, check_int
 from .metrics import OOD_SCORES, PredictionAccumulator
 from .train import cpu_threads
 
@@ -89,6 +89,8 @@ def evaluate_model(
     severities = tuple(check_int("severity", s, minimum=1, maximum=5) for s in severities)
     corruptions = (corruptions,) if isinstance(corruptions, str) else tuple(corruptions)
     corrupt = _corruption_function(corruptions)
+    if corruptions and not severities:
+        raise ValueError("severities must hold at least one of 1..5 when corruptions are given")
     normalize = _normalizer(dataset, normalize)
     device = _model_device(model)
 
@@ -197,19 +199,34 @@ def _batches(data, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor
             and getattr(data, "transform", None) is None and len(data.tensors) == 2:
         data = data.tensors
     if isinstance(data, (tuple, list)):
-        images, labels = data
-        if not isinstance(images, torch.Tensor) or len(images) != len(labels):
+        if len(data) != 2 or not isinstance(data[0], torch.Tensor) \
+                or len(data[0]) != len(data[1]):
             raise ValueError("data as a pair must be (images (N, ...), labels (N,)) tensors")
+        images, labels = data
         if len(images) == 0:
             raise ValueError("cannot evaluate on an empty dataset")
-        labels = torch.as_tensor(labels).long()
         for start in range(0, len(images), batch_size):
-            yield images[start:start + batch_size].float(), labels[start:start + batch_size]
+            yield _checked_batch(images[start:start + batch_size], labels[start:start + batch_size])
         return
     if not isinstance(data, Dataset):
         raise TypeError(f"data must be tensors or a Dataset, got {type(data).__name__}")
+    if hasattr(data, "__len__") and len(data) == 0:
+        raise ValueError("cannot evaluate on an empty dataset")
     for images, labels in DataLoader(data, batch_size=batch_size, shuffle=False):
-        yield images.float(), torch.as_tensor(labels).long()
+        yield _checked_batch(images, labels)
+
+
+def _checked_batch(images: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 images and int64 labels; integer images or float labels would give silently
+    wrong metrics (0..255 pixels read as [0, 1] ones, labels truncated to integers)."""
+    labels = torch.as_tensor(labels)
+    if not images.is_floating_point():
+        raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}; "
+                         "convert uint8 images with images.float() / 255")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    check_finite("images", images)
+    return images.float(), labels.long()
 
 
 def _predict_members(model: nn.Module, x: torch.Tensor, num_samples: int | None):
