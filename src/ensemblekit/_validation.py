@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -99,6 +99,13 @@ def check_choice(name: str, value, choices: Iterable[str]) -> str:
     choices = list(choices)
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; valid choices are: {', '.join(choices)}")
+    return value
+
+
+def check_sequence(name: str, value, *, of: str = "numbers") -> Sequence:
+    """Return ``value`` if it is a list or tuple (not a string), else raise."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"{name} must be a sequence (tuple or list) of {of}, got {value!r}")
     return value
 
 

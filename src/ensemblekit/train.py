@@ -44,6 +44,7 @@ from ._validation import (
     check_flag,
     check_float,
     check_int,
+    check_sequence,
     check_tensor,
 )
 from .samplers import MemberBatchSampler
@@ -120,13 +121,13 @@ class TrainConfig:
                              "nesterov=False")
         self.betas = tuple(
             check_float(f"betas[{i}]", beta, minimum=0.0, maximum=1.0, max_inclusive=False)
-            for i, beta in enumerate(_sequence("betas", self.betas))
+            for i, beta in enumerate(check_sequence("betas", self.betas))
         )
         if len(self.betas) != 2:
             raise ValueError(f"betas must hold two numbers, got {self.betas}")
         self.weight_decay = check_float("weight_decay", self.weight_decay, minimum=0.0)
         check_choice("schedule", self.schedule, SCHEDULES)
-        milestones = _sequence("milestones", self.milestones)
+        milestones = check_sequence("milestones", self.milestones)
         self.milestones = tuple(
             check_int("milestones", m, minimum=1, maximum=self.epochs - 1)
             for m in milestones
@@ -169,12 +170,6 @@ class TrainConfig:
         values["milestones"] = list(values["milestones"])
         values["betas"] = list(values["betas"])
         return values
-
-
-def _sequence(name: str, value) -> Sequence:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise ValueError(f"{name} must be a sequence (tuple or list) of numbers, got {value!r}")
-    return value
 
 
 def train_model(

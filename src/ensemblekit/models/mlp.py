@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from .._validation import check_int
+from .._validation import check_int, check_sequence
 from .base import Backbone, check_width, scaled_width, size_tuple
 from .factory import LayerFactory
 from .registry import register_backbone
@@ -69,7 +69,8 @@ def mlp(
     ``input_size``: an int ``s`` means ``(s, s)`` images (e.g. 8 for digits, 28 for MNIST).
     ``hidden``: hidden layer sizes before the ``width`` multiplier.
     """
-    hidden = tuple(check_int("hidden size", h, minimum=1) for h in hidden)
+    hidden = tuple(check_int("hidden size", h, minimum=1)
+                   for h in check_sequence("hidden", hidden, of="layer sizes"))
     return MLP(
         layers,
         num_classes,
