@@ -83,6 +83,15 @@ class TiledInferenceModel(EnsembleModel):
         return split_members(self.backbone(repeat_members(x, self.num_members)), self.num_members)
 
 
+def no_drop_site_message(method: str, backbone: nn.Module, n: int) -> str:
+    """Why a masking method refuses a backbone without drop sites (its members would be equal)."""
+    return (
+        f"{method} needs a backbone with at least one drop site (a hidden layer) for its "
+        f"masks; this {type(backbone).__name__} has none, so its {n} members would be "
+        "identical: give it a hidden layer (mlp: hidden=(64,))"
+    )
+
+
 def flat_parameters(module: nn.Module) -> torch.Tensor:
     """All parameters of ``module`` flattened into one vector (``named_parameters`` order)."""
     return torch.cat([p.detach().reshape(-1) for p in module.parameters()])

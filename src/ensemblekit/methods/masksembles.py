@@ -29,7 +29,7 @@ from torch import nn
 from .._validation import check_float, check_int
 from ..layers import Masksembles, Masksembles1d, Masksembles2d
 from ..models.factory import LayerFactory
-from .base import TiledInferenceModel
+from .base import TiledInferenceModel, no_drop_site_message
 from .member_masks import LayerMasks, layer_masks, masked_member_weights
 from .registry import register_method
 
@@ -109,4 +109,7 @@ def masksembles(
     """n members from masks of overlap ``scale`` (1: identical full masks = single model)."""
     n = check_int("n", n, minimum=1)
     scale = check_float("scale", scale, minimum=1.0)
-    return MasksemblesModel(make_backbone(MasksemblesLayers(n, scale, seed), seed), n)
+    backbone = make_backbone(MasksemblesLayers(n, scale, seed), seed)
+    if n > 1 and not any(isinstance(module, Masksembles) for module in backbone.modules()):
+        raise ValueError(no_drop_site_message("masksembles", backbone, n))
+    return MasksemblesModel(backbone, n)

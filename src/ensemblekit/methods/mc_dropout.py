@@ -17,7 +17,7 @@ from torch import nn
 from .._validation import check_float, check_int
 from ..members import repeat_members, split_members
 from ..models.factory import LayerFactory
-from .base import EnsembleModel
+from .base import EnsembleModel, no_drop_site_message
 from .member_masks import layer_masks, masked_member_weights
 from .registry import register_method
 
@@ -87,4 +87,7 @@ def mc_dropout(make_backbone: Callable, *, seed: int, p: float = 0.1, n: int = 8
     """Dropout rate ``p``; ``n``: the default number of stochastic passes (members) M."""
     p = check_float("p", p, minimum=0.0, maximum=1.0, max_inclusive=False)
     n = check_int("n", n, minimum=1)
-    return MCDropoutModel(make_backbone(MCDropoutLayers(p), seed), n, p)
+    backbone = make_backbone(MCDropoutLayers(p), seed)
+    if n > 1 and not dropout_modules(backbone):
+        raise ValueError(no_drop_site_message("mc_dropout", backbone, n))
+    return MCDropoutModel(backbone, n, p)
