@@ -1,0 +1,46 @@
+"""A record of what the fuzz and fault-injection tests tried, printed as a table at the end.
+
+Used by ``test_fuzz_api.py``, ``test_fuzz_cli.py`` and ``test_reliability.py``: each asks for
+the session fixture ``reliability_log`` and calls ``reliability_log(kind, target, outcome)``
+once per input fuzzed or fault injected. The terminal summary then shows, per (kind, target),
+how many were tried and what came of them. Nothing is printed when no test recorded anything.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import pytest
+
+_RECORDS = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def reliability_log(request):
+    """``record(kind, target, outcome)``: kind is "input" (a fuzzed call) or "fault" (an
+    injected failure); target names what was called or hurt; outcome is what happened."""
+    records = request.config.stash.setdefault(_RECORDS, [])
+
+    def record(kind: str, target: str, outcome: str) -> None:
+        records.append((kind, target, outcome))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    records = config.stash.get(_RECORDS, [])
+    if not records:
+        return
+    outcomes: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    for kind, target, outcome in records:
+        outcomes[kind, target][outcome] += 1
+    width = max(len(target) for _, target in outcomes)
+    terminalreporter.section("reliability: inputs fuzzed and faults injected")
+    terminalreporter.write_line(f"{'kind':6}  {'target':{width}}  {'tried':>5}  outcomes")
+    for (kind, target), counts in sorted(outcomes.items()):
+        summary = ", ".join(f"{outcome} x{n}" for outcome, n in counts.most_common())
+        terminalreporter.write_line(
+            f"{kind:6}  {target:{width}}  {sum(counts.values()):5}  {summary}"
+        )
+    faults = sum(1 for kind, _, _ in records if kind == "fault")
+    terminalreporter.write_line(f"{len(records) - faults} inputs fuzzed, {faults} faults injected")
