@@ -1,0 +1,191 @@
+"""``compile_members``: Masksembles member logits at about ``M * k^2`` of one model's work.
+
+A Masksembles model at inference tiles its input M times and multiplies the channels each
+member drops by zero, so M members cost M full models. Member m only needs the channels K_m(C)
+its masks keep at every width C, about ``k^2`` of each convolution's work (k the keep
+fraction: 0.56 at n=4, scale=2, so 4 members cost ~1.3 models instead of 4).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._validation import check_choice, check_tensor
+from ..methods.base import predict_members
+from ..methods.masksembles import MasksemblesModel
+from .folding import conv_batchnorm_pairs, fold_batchnorm
+from .stacking import member_channels, stack_members
+
+#: "stacked": all members at once on (B, M*P, ...) activations (grouped convolutions, batched
+#: matmuls); "loop": the M thin dense sub-networks one after the other
+STRATEGIES = ("stacked", "loop")
+
+#: default size of a free spatial dimension in the example input of the self-check
+EXAMPLE_SIZE = 32
+
+
+class CompiledMembers(nn.Module):
+    """Inference-only member logits of a Masksembles model, each member on its own channels.
+
+    ``forward(x)``: ``(B, ...) -> (M, B, K)``, equal to ``predict_members(model, x)``.
+
+    It holds copies of the weights taken by :func:`compile_members`; after the original
+    model's weights change (more training, ``load_state_dict``), compile again.
+    ``.train()`` raises: it cannot be trained.
+    """
+
+    def __init__(
+        self, networks: list[nn.Module], num_members: int, strategy: str, channels_last: bool
+    ) -> None:
+        super().__init__()
+        self.networks = nn.ModuleList(networks)
+        self.num_members = num_members
+        self.strategy = strategy
+        self.channels_last = channels_last
+        super().train(False)
+
+    def train(self, mode: bool = True) -> CompiledMembers:
+        if mode:
+            raise RuntimeError(
+                "a compiled Masksembles model is inference-only (it holds copies of the weights, "
+                "restricted to each member's channels): train the original model, then call "
+                "ensemblekit.compile_members(model) again"
+            )
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:  # ``.training`` set by hand: refuse as ``.train()`` does
+            self.train(True)
+        check_tensor("x", x)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        outputs = [network(x) for network in self.networks]
+        logits = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+        # (B, M*K), member-major on dim 1 -> (M, B, K)
+        return logits.view(logits.shape[0], self.num_members, -1).transpose(0, 1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_members={self.num_members}, strategy={self.strategy!r}, "
+            f"channels_last={self.channels_last}"
+        )
+
+
+def _example_input(model: MasksemblesModel) -> torch.Tensor:
+    shape = getattr(model.backbone, "input_shape", None)
+    if shape is None:
+        raise ValueError(
+            "compile_members: the backbone has no input_shape; pass example_input=x[:2] "
+            "(a batch like the ones you will predict on)"
+        )
+    reference = next(model.parameters())
+    size = [EXAMPLE_SIZE if dim is None else dim for dim in shape]
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(2, *size, generator=generator).to(reference)
+
+
+def _check_against_tiled(
+    model: MasksemblesModel, compiled: CompiledMembers, example: torch.Tensor
+) -> None:
+    """Raise if the compiled members differ from ``predict_members`` on ``example``."""
+    with torch.no_grad():
+        expected = predict_members(model, example)
+        got = compiled(example)
+    tolerance = 1e-4 if expected.dtype in (torch.float32, torch.float64) else 3e-2
+    error = (got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)
+    if got.shape != expected.shape or not error <= tolerance:
+        raise ValueError(
+            "compile_members: the compiled members do not reproduce predict_members(model, x) "
+            f"(relative difference {float(error):.2e}); the backbone's forward must touch "
+            "channels only through its conv / linear / BatchNorm / Masksembles layers and "
+            "per-channel operations (see the conditions in compile_members' docstring)"
+        )
+
+
+def compile_members(
+    model: MasksemblesModel,
+    *,
+    strategy: str = "stacked",
+    channels_last: bool = True,
+    fold_batchnorm_into_conv: bool = True,
+    example_input: torch.Tensor | None = None,
+) -> CompiledMembers:
+    """An inference-only module computing a Masksembles model's member logits from each
+    member's kept channels only::
+
+        fast = ensemblekit.compile_members(model)
+        logits = fast(x)    # (M, B, K), equal to predict_members(model, x)
+
+    Each member runs its thin sub-network (weights ``W[K_out][:, K_in]`` at every layer), so M
+    members cost about ``M * k^2`` of one model instead of M (k: the masks' keep fraction).
+
+    Args:
+        model: a :class:`~ensemblekit.methods.MasksemblesModel` from ``build_model``, or one
+            around your own :class:`~ensemblekit.models.Backbone` that meets the conditions
+            below.
+        strategy: "stacked" (default, fastest measured): all members at once, grouped
+            convolutions and batched matmuls on ``(B, M*k, ...)`` activations; "loop": the M
+            thin dense sub-networks one after the other. Both give the same logits.
+        channels_last: run convolutions on channels-last tensors (faster on CPU, measured in
+            ``benchmarks/inference.py``). Only the speed changes.
+        fold_batchnorm_into_conv: fold every BatchNorm that reads only a convolution's output
+            into that convolution (exact up to rounding; found from the autograd graph of one
+            dry run).
+        example_input: a small batch ``(b, ...)`` like the ones you will predict on, used for
+            the dry run and for a self-check against ``predict_members``; default: 2 random
+            examples of ``model.backbone.input_shape`` (32 for a free spatial size).
+
+    Conditions on the backbone (every ``build_model`` backbone meets them):
+
+    * it is a :class:`~ensemblekit.models.Backbone`, whose ``layer_widths`` names the stem
+      (reads the raw input) and the head (writes the logits); its modules with parameters or
+      buffers are ``nn.Conv2d`` (``groups=1``), ``nn.Linear``, BatchNorm (with running
+      statistics) and Masksembles layers;
+    * every activation between the stem and the head goes through the Masksembles layers of
+      its width (or none: a width with no Masksembles layer keeps all its channels), and all
+      Masksembles layers of one width have the same masks;
+    * ``forward`` touches channels only through those layers and per-channel operations
+      (activations, pooling, adds of equal widths, a channel-major ``flatten``), with no
+      channel counts written in it.
+
+    A backbone that breaks them raises a ``NotImplementedError`` naming the layer, or a
+    ``ValueError`` from the self-check.
+
+    The result holds copies of the weights taken now, in the model's device and dtype: call
+    ``compile_members`` again after the weights change. It cannot be trained: ``.train()``
+    raises. Wrap calls in ``torch.no_grad()`` (or ``torch.inference_mode()``) as for any
+    inference.
+    """
+    if not isinstance(model, MasksemblesModel):
+        raise TypeError(
+            "compile_members needs a Masksembles model (ensemblekit.build_model(..., "
+            f"method='masksembles')), got {type(model).__name__}"
+        )
+    strategy = check_choice("strategy", strategy, STRATEGIES)
+    for name, flag in (
+        ("channels_last", channels_last),
+        ("fold_batchnorm_into_conv", fold_batchnorm_into_conv),
+    ):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name} must be True or False, got {flag!r}")
+    masks = member_channels(model)
+    if example_input is None:
+        example_input = _example_input(model)
+    else:
+        check_tensor("example_input", example_input)
+    count = model.num_members
+    groups = [list(range(count))] if strategy == "stacked" else [[m] for m in range(count)]
+    networks = []
+    for members in groups:
+        network = stack_members(model.backbone, masks, members)
+        if fold_batchnorm_into_conv:
+            fold_batchnorm(network, conv_batchnorm_pairs(network, example_input))
+        for parameter in network.parameters():
+            parameter.requires_grad_(False)
+        if channels_last:
+            network.to(memory_format=torch.channels_last)
+        networks.append(network)
+    compiled = CompiledMembers(networks, count, strategy, channels_last)
+    _check_against_tiled(model, compiled, example_input)
+    return compiled
