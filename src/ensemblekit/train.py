@@ -54,6 +54,11 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CHECKPOINT_NAME = "last.pt"
+#: Upper bound of every learning rate a schedule reaches (and of weight_decay): beyond it
+#: float32 updates overflow ("value cannot be converted to type float") instead of training.
+MAX_LR = 1e6
+#: More threads than cores only wait on each other; far more exhaust memory for stacks.
+MAX_THREADS = os.cpu_count() or 1
 
 # Fields that may change between a run and its resumption without changing what it computes.
 _RESUMABLE_CHANGES = ("progress", "compile", "device", "threads", "num_workers")
@@ -111,7 +116,7 @@ class TrainConfig:
         self.epochs = check_int("epochs", self.epochs, minimum=1)
         self.batch_size = check_int("batch_size", self.batch_size, minimum=1)
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        self.lr = check_float("lr", self.lr, minimum=0.0, min_inclusive=False)
+        self.lr = check_float("lr", self.lr, minimum=0.0, maximum=MAX_LR, min_inclusive=False)
         self.momentum = check_float("momentum", self.momentum, minimum=0.0, maximum=1.0,
                                     max_inclusive=False)
         for name in ("nesterov", "compile", "deterministic", "progress"):
@@ -125,7 +130,8 @@ class TrainConfig:
         )
         if len(self.betas) != 2:
             raise ValueError(f"betas must hold two numbers, got {self.betas}")
-        self.weight_decay = check_float("weight_decay", self.weight_decay, minimum=0.0)
+        self.weight_decay = check_float("weight_decay", self.weight_decay, minimum=0.0,
+                                        maximum=MAX_LR)
         check_choice("schedule", self.schedule, SCHEDULES)
         milestones = check_sequence("milestones", self.milestones)
         self.milestones = tuple(
@@ -138,14 +144,20 @@ class TrainConfig:
         if self.schedule == "multistep" and not self.milestones:
             raise ValueError("schedule='multistep' needs milestones (epochs at which lr is "
                              "multiplied by gamma), e.g. milestones=(25, 50)")
-        self.gamma = check_float("gamma", self.gamma, minimum=0.0, min_inclusive=False)
+        self.gamma = check_float("gamma", self.gamma, minimum=0.0, maximum=MAX_LR,
+                                 min_inclusive=False)
+        if self.schedule == "multistep" and self.lr * max(1.0, self.gamma) ** len(
+                self.milestones) > MAX_LR:
+            raise ValueError(f"lr={self.lr:g} times gamma={self.gamma:g} at each of the "
+                             f"{len(self.milestones)} milestones exceeds {MAX_LR:g}; lower gamma "
+                             "(usually < 1) or lr")
         self.warmup_epochs = check_float("warmup_epochs", self.warmup_epochs, minimum=0.0,
                                          maximum=self.epochs, max_inclusive=False)
         check_choice("precision", self.precision, PRECISIONS)
         self.seed = check_int("seed", self.seed, minimum=0)
         self.num_workers = check_int("num_workers", self.num_workers, minimum=0)
         if self.threads is not None:
-            self.threads = check_int("threads", self.threads, minimum=1)
+            self.threads = check_int("threads", self.threads, minimum=1, maximum=MAX_THREADS)
         if self.device is not None:
             check_device("device", self.device)
         if self.dataset is not None:
@@ -292,6 +304,14 @@ def train_model(
                 totals += train_step(x, y)
                 bar.update(1)
             loss_sum, correct, rows = distributed.all_reduce_sum(totals, context).tolist()
+            if not math.isfinite(loss_sum):
+                # Raised before the checkpoint write: last.pt keeps the last finite epoch.
+                raise ValueError(
+                    f"training diverged in epoch {epoch + 1}: the mean loss is "
+                    f"{loss_sum / rows}; lower the learning rate (lr={config.lr:g}) or "
+                    f"weight_decay ({config.weight_decay:g}), or check the training data for "
+                    "NaN/inf values"
+                )
             history.append({
                 "epoch": epoch + 1,
                 "loss": loss_sum / rows,
@@ -568,7 +588,7 @@ def cpu_threads(threads: int | None):
     """Run the block with ``torch.set_num_threads(threads)``, then restore (None: unchanged)."""
     previous = torch.get_num_threads()
     if threads is not None:
-        torch.set_num_threads(check_int("threads", threads, minimum=1))
+        torch.set_num_threads(check_int("threads", threads, minimum=1, maximum=MAX_THREADS))
     try:
         yield
     finally:
