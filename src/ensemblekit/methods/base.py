@@ -83,12 +83,17 @@ class TiledInferenceModel(EnsembleModel):
         return split_members(self.backbone(repeat_members(x, self.num_members)), self.num_members)
 
 
-def no_drop_site_message(method: str, backbone: nn.Module, n: int) -> str:
-    """Why a masking method refuses a backbone without drop sites (its members would be equal)."""
+def no_drop_site_message(method: str, backbone: nn.Module, n: int, *, rule: str = "") -> str:
+    """Why a masking method refuses a backbone without drop sites (its members would be equal).
+
+    ``rule``: the condition a drop site must meet, when the method skips narrow ones.
+    """
+    where = f"drop site ({rule})" if rule else "drop site (a hidden layer)"
+    fixes = "widen the backbone (width), use fewer members (n), or " if rule else ""
     return (
-        f"{method} needs a backbone with at least one drop site (a hidden layer) for its "
-        f"masks; this {type(backbone).__name__} has none, so its {n} members would be "
-        "identical: give it a hidden layer (mlp: hidden=(64,))"
+        f"{method} needs a backbone with at least one {where} for its masks; this "
+        f"{type(backbone).__name__} has none, so its {n} members would be identical: "
+        f"{fixes}give it a hidden layer (mlp: hidden=(64,))"
     )
 
 

@@ -111,5 +111,6 @@ def masksembles(
     scale = check_float("scale", scale, minimum=1.0)
     backbone = make_backbone(MasksemblesLayers(n, scale, seed), seed)
     if n > 1 and not any(isinstance(module, Masksembles) for module in backbone.modules()):
-        raise ValueError(no_drop_site_message("masksembles", backbone, n))
+        raise ValueError(no_drop_site_message(
+            "masksembles", backbone, n, rule=f"at least 2n = {2 * n} channels wide"))
     return MasksemblesModel(backbone, n)
