@@ -72,6 +72,8 @@ def run_evaluate(
     corruptions, severities = check_shift(dataset, corruptions, severities)
     ood = check_ood(dataset, ood)
     batch_size = check_int("batch_size", batch_size, minimum=1)
+    if mc_samples is not None:
+        mc_samples = check_int("mc_samples", mc_samples, minimum=1)
     model = checkpoint.load(checkpoint_path)
     data = load_experiment_data(settings, ood=ood, corruptions=corruptions,
                                 severities=severities, with_train=False, log=log)
