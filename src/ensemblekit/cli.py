@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        parser.print_usage(sys.stderr)
+        print("ensemblekit: error: a COMMAND is required (benchmark, toy, diversity, sweep, train, "
+              "evaluate or corrupt); `ensemblekit --help` describes them", file=sys.stderr)
         return EXIT_USAGE
     try:
         return args.handler(args) or 0
