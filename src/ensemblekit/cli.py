@@ -214,7 +214,12 @@ def _settings(args, settings_class, extra: tuple[str, ...]):
     if settings.threads is not None:
         import torch
 
-        torch.set_num_threads(settings.threads)
+        from ._validation import check_int
+        from .train import MAX_THREADS
+
+        # 100000 threads exhaust memory (stacks) and break the next import: refuse it here.
+        torch.set_num_threads(check_int("threads", settings.threads, minimum=1,
+                                        maximum=MAX_THREADS))
     return settings
 
 
