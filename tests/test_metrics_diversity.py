@@ -13,6 +13,7 @@ from torch import nn
 
 from ensemblekit.metrics import (
     PROBABILITY_FLOOR,
+    diversity,
     normalized_disagreement,
     pairwise_cosine,
     pairwise_disagreement,
@@ -109,7 +110,10 @@ def test_kl_is_not_symmetric():
     assert kl[0, 1].item() != pytest.approx(kl[1, 0].item())
 
 
-def test_weight_similarity_of_a_tensor_matches_numpy():
+@pytest.mark.parametrize("columns_per_step", [7, 1 << 20])
+def test_weight_similarity_of_a_tensor_matches_numpy(monkeypatch, columns_per_step):
+    # A small step exercises the column-by-column Gram accumulation used for large networks.
+    monkeypatch.setattr(diversity, "_WEIGHT_COLUMNS", columns_per_step)
     weights = torch.randn(5, 40, generator=torch.Generator().manual_seed(0))
     w = weights.double().numpy()
     unit = w / np.linalg.norm(w, axis=1, keepdims=True)

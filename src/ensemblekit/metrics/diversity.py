@@ -19,6 +19,8 @@ from ._inputs import check_labels, check_probabilities
 from .classification import PROBABILITY_FLOOR, _top_label
 from .uncertainty import _entropy
 
+_WEIGHT_COLUMNS = 1 << 20
+
 
 def pairwise_disagreement(member_probs: torch.Tensor) -> torch.Tensor:
     """Fraction of samples on which the argmaxes of members i and j differ: (M, B, K) -> (M, M).
@@ -97,16 +99,21 @@ def weight_similarity(model_or_weights) -> torch.Tensor:
             f"{name} must be a non-empty floating-point (M, P) tensor, got shape "
             f"{tuple(weights.shape)} and dtype {weights.dtype}"
         )
-    weights = check_finite(name, weights).detach().to(torch.float64)
-    norms = weights.norm(dim=1)
+    weights = check_finite(name, weights.detach())
+    # Gram matrix in float64, a slice of columns at a time: a (M, P) float64 copy of a large
+    # network would double its memory for nothing.
+    gram = weights.new_zeros(weights.shape[0], weights.shape[0], dtype=torch.float64)
+    for start in range(0, weights.shape[1], _WEIGHT_COLUMNS):
+        piece = weights[:, start : start + _WEIGHT_COLUMNS].to(torch.float64)
+        gram += piece @ piece.T
+    norms = gram.diagonal().sqrt()
     if bool((norms == 0).any()):
         member = int((norms == 0).nonzero()[0])
         raise ValueError(
             f"{name} row {member} is all zeros: cosine similarity is undefined for a member "
             "without weights"
         )
-    unit = weights / norms.unsqueeze(1)
-    similarity = (unit @ unit.T).clamp_(-1, 1)
+    similarity = (gram / norms.unsqueeze(1) / norms.unsqueeze(0)).clamp_(-1, 1)
     return similarity.fill_diagonal_(1.0)
 
 

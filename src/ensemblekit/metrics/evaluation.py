@@ -6,8 +6,9 @@ test set streams through it. Its ``per_sample()`` hands those scalars out for pl
 ``evaluate_predictions`` is the one-shot wrapper.
 
 Aggregation (the same as every reference library): softmax per member, then the mean over
-members; all arithmetic is float64. Each value equals the matching function of this package
-applied to ``torch.softmax(member_logits.double(), -1)`` over the whole set.
+members; all arithmetic is float64. Each value equals, up to float64 rounding, the matching
+function of this package applied to ``torch.softmax(member_logits.double(), -1)`` over the
+whole set, however the samples were split into chunks.
 
 Keys of the returned dict (scalars are Python floats, matrices nested lists):
 
@@ -59,7 +60,7 @@ from .ood import (
     _average_precision,
     _fpr_at_tpr,
     _score_table,
-    _staircase,
+    _staircases,
 )
 
 # Samples per internal block: keeps the float64 temporaries of one block in cache-sized pieces
@@ -315,11 +316,11 @@ def _iterable(name: str, value) -> Iterable:
 
 
 def _detection_summary(scores_in: torch.Tensor, scores_out: torch.Tensor) -> dict[str, float]:
-    staircase = _staircase(scores_in, scores_out)
+    staircase, mirrored = _staircases(scores_in, scores_out)
     return {
         "auroc": _auroc(*staircase),
         "aupr": _average_precision(*staircase),
-        "aupr_in": _average_precision(*_staircase(-scores_out, -scores_in)),
+        "aupr_in": _average_precision(*mirrored),
         "fpr95": _fpr_at_tpr(*staircase, 0.95),
     }
 

@@ -42,8 +42,7 @@ def aupr(scores_in: torch.Tensor, scores_out: torch.Tensor) -> float:
 
 def aupr_in(scores_in: torch.Tensor, scores_out: torch.Tensor) -> float:
     """Average precision with in-distribution as the positive class (lower score = more in)."""
-    scores_in, scores_out = _checked_scores(scores_in, scores_out)
-    return _average_precision(*_staircase(-scores_out, -scores_in))
+    return _average_precision(*_staircases(*_checked_scores(scores_in, scores_out))[1])
 
 
 def fpr_at_tpr(scores_in: torch.Tensor, scores_out: torch.Tensor, tpr: float = 0.95) -> float:
@@ -97,12 +96,31 @@ def _staircase(negatives: torch.Tensor, positives: torch.Tensor):
     negatives, positives: (N_neg,), (N_pos,) float64 scores, higher = more positive. Returns two
     int64 tensors (T,), T = number of distinct scores; the last entries are N_pos and N_neg.
     """
-    values, inverse = torch.unique(torch.cat([positives, negatives]), return_inverse=True)
-    n_pos = positives.numel()
-    per_value_pos = torch.bincount(inverse[:n_pos], minlength=values.numel())
-    per_value_neg = torch.bincount(inverse[n_pos:], minlength=values.numel())
-    # unique() sorts ascending; thresholds run from the highest score down.
-    return per_value_pos.flip(0).cumsum(0), per_value_neg.flip(0).cumsum(0)
+    return _staircases(negatives, positives)[0]
+
+
+def _staircases(negatives: torch.Tensor, positives: torch.Tensor):
+    """Both staircases from one sort: ``_staircase(negatives, positives)`` and the mirrored one
+    with the negatives as the positive class and lower scores as more positive (that is
+    ``_staircase(-positives, -negatives)``)."""
+    scores = torch.cat([positives, negatives])
+    is_positive = torch.zeros(scores.numel(), dtype=torch.long, device=scores.device)
+    is_positive[: positives.numel()] = 1
+    sorted_scores, order = torch.sort(scores)
+    # Counts at or below each distinct score, ascending: read at the last of each tie block.
+    last_of_block = torch.ones_like(sorted_scores, dtype=torch.bool)
+    last_of_block[:-1] = sorted_scores[1:] != sorted_scores[:-1]
+    positives_at_or_below = is_positive[order].cumsum(0)[last_of_block]
+    samples_at_or_below = last_of_block.nonzero().squeeze(1) + 1
+    negatives_at_or_below = samples_at_or_below - positives_at_or_below
+    high = (_at_or_above(positives_at_or_below), _at_or_above(negatives_at_or_below))
+    return high, (negatives_at_or_below, positives_at_or_below)
+
+
+def _at_or_above(at_or_below: torch.Tensor) -> torch.Tensor:
+    """Counts at or below each distinct score, ascending -> counts at or above, descending."""
+    below = torch.cat([at_or_below.new_zeros(1), at_or_below[:-1]])
+    return (at_or_below[-1] - below).flip(0)
 
 
 def _auroc(true_pos: torch.Tensor, false_pos: torch.Tensor) -> float:
