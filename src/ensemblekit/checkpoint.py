@@ -8,9 +8,12 @@ learning-rate schedule, gradient scaler, random-number-generator states and epoc
 run resumes exactly. ``load`` reads training checkpoints too.
 
 Files are written atomically (temporary file, fsync, rename): a process killed mid-save leaves
-the previous checkpoint intact. Files are read with ``torch.load(weights_only=True)``, so reading
-an untrusted file runs no pickled code. Anything that is not a complete checkpoint of this format
-raises ``ValueError`` naming the file and the problem.
+the previous checkpoint intact. Before a file is read, the CRC-32 that the zip archive of
+``torch.save`` stores for every member is verified (``torch.load`` itself does not), so a flipped
+bit in a weight is an error, not a silently different model. Files are read with
+``torch.load(weights_only=True)``, so reading an untrusted file runs no pickled code. Anything
+that is not a complete, intact checkpoint of this format raises ``ValueError`` naming the file
+and the problem.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._validation import check_choice
+from ._validation import check_choice, check_device
 from .atomic import atomic_torch_save
 
 FORMAT = "ensemblekit.checkpoint"
@@ -40,6 +43,7 @@ def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict | None = N
     JSON-serialisable ``.config`` that ``build_model(**config)`` accepts). ``metadata`` is an
     optional JSON-serialisable dict stored alongside (dataset name, metrics, ...).
     """
+    path = _check_destination(path)
     payload = _model_payload(model, kind="model", require_config=True)
     if metadata is not None:
         payload["metadata"] = _check_json("metadata", metadata)
@@ -140,6 +144,8 @@ def read_checkpoint(
     """
     if kind is not None:
         check_choice("checkpoint kind", kind, _KINDS)
+    if isinstance(map_location, (str, torch.device)):
+        check_device("map_location", map_location)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -163,6 +169,13 @@ def read_checkpoint(
     problems = [f"missing {key!r}" for key in required if key not in payload]
     if payload.get("kind") not in _KINDS:
         problems.append(f"unknown kind {payload.get('kind')!r}")
+    state_dict = payload.get("state_dict", {})
+    if not isinstance(state_dict, dict) or not all(
+            isinstance(key, str) and isinstance(value, torch.Tensor)
+            for key, value in state_dict.items()):
+        problems.append("'state_dict' is not a dict of named tensors")
+    if not isinstance(payload.get("model_config", {}), (dict, type(None))):
+        problems.append("'model_config' is not a dict")
     if problems:
         raise ValueError(
             f"{path} is an incomplete ensemblekit checkpoint ({', '.join(problems)}); it was "
@@ -208,14 +221,49 @@ def _model_payload(model: nn.Module, *, kind: str, require_config: bool) -> dict
     }
 
 
+def _check_destination(path) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike), got "
+                        f"{type(path).__name__}")
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"path {path} is a folder; pass a file path such as {path / 'model.pt'}")
+    return path
+
+
+def _is_zipfile(path: Path) -> bool:
+    try:
+        return zipfile.is_zipfile(path)
+    except (zipfile.BadZipFile, OSError, ValueError):  # a damaged end-of-archive record
+        return False
+
+
+def _check_integrity(path: Path) -> None:
+    """Verify the CRC-32 of every member of the zip archive (``torch.load`` does not)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except Exception as error:  # BadZipFile, EOFError, NotImplementedError, ...: damaged headers
+        raise ValueError(
+            f"{path} is corrupt: its zip structure cannot be read ({type(error).__name__}: "
+            f"{error}); restore it from a copy or save the model again"
+        ) from error
+    if damaged is not None:
+        raise ValueError(
+            f"{path} is corrupt: {damaged!r} fails its CRC-32 check (bytes changed after it was "
+            "written); restore it from a copy or save the model again"
+        )
+
+
 def _torch_load(path: Path, map_location) -> object:
-    if not zipfile.is_zipfile(path):
+    if not _is_zipfile(path):
         size = path.stat().st_size
         raise ValueError(
             f"{path} is not a torch checkpoint ({'empty file' if size == 0 else f'{size} bytes'} "
             "without the zip structure torch.save writes); it is truncated or a different kind "
             "of file"
         )
+    _check_integrity(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
