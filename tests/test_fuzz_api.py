@@ -900,9 +900,6 @@ def test_save_refuses_what_it_cannot_store(tmp_path, reliability_log):
         check_call(reliability_log, "checkpoint.save", call, {"argument": Arg(None, (needle,))})
 
 
-@pytest.mark.xfail(strict=True, reason="bug in checkpoint.save (file being edited by another "
-                   "engineer): a folder or a non-path as path raise IsADirectoryError naming "
-                   "a temporary file / TypeError naming neither path nor the fix")
 def test_save_names_a_bad_path(tmp_path, reliability_log):
     model = build_model("mlp", "single", 3, 4, **TINY)
     for target in (tmp_path, 3):
@@ -957,9 +954,6 @@ def test_load_refuses_foreign_and_incomplete_files(tmp_path, reliability_log):
                    errors=(ValueError, FileNotFoundError))
 
 
-@pytest.mark.xfail(strict=True, reason="bug in checkpoint.read_checkpoint/load (file being "
-                   "edited by another engineer): a state_dict that is not a dict of tensors "
-                   "raises AttributeError from restore_state_dict")
 def test_load_refuses_a_state_dict_of_the_wrong_structure(tmp_path, reliability_log):
     model = build_model("mlp", "single", 3, 4, **TINY)
     payload = torch.load(save(model, tmp_path / "good.pt"), weights_only=True)
@@ -970,9 +964,6 @@ def test_load_refuses_a_state_dict_of_the_wrong_structure(tmp_path, reliability_
                    lambda: load(tmp_path / "odd.pt"), {"state_dict": Arg(None, ("state_dict",))})
 
 
-@pytest.mark.xfail(strict=True, reason="bug in checkpoint.load (file being edited by another "
-                   "engineer): an unknown or absent map_location device is reported as a "
-                   "'truncated, corrupt' file instead of naming map_location")
 def test_load_names_a_bad_map_location(tmp_path, reliability_log):
     path = save(build_model("mlp", "single", 3, 4, **TINY), tmp_path / "good.pt")
     devices = ["tpu", "cuda:99"] + ([] if torch.cuda.is_available() else ["cuda"])
