@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_tensor
+from .._validation import check_choice, check_finite, check_tensor
 from ..methods.base import predict_members
 from ..methods.masksembles import MasksemblesModel
 from .folding import conv_batchnorm_pairs, fold_batchnorm
@@ -62,8 +62,8 @@ class CompiledMembers(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         outputs = [network(x) for network in self.networks]
         logits = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
-        # (B, M*K), member-major on dim 1 -> (M, B, K)
-        return logits.view(logits.shape[0], self.num_members, -1).transpose(0, 1)
+        # (B, M*K), member-major on dim 1 -> (M, B, K); unflatten, not view: B may be 0
+        return logits.unflatten(1, (self.num_members, -1)).transpose(0, 1)
 
     def extra_repr(self) -> str:
         return (
@@ -174,6 +174,11 @@ def compile_members(
         example_input = _example_input(model)
     else:
         check_tensor("example_input", example_input)
+        if example_input.ndim == 0 or len(example_input) == 0:
+            raise ValueError(f"example_input must hold at least one example, got shape "
+                             f"{tuple(example_input.shape)}")
+        # A NaN would fail the self-check below with a message blaming the backbone.
+        check_finite("example_input", example_input)
     count = model.num_members
     groups = [list(range(count))] if strategy == "stacked" else [[m] for m in range(count)]
     networks = []
