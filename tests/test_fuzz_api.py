@@ -34,6 +34,7 @@ from ensemblekit import (
     split_members,
 )
 from ensemblekit.checkpoint import load, save
+from ensemblekit.compile import STRATEGIES, compile_members
 from ensemblekit.data import CORRUPTIONS, available_datasets, corrupt, load_dataset
 from ensemblekit.evaluate import evaluate_model
 from ensemblekit.methods import available_methods, build_model, predict_members
@@ -350,6 +351,67 @@ def test_predict_members(method, rows, features, rank, dtype, num_samples, relia
     if logits is not None:
         members = num_samples if num_samples is not None else model.num_members
         assert logits.shape == (members, rows, 3)
+
+
+EXAMPLES = [
+    Arg(None), Arg(torch.rand(3, 4)),
+    Arg(torch.rand(0, 4), ("at least one example",)),
+    Arg(torch.full((2, 4), math.nan), ("NaN",)),
+    Arg(torch.rand(2, 5), ("shape",)),
+    Arg(torch.ones(2, 4, dtype=torch.long), ("floating",)),
+    Arg([[0.5] * 4], ("torch.Tensor",)),
+]
+
+
+@FEW
+@given(model=either(good(st.just("masksembles")),
+                    bad(st.sampled_from(["single", "mc_dropout", "linear"]), "Masksembles")),
+       strategy=either(good(st.sampled_from(STRATEGIES)),
+                       bad(st.sampled_from(["fast", "", None]), "strategy")),
+       channels_last=either(good(st.booleans()),
+                            bad(st.sampled_from(["yes", 1, None]), "channels_last")),
+       fold=either(good(st.booleans()),
+                   bad(st.sampled_from(["no", 0]), "fold_batchnorm_into_conv")),
+       example=st.sampled_from(EXAMPLES[:2] * 3 + EXAMPLES[2:]))
+def test_compile_members(model, strategy, channels_last, fold, example, reliability_log):
+    source = torch.nn.Linear(4, 3) if model.value == "linear" else MODELS[model.value]
+    compiled = check_call(
+        reliability_log, "compile_members",
+        lambda: compile_members(source, strategy=strategy.value,
+                                channels_last=channels_last.value,
+                                fold_batchnorm_into_conv=fold.value,
+                                example_input=example.value),
+        dict(model=model, strategy=strategy, channels_last=channels_last,
+             fold_batchnorm_into_conv=fold, example_input=example))
+    if compiled is not None:
+        x = torch.rand(3, 4)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), predict_members(source, x))
+
+
+COMPILED = compile_members(MODELS["masksembles"])
+
+
+@FUZZ
+@given(rows=st.integers(0, 5), features=st.sampled_from([4] * 6 + [5]),
+       rank=st.sampled_from([2] * 6 + [1, 3]),
+       dtype=st.sampled_from([torch.float32] * 6 + [torch.float64, torch.int64, torch.bool]),
+       wrap=st.sampled_from([None] * 8 + [list, np.asarray]))
+def test_compiled_members_forward(rows, features, rank, dtype, wrap, reliability_log):
+    x = torch.rand([rows, features, 2][:rank]).to(dtype)
+    needles = []
+    if wrap is not None:
+        needles.append("torch.Tensor")
+    if dtype != torch.float32:
+        needles.append("dtype|floating-point")
+    if rank != 2 or features != 4:
+        needles.append("shape")
+    value = x.tolist() if wrap is list else x.numpy() if wrap is not None else x
+    with torch.no_grad():
+        logits = check_call(reliability_log, "CompiledMembers.forward", lambda: COMPILED(value),
+                            {"x": Arg(value, tuple(needles))})
+        if logits is not None:
+            torch.testing.assert_close(logits, predict_members(MODELS["masksembles"], x))
 
 
 def test_nan_inputs_never_become_a_metric(reliability_log):
