@@ -31,6 +31,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -43,7 +44,7 @@ import torch
 from ensemblekit.checkpoint import load, read_checkpoint, save
 from ensemblekit.cli import main as cli_main
 from ensemblekit.methods import build_model
-from ensemblekit.train import CHECKPOINT_NAME
+from ensemblekit.train import CHECKPOINT_NAME, TrainConfig, train_model
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL") or not hasattr(os, "fork"),
                                 reason="needs POSIX SIGKILL and fork")
@@ -356,6 +357,25 @@ def test_random_sigkills_during_training_resume_bit_identically(tmp_path, uninte
         reliability_log("fault", "train_model: SIGKILL at a random moment",
                         f"resumed {where}; bit-identical" if killed else
                         "kill came after the end; bit-identical")
+
+
+def test_a_diverging_run_keeps_its_last_finite_checkpoint(tmp_path, reliability_log):
+    """lr=1e4 drives the loss to NaN in epoch 2: training stops with a ValueError before that
+    epoch's checkpoint is written, so last.pt still holds epoch 1's finite weights."""
+    tiny = train_tiny_module()
+    config = TrainConfig(epochs=EPOCHS, batch_size=32, lr=1e4, warmup_epochs=1,
+                         progress=False, threads=1)
+    with pytest.raises(ValueError, match=r"diverged in epoch (\d+).*lower the learning rate"
+                       ) as error:
+        train_model(tiny.tiny_model(), tiny.tiny_problem(), config, checkpoint_dir=tmp_path)
+    epoch = int(re.search(r"epoch (\d+)", str(error.value)).group(1))
+    assert epoch >= 2, "the test needs a run that diverges after its first checkpoint"
+    payload = read_checkpoint(tmp_path / CHECKPOINT_NAME, kind="training")
+    assert payload["epoch"] == epoch - 1
+    assert all(torch.isfinite(value).all() for value in payload["state_dict"].values()
+               if value.is_floating_point())
+    reliability_log("fault", "train_model: loss diverges to NaN (lr=1e4)",
+                    f"ValueError in epoch {epoch}; last.pt keeps epoch {epoch - 1}, finite")
 
 
 # -- damaged checkpoint files ----------------------------------------------------------------
