@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from ensemblekit.compile import CompiledMembers, compile_members
+from ensemblekit.compile import CompiledMembers, compile_members, resolve_strategy
 from ensemblekit.layers import Masksembles, Masksembles2d
 from ensemblekit.methods import MasksemblesModel, build_model, predict_members
 from ensemblekit.models import Backbone
@@ -70,12 +70,17 @@ def test_every_option_combination_is_exact(name):
     x = small_input(name, batch=5)
     with torch.no_grad():
         expected = predict_members(model, x)
-        for channels_last in (False, True):
-            for fold in (False, True):
-                got = compile_members(
-                    model, channels_last=channels_last, fold_batchnorm_into_conv=fold
-                )(x)
-                assert relative_difference(got, expected) <= 1e-5, (channels_last, fold)
+        for strategy in ("stacked", "loop"):
+            for channels_last in (False, True):
+                for fold in (False, True):
+                    got = compile_members(
+                        model,
+                        strategy=strategy,
+                        channels_last=channels_last,
+                        fold_batchnorm_into_conv=fold,
+                    )(x)
+                    options = (strategy, channels_last, fold)
+                    assert relative_difference(got, expected) <= 1e-5, options
 
 
 @settings(max_examples=15, deadline=None)
@@ -94,6 +99,17 @@ def test_exact_for_any_members_scale_and_batch(n, scale, batch, seed, name):
         got = compile_members(model)(x)
     assert got.shape == (n, batch, 5)
     assert relative_difference(got, expected) <= 1e-5
+
+
+def test_auto_strategy_loops_over_deep_conv_nets_on_the_cpu():
+    resnet = small_masksembles("resnet20")
+    assert resolve_strategy(resnet) == "loop"
+    assert compile_members(resnet).strategy == "loop"
+    assert len(compile_members(resnet).networks) == 4
+    for name in ("mlp", "lenet"):
+        model = small_masksembles(name)
+        assert compile_members(model).strategy == resolve_strategy(model) == "stacked"
+        assert len(compile_members(model).networks) == 1
 
 
 def conv_work(module: nn.Module, x: torch.Tensor) -> int:
@@ -118,7 +134,7 @@ def test_members_do_about_k_squared_of_the_tiled_work():
     model = build_model("resnet20", "masksembles", 10, 3, seed=0, n=4, scale=2.0)
     single = build_model("resnet20", "single", 10, 3, seed=0)
     x = torch.randn(2, 3, 8, 8)
-    compiled = compile_members(model, example_input=x)
+    compiled = compile_members(model, strategy="stacked", example_input=x)
     ratio = conv_work(compiled, x) / conv_work(single, x)
     assert 1.0 < ratio < 1.4  # tiled: 4.0
 
@@ -166,13 +182,15 @@ def test_original_model_is_untouched():
 
 
 def test_batchnorm_is_folded_only_where_nothing_else_reads_the_conv():
-    resnet = compile_members(small_masksembles("resnet20"))
+    resnet = compile_members(small_masksembles("resnet20"), strategy="stacked")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in resnet.modules())
     # Pre-activation WRN: bn1 of all but the first block reads the residual stream (a sum).
-    wrn = compile_members(small_masksembles("wrn28_10"))
+    wrn = compile_members(small_masksembles("wrn28_10"), strategy="stacked")
     left = [m for m in wrn.modules() if isinstance(m, nn.BatchNorm2d)]
     assert len(left) == 12  # 11 block bn1 + final_bn; the other 13 folded
-    kept = compile_members(small_masksembles("wrn28_10"), fold_batchnorm_into_conv=False)
+    kept = compile_members(
+        small_masksembles("wrn28_10"), strategy="stacked", fold_batchnorm_into_conv=False
+    )
     assert sum(isinstance(m, nn.BatchNorm2d) for m in kept.modules()) == 25
 
 

@@ -5,6 +5,6 @@ the same member logits ``(M, B, K)`` as ``predict_members(model, x)`` at about `
 one model's work (k the masks' keep fraction) instead of M.
 """
 
-from .compiled import STRATEGIES, CompiledMembers, compile_members
+from .compiled import STRATEGIES, CompiledMembers, compile_members, resolve_strategy
 
-__all__ = ["STRATEGIES", "CompiledMembers", "compile_members"]
+__all__ = ["STRATEGIES", "CompiledMembers", "compile_members", "resolve_strategy"]
