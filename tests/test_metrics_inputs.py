@@ -112,3 +112,13 @@ def test_ood_logits_are_checked_too():
         evaluate_predictions(
             logits, LABELS, ood_member_logits=torch.tensor([[[0.0, float("nan")]]] * 2)
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_are_accepted(dtype):
+    logits = torch.randn(3, 40, 4, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(40) % 4
+    exact = evaluate_predictions(logits.double(), labels)["nll"]
+    assert evaluate_predictions(logits.to(dtype), labels)["nll"] == pytest.approx(exact, abs=0.01)
+    probs = torch.softmax(logits.double(), -1).mean(0)
+    assert nll(probs.to(dtype), labels) == pytest.approx(exact, abs=0.01)
