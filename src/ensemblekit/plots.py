@@ -117,8 +117,8 @@ def reliability_diagrams(
     means weighted by count). The shaded part of a bar is the gap to perfect calibration.
     """
     methods = list(bins_by_method)
-    figure = new_figure(2.6 * len(methods) + 0.4, 3.0)
-    axes = figure.subplots(1, len(methods), squeeze=False, sharey=True)[0]
+    figure = new_figure(2.5 * len(methods) + 0.5, 3.2)
+    axes = figure.subplots(1, len(methods), squeeze=False)[0]
     for axis, method in zip(axes, methods, strict=True):
         edges, count, accuracy, confidence = _pool_bins(bins_by_method[method])
         centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
@@ -133,15 +133,17 @@ def reliability_diagrams(
         axis.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1)
         total = count.sum()
         ece = float(np.sum(count[used] / total * np.abs(accuracy - confidence)[used]))
-        axis.text(0.04, 0.93, f"ECE {ece:.3f}", transform=axis.transAxes, fontsize=9,
-                  va="top", bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+        axis.text(0.96, 0.04, f"pooled ECE {ece:.3f}", transform=axis.transAxes, fontsize=9,
+                  ha="right", va="bottom",
+                  bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85})
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
-        axis.set_aspect("equal")
         axis.set_title(label(method), fontsize=10)
         axis.set_xlabel("confidence")
+        if axis is not axes[0]:
+            axis.tick_params(labelleft=False)
     axes[0].set_ylabel("accuracy")
-    axes[0].legend(loc="lower right", fontsize=8, frameon=False)
+    axes[0].legend(loc="upper left", fontsize=8, frameon=False)
     if title:
         figure.suptitle(title, fontsize=11)
     return save_figure(figure, path)
@@ -199,18 +201,19 @@ def entropy_maps(
     ``max_entropy`` (log K) for all panels, so panels compare directly.
     """
     count = len(maps)
-    figure = new_figure(2.35 * count + 0.9, 2.75)
+    aspect = float((ys[-1] - ys[0]) / (xs[-1] - xs[0]))  # panels keep the plane's proportions
+    figure = new_figure(2.35 * count + 0.9, 2.35 * aspect + 0.75)
     axes = figure.subplots(1, count, squeeze=False)[0]
     image = None
     classes = np.unique(labels)
-    markers = ["o", "s", "^", "D"]
+    colours = ["white", "#ff4040", "#40c0ff", "#ffb000"]
     for axis, entropy, name in zip(axes, maps, titles, strict=True):
         image = axis.pcolormesh(xs, ys, entropy, cmap="viridis", vmin=0.0, vmax=max_entropy,
                                 shading="auto", rasterized=True)
         for index, cls in enumerate(classes):
             chosen = labels == cls
-            axis.scatter(points[chosen, 0], points[chosen, 1], s=3, c="white",
-                         marker=markers[index % len(markers)], linewidths=0, alpha=0.7)
+            axis.scatter(points[chosen, 0], points[chosen, 1], s=4,
+                         c=colours[index % len(colours)], linewidths=0, alpha=0.8)
         axis.set_title(name, fontsize=9)
         axis.set_xticks([])
         axis.set_yticks([])

@@ -113,7 +113,7 @@ def protocol(settings, records: dict) -> dict:
         "ood_status": first["ood_status"],
         "ece_bins": 15,
         "aggregation": "softmax per member, then the mean over members",
-        "std": "sample standard deviation over seeds (n - 1)",
+        "std": "sample standard deviation over seeds (n - 1; 0 for one seed)",
     }
 
 
@@ -222,11 +222,14 @@ def orderings(results: dict) -> list[dict]:
         holds = low <= masks["mean"] <= high
         position = ("between them" if holds else
                     "better than both" if masks["mean"] < low else "worse than both")
+        accuracy_gap = (methods["masksembles"]["test"]["accuracy"]["mean"]
+                        - methods["single"]["test"]["accuracy"]["mean"])
         checks.append({
             "claim": "Masksembles lies between the single model and Deep Ensembles",
             "holds": holds,
             "detail": f"Masksembles {_pm(masks)}: {position} (Deep Ensemble {_pm(de)}, single "
-                      f"model {_pm(single)}) {where}",
+                      f"model {_pm(single)}) {where}; clean accuracy "
+                      f"{accuracy_gap * 100:+.2f} points vs the single model",
         })
     if have("batchensemble", "single", "deep_ensemble"):
         be, single, de = ece("batchensemble"), ece("single"), ece("deep_ensemble")
@@ -234,13 +237,17 @@ def orderings(results: dict) -> list[dict]:
         to_de = abs(be["mean"] - de["mean"])
         accuracy_gap = (methods["batchensemble"]["test"]["accuracy"]["mean"]
                         - methods["single"]["test"]["accuracy"]["mean"])
+        detail = (f"BatchEnsemble {_pm(be)} {where}: {to_single:.4f} from the single model, "
+                  f"{to_de:.4f} from Deep Ensembles")
+        if abs(to_single - to_de) < be["std"]:
+            detail += (f" (a tie: the two distances differ by less than BatchEnsemble's spread "
+                       f"over seeds, {be['std']:.4f})")
         checks.append({
             "claim": "BatchEnsemble stays close to the single model (closer to it than to Deep "
                      "Ensembles)",
             "holds": to_single < to_de,
-            "detail": f"BatchEnsemble {_pm(be)} {where}: {to_single:.4f} from the single model, "
-                      f"{to_de:.4f} from Deep Ensembles; clean accuracy "
-                      f"{accuracy_gap * 100:+.2f} points vs the single model",
+            "detail": f"{detail}; clean accuracy {accuracy_gap * 100:+.2f} points vs the single "
+                      "model",
         })
     if have("deep_ensemble", "mc_dropout"):
         de, mc = ece("deep_ensemble"), ece("mc_dropout")
@@ -283,10 +290,10 @@ def markdown(results: dict) -> str:
         f"- Methods: {', '.join(METHOD_LABELS.get(m, m) for m in methods)}; backbone {backbone}.",
         f"- Members: {p['members']} (Masksembles scale {p['masksembles_scale']:g}; MC-Dropout "
         f"p = {p['mc_dropout_p']:g} with {p['mc_samples']} stochastic passes).",
-        f"- Training: {train['epochs']} epochs, batch {train['batch_size']}, {optimizer}, "
+        f"- Training: {_plural(train['epochs'], 'epoch')}, batch {train['batch_size']}, "
+        f"{optimizer}, "
         f"{schedule} schedule, {train['precision']} precision on GPU (fp32 on CPU).",
-        f"- Seeds: {', '.join(map(str, seeds))}. Every number is the mean ± std over seeds "
-        f"({p['std']}).",
+        f"- Seeds: {', '.join(map(str, seeds))}. Every number is the mean ± {p['std']}.",
         f"- Predictions: {p['aggregation']}; ECE with {p['ece_bins']} equal-width bins on the "
         "top-label confidence.",
     ]
@@ -354,6 +361,10 @@ def markdown(results: dict) -> str:
     for name, caption in _FIGURES:
         lines.append(f"- {caption}: ![{caption}](figures/{name})")
     return "\n".join(lines) + "\n"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _pm(value: dict) -> str:

@@ -185,42 +185,68 @@ def evaluate(model, data: ExperimentData, *, seed: int, batch_size: int = 500,
         record["ood_histograms"] = ood_histograms(clean["arrays"]["ood_scores"],
                                                   data.num_classes, model.num_members)
     if shift and data.shift_folder is not None:
-        from ..data import read_corrupted_folder
-
-        by_severity: dict[str, dict] = {}
-        for severity in data.severities:
-            for kind in data.corruptions:
-                shifted = read_corrupted_folder(data.shift_folder, kind, severity)
-                with torch.no_grad():
-                    result = evaluate_model(model, shifted, **common)
-                by_severity.setdefault(str(severity), {})[kind] = {
-                    key: result["test"][key] for key in SHIFT_METRICS}
-        record["shift"] = by_severity
+        record["shift"] = shift_metrics(model, data, seed=seed, batch_size=batch_size,
+                                        num_samples=num_samples)
         record["shift_mean"] = {
             severity: {key: _mean([by_kind[kind][key] for kind in by_kind])
                        for key in SHIFT_METRICS}
-            for severity, by_kind in by_severity.items()
+            for severity, by_kind in record["shift"].items()
         }
     return record
 
 
-def member_probabilities(model, images: torch.Tensor, dataset: str, *,
-                         batch_size: int = 500, seed: int = 0) -> torch.Tensor:
-    """Member probabilities ``(M, N, K)`` float64 of [0, 1] inputs ``(N, ...)``, normalised
-    for ``dataset``; stochastic members (MC-Dropout) draw from ``seed``."""
+def shift_metrics(model, data: ExperimentData, *, seed: int, batch_size: int = 500,
+                  num_samples: int | None = None) -> dict:
+    """``{severity: {kind: {metric}}}`` on the corrupted test sets of ``data.shift_folder``.
+
+    All severities of one kind go through the model in one stream of batches (fewer, larger
+    passes than one evaluation per set); metrics are then computed per severity.
+    """
+    from ..data import read_corrupted_folder
+    from ..metrics import evaluate_predictions
+
+    by_severity: dict[str, dict] = {str(severity): {} for severity in data.severities}
+    for kind in data.corruptions:
+        blocks = [read_corrupted_folder(data.shift_folder, kind, severity).tensors
+                  for severity in data.severities]
+        images = torch.cat([block[0] for block in blocks])
+        logits = member_logits(model, images, data.name, batch_size=batch_size,
+                               num_samples=num_samples, seed=seed)
+        start = 0
+        for severity, (_, labels) in zip(data.severities, blocks, strict=True):
+            metrics = evaluate_predictions(logits[:, start:start + len(labels)], labels)
+            by_severity[str(severity)][kind] = {key: metrics[key] for key in SHIFT_METRICS}
+            start += len(labels)
+    return by_severity
+
+
+def member_logits(model, images: torch.Tensor, dataset: str, *, batch_size: int = 500,
+                  num_samples: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Member logits ``(M, N, K)`` (on the CPU) of [0, 1] inputs ``(N, ...)``, normalised for
+    ``dataset``; stochastic members (MC-Dropout: ``num_samples`` passes) draw from ``seed``."""
     from ..data import normalizer
     from ..methods import predict_members
 
     normalize = normalizer(dataset)
     device = next(model.parameters()).device
+    if getattr(model, "method", None) != "mc_dropout":
+        num_samples = None
     chunks = []
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            torch.no_grad():
         torch.manual_seed(seed)
         for start in range(0, images.shape[0], batch_size):
             batch = images[start:start + batch_size].to(device)
             batch = normalize(batch) if normalize is not None else batch
-            chunks.append(torch.softmax(predict_members(model, batch).double(), dim=-1).cpu())
+            chunks.append(predict_members(model, batch, num_samples=num_samples).float().cpu())
     return torch.cat(chunks, dim=1)
+
+
+def member_probabilities(model, images: torch.Tensor, dataset: str, *,
+                         batch_size: int = 500, seed: int = 0) -> torch.Tensor:
+    """Member probabilities ``(M, N, K)`` float64 of [0, 1] inputs (see :func:`member_logits`)."""
+    logits = member_logits(model, images, dataset, batch_size=batch_size, seed=seed)
+    return torch.softmax(logits.double(), dim=-1)
 
 
 def ood_histograms(scores: dict, num_classes: int, num_members: int) -> dict:

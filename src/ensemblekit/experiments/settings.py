@@ -36,7 +36,8 @@ ALL_METHODS = ("single", "mc_dropout", "masksembles", "batchensemble", "deep_ens
 DIVERSITY_METHODS = ("mc_dropout", "masksembles", "batchensemble", "deep_ensemble")
 
 #: TrainConfig fields every experiment sets itself (per run), so a config may not.
-_RUN_OWNED = ("epochs", "seed", "progress", "device", "dataset", "augment", "normalize")
+_RUN_OWNED = ("epochs", "seed", "progress", "device", "threads", "dataset", "augment",
+              "normalize")
 
 #: What suits each dataset when neither the config nor the command line says otherwise. The
 #: digits recipe is sized so that the default benchmark (5 methods x 3 seeds, 15 corruptions x
@@ -44,8 +45,10 @@ _RUN_OWNED = ("epochs", "seed", "progress", "device", "dataset", "augment", "nor
 RECIPES: dict[str, dict] = {
     "digits": {
         "backbone": "lenet",
-        "width": 2.0,
+        "width": 3.0,
         "epochs": 20,
+        # Small models on small batches: one thread beats two that wait on each other.
+        "threads": 1,
         "train": {"batch_size": 64, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4,
                   "schedule": "cosine", "precision": "fp32"},
     },
@@ -59,6 +62,7 @@ RECIPES: dict[str, dict] = {
         "backbone": "mlp",
         "hidden": [64, 64, 64],
         "epochs": 60,
+        "threads": 1,
         "train": {"batch_size": 64, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4,
                   "schedule": "cosine", "precision": "fp32"},
     },
@@ -88,6 +92,7 @@ class Settings:
     members: int = 4
     scale: float = 2.0
     dropout: float = 0.1
+    independent_batches: bool = True
     out: str | None = None
     device: str | None = None
     threads: int | None = None
@@ -126,7 +131,8 @@ class Settings:
         recipe = recipe_for(self.dataset)
         # A backbone other than the recipe's keeps its own sizes (width, hidden).
         own_backbone = self.backbone is None or self.backbone == recipe["backbone"]
-        keys = ("backbone", "width", "hidden", "epochs") if own_backbone else ("epochs",)
+        keys = ("backbone", "width", "hidden") if own_backbone else ()
+        keys += ("epochs", "threads")
         for key in keys:
             if getattr(self, key) is None and key in recipe:
                 setattr(self, key, recipe[key])
@@ -140,12 +146,12 @@ class Settings:
         """Raise ``ValueError`` (one line, naming the key and the fix) for any bad value."""
         from .. import data, models
 
-        check_choice("dataset", self.dataset, data.available_datasets())
-        if data.dataset_info(self.dataset).num_classes < 1:
-            classified = [n for n in data.available_datasets()
-                          if data.dataset_info(n).num_classes > 0]
-            raise ValueError(f"dataset {self.dataset!r} has no labels (it is an OOD-only set); "
-                             f"use one of: {', '.join(classified)}")
+        # Only labelled sets with a training split can be trained on (not OOD-only sets or
+        # corrupted test sets such as cifar10_c).
+        trainable = [name for name in data.available_datasets()
+                     if data.dataset_info(name).num_classes > 0
+                     and "train" in data.dataset_info(name).splits]
+        check_choice("dataset", self.dataset, trainable)
         check_choice("backbone", self.backbone, models.available_backbones())
         if self.width is not None:
             check_float("width", self.width, minimum=0.0, min_inclusive=False)
@@ -161,7 +167,7 @@ class Settings:
                                    max_inclusive=False)
         if self.threads is not None:
             self.threads = check_int("threads", self.threads, minimum=1)
-        for key in ("download", "progress"):
+        for key in ("download", "progress", "independent_batches"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key} must be true or false, got {getattr(self, key)!r}")
         self.train_config(seed=0)  # TrainConfig checks its own fields
@@ -173,7 +179,7 @@ class Settings:
         check_keys(self.train, TrainConfig, source="[train] table",
                    valid=train_keys())
         return TrainConfig(**self.train, epochs=self.epochs, seed=seed, dataset=self.dataset,
-                           progress=self.progress, device=self.device)
+                           progress=self.progress, device=self.device, threads=self.threads)
 
     def model_options(self, method: str, *, seed: int) -> dict:
         """Keyword options of ``build_model`` for ``method`` under these settings."""
@@ -193,6 +199,8 @@ class Settings:
             options["scale"] = self.scale
         if method == "mc_dropout":
             options["p"] = self.dropout
+        if method == "deep_ensemble":
+            options["independent_batches"] = self.independent_batches
         return options
 
     def to_dict(self) -> dict:

@@ -55,7 +55,7 @@ def run_toy(settings: ToySettings, *, log: Log = print) -> dict:
     data = load_experiment_data(settings, log=log)
     test_points, test_labels = data.test
     far_points = as_tensors(load_dataset(dataset_info(settings.dataset).ood, "test"))[0]
-    grid = toy_grid(settings.dataset, settings.resolution)
+    grid = toy_grid(settings.dataset, settings.resolution, margin=0.6)
     maps, summary = [], []
     for (method, options, title), model in zip(panels, models, strict=True):
         training = train(settings, model, data, seed=settings.seed)

@@ -1,0 +1,117 @@
+"""Experiments on tiny settings: configs, toy maps, the diversity study and the sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from ensemblekit.experiments import (
+    BenchmarkSettings,
+    DiversitySettings,
+    SweepSettings,
+    ToySettings,
+    run_diversity,
+    run_sweep,
+    run_toy,
+)
+from ensemblekit.experiments.settings import RECIPES, SETTINGS
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_there_are_configs():
+    names = {path.stem for path in CONFIGS}
+    assert {"digits", "cifar10_resnet20", "cifar10_wrn28_10", "mnist_member_study",
+            "cifar10_resnet18_study"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[path.stem for path in CONFIGS])
+def test_every_config_parses_and_validates(path):
+    command = tomllib.loads(path.read_text())["command"]
+    settings = SETTINGS[command].from_sources(path)
+    assert settings.command == command
+    settings.train_config(seed=0)  # the [train] table makes a valid TrainConfig
+
+
+def test_the_study_configs_hold_the_published_recipes():
+    study = BenchmarkSettings.from_sources(
+        Path(__file__).parent.parent / "configs" / "cifar10_resnet18_study.toml")
+    config = study.train_config(seed=0)
+    assert (study.backbone, study.epochs, study.members, study.dropout) == ("resnet18", 75, 4, 0.1)
+    assert (config.optimizer, config.lr, config.momentum, config.nesterov) == ("sgd", 0.05, 0.9,
+                                                                                True)
+    assert (config.weight_decay, config.milestones, config.gamma) == (5e-4, (25, 50), 0.1)
+    mnist = DiversitySettings.from_sources(
+        Path(__file__).parent.parent / "configs" / "mnist_member_study.toml")
+    assert (mnist.backbone, mnist.hidden) == ("mlp", [64, 32, 16])
+    assert (mnist.train["optimizer"], mnist.train["lr"], mnist.train["weight_decay"]) == (
+        "adamw", 1e-3, 0.0)
+
+
+def test_the_digits_config_is_the_default_benchmark():
+    from_file = BenchmarkSettings.from_sources(
+        Path(__file__).parent.parent / "configs" / "digits.toml")
+    default = BenchmarkSettings.from_sources()
+    assert from_file.to_dict() == default.to_dict()
+    assert default.train == {**RECIPES["digits"]["train"]}
+
+
+def test_toy_maps_on_tiny_settings(tmp_path):
+    settings = ToySettings.from_sources(overrides={
+        "epochs": 2, "scales": [2.0, 6.0], "resolution": 24, "out": str(tmp_path), "threads": 1})
+    result = run_toy(settings, log=lambda message: None)
+    titles = [panel["title"] for panel in result["panels"]]
+    assert titles == ["Single model", "MC-Dropout (p=0.1)", "Masksembles (scale 2)",
+                      "Masksembles (scale 6)", "Deep Ensemble (4)"]
+    assert (tmp_path / "toy_entropy.png").read_bytes()[:8] == PNG
+    saved = json.loads((tmp_path / "toy.json").read_text())
+    assert all(0.0 <= panel["test_accuracy"] <= 1.0 for panel in saved["panels"])
+
+
+def test_diversity_study_on_tiny_settings(tmp_path):
+    settings = DiversitySettings.from_sources(overrides={"epochs": 1, "out": str(tmp_path),
+                                                         "threads": 1})
+    results = run_diversity(settings, log=lambda message: None)
+    methods = results["methods"]
+    assert list(methods) == ["mc_dropout", "masksembles", "batchensemble", "deep_ensemble"]
+    for entry in methods.values():
+        assert len(entry["matrices"]["weight_similarity"]) == 4
+        assert 0.0 <= entry["disagreement"]["mean"] <= 1.0
+    # BatchEnsemble members share one weight matrix (rank-1 factors apart); deep ensemble
+    # members are independent initialisations: far less alike in parameter space.
+    assert (methods["batchensemble"]["weight_similarity"]["mean"]
+            > methods["deep_ensemble"]["weight_similarity"]["mean"] + 0.3)
+    saved = json.loads((tmp_path / "diversity.json").read_text())
+    assert saved["methods"]["deep_ensemble"]["kl"]["mean"] >= 0.0
+    assert "| BatchEnsemble |" in (tmp_path / "diversity.md").read_text()
+    assert (tmp_path / "diversity_heatmaps.png").read_bytes()[:8] == PNG
+
+
+def test_masksembles_sweep_on_tiny_settings(tmp_path):
+    settings = SweepSettings.from_sources(overrides={
+        "epochs": 1, "scales": [1.0, 4.0], "ns": [2], "references": ["single"],
+        "corruptions": ["gaussian_noise"], "severities": [3], "out": str(tmp_path),
+        "threads": 1})
+    result = run_sweep(settings, log=lambda message: None)
+    grid = result["masksembles"]["2"]
+    assert list(grid) == ["1", "4"]
+    # Scale 1: identical full masks, so the two members are the same network.
+    assert grid["1"]["disagreement"]["mean"] == 0.0
+    assert {"accuracy", "nll", "shift_ece", "ood_auroc"} <= set(grid["4"])
+    assert "disagreement" not in result["references"]["single"]  # one member: undefined
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == PNG
+    assert "Masksembles n=2 scale=4" in (tmp_path / "sweep.md").read_text()
+
+
+def test_sweep_rejects_masksembles_as_a_reference():
+    with pytest.raises(ValueError, match="remove it from references"):
+        SweepSettings.from_sources(overrides={"references": ["masksembles"]})
+
+
+def test_toy_needs_point_data():
+    with pytest.raises(ValueError, match="2D point dataset"):
+        ToySettings.from_sources(overrides={"dataset": "digits"})
