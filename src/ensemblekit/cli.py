@@ -33,10 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ensemblekit {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        out = getattr(args, "out", None)
-        where = f" under {out}" if out else ""
-        print(f"\nensemblekit {args.command}: interrupted; finished runs are kept{where}: "
-              "rerun the same command to resume", file=sys.stderr)
+        message = f"\nensemblekit {args.command}: interrupted"
+        if args.command == "benchmark" and getattr(args, "out", None):
+            message += (f"; finished runs are kept under {args.out}: rerun the same command "
+                        "to resume")
+        print(message, file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -285,7 +285,7 @@ def sweep_plot(
     ``sweep``: ``{"masksembles": {n: {scale: {metric: {"mean", "std"}}}}, "references":
     {method: {metric: {"mean", "std"}}}}``; ``metrics``: ``(key, axis label)`` pairs.
     """
-    figure = new_figure(3.3 * len(metrics) + 0.6, 3.3)
+    figure = new_figure(3.1 * len(metrics) + 2.0, 3.3)
     axes = figure.subplots(1, len(metrics), squeeze=False)[0]
     grid = sweep["masksembles"]
     ns = sorted(grid, key=int)
@@ -312,7 +312,9 @@ def sweep_plot(
         axis.set_xlabel("Masksembles scale")
         axis.set_title(caption, fontsize=10)
         axis.grid(alpha=0.3)
-    axes[-1].legend(fontsize=7, frameon=False, loc="best")
+    # The first panel has every line (a single model has no disagreement): one legend for all.
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
     if title:
         figure.suptitle(title, fontsize=11)
     return save_figure(figure, path)

@@ -110,12 +110,13 @@ def finished_runs(settings: BenchmarkSettings) -> dict[tuple[str, int], dict]:
                 continue
             try:
                 record = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # an unreadable file is not a finished run; it is recomputed
-            differing = sorted(key for key in expected.keys() | record["settings"].keys()
-                               if expected.get(key) != record["settings"].get(key))
+                recorded = record["settings"]
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                continue  # not a finished run's record: it is recomputed and overwritten
+            differing = sorted(key for key in expected.keys() | recorded.keys()
+                               if expected.get(key) != recorded.get(key))
             if differing:
-                details = "; ".join(f"{key}: {record['settings'].get(key)!r} there, "
+                details = "; ".join(f"{key}: {recorded.get(key)!r} there, "
                                     f"{expected.get(key)!r} now" for key in differing)
                 raise ValueError(
                     f"{settings.out} holds finished runs with other settings ({details}); "

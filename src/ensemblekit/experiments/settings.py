@@ -80,7 +80,17 @@ _IMAGE_RECIPE = {
 
 @dataclass
 class Settings:
-    """Keys every experiment shares. Subclasses add their own; ``None`` means "the recipe's"."""
+    """Keys every experiment shares. Subclasses add their own; ``None`` means "the recipe's".
+
+    - ``dataset``, ``data_dir``, ``download``: what to train on and where its files are.
+    - ``backbone``, ``width``, ``hidden``: the network (``hidden``: mlp layer sizes).
+    - ``epochs``; ``train``: the optimiser, as :class:`~ensemblekit.train.TrainConfig` fields.
+    - ``members``: M for every method with members; ``scale``: Masksembles' mask overlap;
+      ``dropout``: MC-Dropout's rate p; ``independent_batches``: each deep-ensemble member
+      follows its own data order (as in Lakshminarayanan et al.), else all share batches.
+    - ``out``: output folder (default ``runs/<command>-<dataset>``); ``device``; ``threads``:
+      torch CPU threads; ``progress``: a progress bar per training run.
+    """
 
     dataset: str = "digits"
     data_dir: str | None = None
