@@ -64,10 +64,11 @@ class CompiledMembers(nn.Module):
         check_tensor("x", x)
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        outputs = [network(x) for network in self.networks]
-        logits = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
-        # (B, M*K), member-major on dim 1 -> (M, B, K); unflatten, not view: B may be 0
-        return logits.unflatten(1, (self.num_members, -1)).transpose(0, 1)
+        if len(self.networks) > 1:  # one thin member each: (B, K) per member
+            return torch.stack([network(x) for network in self.networks])
+        logits = self.networks[0](x)  # (B, M*K), member-major on dim 1
+        # unflatten, not view: B may be 0
+        return logits.unflatten(1, (self.num_members, -1)).transpose(0, 1).contiguous()
 
     def extra_repr(self) -> str:
         return (
