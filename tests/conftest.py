@@ -1,4 +1,12 @@
-"""A record of what the fuzz and fault-injection tests tried, printed as a table at the end.
+"""Fixtures shared by the whole suite.
+
+``one_thread`` (autouse): every test runs torch on one CPU thread. The test models and tensors
+are tiny, and on a busy 2-core machine OpenMP threads spin-wait for a descheduled partner at
+every parallel region, which made the same test up to tens of times slower with two threads.
+A test that needs more threads sets them itself (the fixture restores the count afterwards).
+
+``reliability_log``: a record of what the fuzz and fault-injection tests tried, printed as a
+table at the end.
 
 Used by ``test_fuzz_api.py``, ``test_fuzz_cli.py`` and ``test_reliability.py``: each asks for
 the session fixture ``reliability_log`` and calls ``reliability_log(kind, target, outcome)``
@@ -11,8 +19,17 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 import pytest
+import torch
 
 _RECORDS = pytest.StashKey[list]()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

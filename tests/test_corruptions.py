@@ -24,16 +24,6 @@ SIZES = (8, 28, 32)
 BLURS = ("gaussian_blur", "defocus_blur", "motion_blur", "zoom_blur", "glass_blur")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These tensors are tiny: on a busy 2-core machine, waiting for a second thread costs far
-    # more than the work.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _images(size: int, channels: int) -> torch.Tensor:
     """Two natural-looking images: the synthetic scene and a smooth random field."""
     scene = example_scene(size, channels=channels)

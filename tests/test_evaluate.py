@@ -18,13 +18,6 @@ from ensemblekit.train import TrainConfig, train_model
 KINDS = ("gaussian_noise", "fog")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; OpenMP spinning on a busy machine costs 10x
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def data():

@@ -1,18 +1,88 @@
-"""ensemblekit: cheap, ensemble-like uncertainty estimation centred on Masksembles."""
+"""ensemblekit: cheap, ensemble-like uncertainty estimation centred on Masksembles.
 
+The names most users need are re-exported here; each lives in the module named beside it:
+
+- masks and layers: :func:`generate_masks`, :class:`Masksembles` (``ensemblekit.masks``,
+  ``ensemblekit.layers``), :class:`BatchEnsembleLinear` / :class:`BatchEnsembleConv2d`;
+- methods on shared backbones: :func:`build_model`, :func:`predict_members` (member logits
+  ``(M, B, K)`` for every method), conversions of your own model (``ensemblekit.convert``);
+- fast inference: :func:`compile_members` (``ensemblekit.compile``);
+- training, evaluation and checkpoints: :func:`train_model`, :func:`evaluate_model`,
+  :func:`save` / :func:`load` (``ensemblekit.train``, ``.evaluate``, ``.checkpoint``);
+- metrics: :func:`evaluate_predictions` and the rest of ``ensemblekit.metrics``;
+- data: :func:`load_dataset`, :func:`corrupt`, :func:`ood_dataset` (``ensemblekit.data``).
+"""
+
+from .checkpoint import load, load_into, save
+from .compile import CompiledMembers, compile_members
+from .convert import to_batchensemble, to_masksembles, to_mc_dropout
+from .data import (
+    CORRUPTIONS,
+    SEVERITIES,
+    available_datasets,
+    corrupt,
+    dataset_info,
+    load_dataset,
+    make_corrupted,
+    ood_dataset,
+)
+from .evaluate import evaluate_model
 from .layers import Masksembles, Masksembles1d, Masksembles2d, Masksembles3d
+from .layers.batchensemble import (
+    BatchEnsembleConv2d,
+    BatchEnsembleLinear,
+    batchensemble_parameter_groups,
+)
 from .masks import generate_masks, mask_stats
 from .members import repeat_members, split_members
+from .methods import EnsembleModel, available_methods, build_model, predict_members
+from .metrics import PredictionAccumulator, evaluate_predictions, weight_similarity
+from .models import available_backbones
+from .samplers import MemberBatchSampler
+from .seeding import seed_everything
+from .train import TrainConfig, train_model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CORRUPTIONS",
+    "SEVERITIES",
+    "BatchEnsembleConv2d",
+    "BatchEnsembleLinear",
+    "CompiledMembers",
+    "EnsembleModel",
     "Masksembles",
     "Masksembles1d",
     "Masksembles2d",
     "Masksembles3d",
+    "MemberBatchSampler",
+    "PredictionAccumulator",
+    "TrainConfig",
+    "available_backbones",
+    "available_datasets",
+    "available_methods",
+    "batchensemble_parameter_groups",
+    "build_model",
+    "compile_members",
+    "corrupt",
+    "dataset_info",
+    "evaluate_model",
+    "evaluate_predictions",
     "generate_masks",
+    "load",
+    "load_dataset",
+    "load_into",
+    "make_corrupted",
     "mask_stats",
+    "ood_dataset",
+    "predict_members",
     "repeat_members",
+    "save",
+    "seed_everything",
     "split_members",
+    "to_batchensemble",
+    "to_masksembles",
+    "to_mc_dropout",
+    "train_model",
+    "weight_similarity",
 ]
