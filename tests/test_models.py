@@ -1,12 +1,15 @@
 """Backbones behind build_model: every method x backbone trains and predicts; configs rebuild;
 the Masksembles placement contract holds (each member is exactly its thin sub-network)."""
 
+import copy
 import json
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from ensemblekit.compile.stacking import replace_module
 from ensemblekit.layers import Masksembles
 from ensemblekit.methods import available_methods, build_model, predict_members
 from ensemblekit.models import available_backbones
@@ -191,3 +194,53 @@ def test_masksembles_placement_and_skip_rule():
         assert len(masks) > 1 and all(torch.equal(masks[0], other) for other in masks)
     stem = {lm.name: lm for lm in resnet.channel_masks()}["stem"]
     assert stem.in_masks.all() and not stem.out_masks.all()
+
+
+def relu_then_plain_masks(model):
+    """A copy of a Masksembles model whose fused drop sites are split into ``nn.ReLU`` and a
+    plain Masksembles layer with the same masks: how the backbones computed before their drop
+    sites owned the ReLU."""
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, Masksembles):
+            assert module.activation == "relu"
+            plain = type(module)(module.channels, module.n, module.scale)
+            plain.load_state_dict(module.state_dict())
+            replace_module(model, name, nn.Sequential(nn.ReLU(), plain))
+    return model
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_fused_drop_sites_compute_what_relu_then_masks_did(name):
+    """Logits (training and tiled inference) and every gradient are bitwise those of ReLU
+    followed by the mask multiply."""
+    fused = small_model(name, "masksembles")
+    unfused = relu_then_plain_masks(fused)
+    x, y = small_input(name), torch.randint(0, 5, (4,))
+    results = []
+    for model in (fused, unfused):
+        logits = model.train()(x)
+        F.cross_entropy(logits, y).backward()
+        grads = [p.grad for p in model.parameters()]
+        with torch.no_grad():
+            results.append((logits.detach(), grads, predict_members(model, x)))
+    (logits, grads, members), (logits_ref, grads_ref, members_ref) = results
+    assert torch.equal(logits, logits_ref) and torch.equal(members, members_ref)
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads_ref, strict=True))
+
+
+@pytest.mark.parametrize("method", list(METHOD_OPTIONS))
+def test_every_drop_site_applies_the_relu(method):
+    """The backbone hands its drop sites the pre-activation: whatever the method, a drop site
+    never lets a negative value through."""
+    model = small_model("lenet", method).eval()
+    backbone = model.members[0] if method == "deep_ensemble" else model.backbone
+    seen = []
+    for child_name in ("drop1", "drop2", "drop3", "drop4"):
+        getattr(backbone, child_name).register_forward_hook(
+            lambda module, inputs, out: seen.append((inputs[0], out))
+        )
+    with torch.no_grad():
+        predict_members(model, small_input("lenet"))
+    assert len(seen) >= 4
+    assert all((inputs < 0).any() and (out >= 0).all() for inputs, out in seen)

@@ -10,7 +10,8 @@ generated masks). Swapping the layers of a copy, the backbone's own ``forward`` 
 * every other linear layer, the head included: block-diagonal, one batched matmul
   (:class:`StackedLinear`); the head writes ``(B, M*K)``;
 * BatchNorm: the gathered affine parameters and running statistics of K_m(C);
-* Masksembles layers: ``Identity`` (the channel selection already applied them).
+* Masksembles layers: ``Identity``, or ``ReLU`` for one built with ``activation="relu"`` (the
+  channel selection already applied the masks).
 
 Per-channel operations (activations, pooling, adds of equal widths, a channel-major flatten)
 commute with the selection, and a channel outside K_m(C) only ever reaches member m's logits
@@ -232,5 +233,6 @@ def stack_members(backbone: nn.Module, masks: list[LayerMasks], members: list[in
         replace_module(copied, entry.name, stacked_layer(entry, members))
     for name, module in backbone.named_modules():
         if isinstance(module, Masksembles):
-            replace_module(copied, name, nn.Identity())
+            fused_relu = module.activation == "relu"
+            replace_module(copied, name, nn.ReLU() if fused_relu else nn.Identity())
     return copied.train(False)

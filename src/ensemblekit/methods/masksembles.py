@@ -8,9 +8,13 @@ Placement (every backbone follows it through :class:`MasksemblesLayers`):
 * every Masksembles layer of width C in one model has the same masks (all are generated with the
   model's seed), so member m keeps the channel set K_m(C) at every layer of width C and is a
   well-defined thin sub-network;
-* **skip rule**: a drop site with fewer than ``2 * n`` channels gets ``Identity`` (every member
+* **skip rule**: a drop site with fewer than ``2 * n`` channels gets no masks (every member
   keeps all its channels there): with so few channels the masks could not leave each member
   more than one channel of its own. ``scale`` near 1 simply gives (near) full masks.
+
+Every drop site applies the backbone's ReLU itself: a Masksembles layer built with
+``activation="relu"`` (ReLU and mask in one autograd node, which keeps a training step close to
+the single model's), and a plain ``ReLU`` where the skip rule applies.
 
 Training splits a batch into n contiguous groups, one mask each (training costs one model's
 forward; the batch size must be a multiple of n: ``model.batch_multiple``). Inference tiles the
@@ -40,16 +44,17 @@ def masks_fit(channels: int, n: int) -> bool:
 
 
 class MasksemblesLayers(LayerFactory):
-    """Plain layers, and Masksembles (same seed everywhere) at every drop site that fits."""
+    """Plain layers; at every drop site that fits, ReLU fused with Masksembles (same seed
+    everywhere), elsewhere a plain ReLU."""
 
     def __init__(self, n: int, scale: float, seed: int) -> None:
         self.n, self.scale, self.seed = n, scale, seed
 
     def drop(self, channels: int, *, spatial: bool = True) -> nn.Module:
         if not masks_fit(channels, self.n):
-            return nn.Identity()
+            return nn.ReLU()
         layer = Masksembles2d if spatial else Masksembles1d
-        return layer(channels, self.n, self.scale, seed=self.seed)
+        return layer(channels, self.n, self.scale, seed=self.seed, activation="relu")
 
 
 class MasksemblesModel(TiledInferenceModel):

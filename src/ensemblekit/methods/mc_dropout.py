@@ -1,7 +1,8 @@
 """MC-Dropout (Gal & Ghahramani 2016): dropout stays on at test time; M stochastic passes.
 
 Dropout goes at the same drop sites as Masksembles (after every ``conv -> BN -> ReLU`` and
-hidden ``Linear -> ReLU``; channel-wise ``Dropout2d`` on feature maps, ``Dropout`` on vectors),
+hidden ``Linear -> ReLU``, the drop site applying the ReLU then the dropout; channel-wise
+``Dropout2d`` on feature maps, ``Dropout`` on vectors),
 with rate ``p`` (default 0.1, as in the 2026 BatchEnsemble study) and no skip rule. Training is
 plain; ``predict_members`` tiles the batch M times and runs one pass with BatchNorm in eval mode
 and dropout active, so each of the M copies gets its own dropout noise.
@@ -28,13 +29,13 @@ def dropout_modules(module: nn.Module) -> list[nn.Module]:
 
 
 class MCDropoutLayers(LayerFactory):
-    """Plain layers, dropout with rate ``p`` at every drop site."""
+    """Plain layers; ReLU then dropout with rate ``p`` at every drop site."""
 
     def __init__(self, p: float) -> None:
         self.p = p
 
     def drop(self, channels: int, *, spatial: bool = True) -> nn.Module:
-        return nn.Dropout2d(self.p) if spatial else nn.Dropout(self.p)
+        return nn.Sequential(nn.ReLU(), nn.Dropout2d(self.p) if spatial else nn.Dropout(self.p))
 
 
 class MCDropoutModel(EnsembleModel):

@@ -2,7 +2,7 @@
 
 The map (:meth:`Backbone.layer_widths`) is what the Masksembles and MC-Dropout methods read to
 say which channels each member keeps at every layer: a backbone built from a
-:class:`~ensemblekit.models.factory.LayerFactory` has a drop site after every hidden activation,
+:class:`~ensemblekit.models.factory.LayerFactory` has a drop site at every hidden activation,
 so every layer reads channels that went through the drop site of its input width, and writes
 channels that reach the drop site of its output width -- except the ``stem``, which reads the raw
 input, and the ``head``, which writes the logits.

@@ -1,10 +1,13 @@
 """How a backbone makes its layers: one factory per method, one backbone definition for all.
 
-A backbone asks the factory for every convolution, linear layer, normalisation and "drop site"
-(the place after an activation where dropout would go). The plain factory here gives the single
-model: ``torch.nn`` layers and ``Identity`` drop sites. Each method in :mod:`ensemblekit.methods`
-subclasses it (Dropout at the drop sites, Masksembles there, BatchEnsemble convs and linears...),
-so where a method's layers go is decided once, in the backbone.
+A backbone asks the factory for every convolution, linear layer, normalisation and "drop site":
+every hidden activation, where dropout would go. A drop site owns its activation: the backbone
+hands it the pre-activation, and it applies the ReLU and then the method's own operation, so a
+method can fuse the two (Masksembles does: one autograd node instead of two). The plain factory
+here gives the single model: ``torch.nn`` layers and ReLU drop sites. Each method in
+:mod:`ensemblekit.methods` subclasses it (ReLU then Dropout at the drop sites, ReLU fused with
+Masksembles there, BatchEnsemble convs and linears...), so where a method's layers go is decided
+once, in the backbone.
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ class LayerFactory:
         return nn.BatchNorm2d(channels)
 
     def drop(self, channels: int, *, spatial: bool = True) -> nn.Module:
-        """A drop site after an activation with ``channels`` channels on dim 1.
+        """A drop site: ReLU, then the method's operation, on ``channels`` channels on dim 1.
 
-        ``spatial``: the input is ``(B, C, H, W)`` (True) or ``(B, C)`` (False).
+        It reads the pre-activation. ``spatial``: the input is ``(B, C, H, W)`` (True) or
+        ``(B, C)`` (False). (Applying it to an activation already through a ReLU gives the same
+        result: ReLU is idempotent.)
         """
-        return nn.Identity()
+        return nn.ReLU()

@@ -1,13 +1,13 @@
 """ImageNet-style ResNet-50 (7x7 stride-2 stem, max-pool, bottleneck blocks), written in the
 same style as :mod:`ensemblekit.models.resnet` so that every method can place its layers.
 
-The stride sits on the 3x3 convolution of a bottleneck (torchvision's "v1.5"). Drop sites follow
-every ``conv -> BN -> ReLU`` and the masked residual stream::
+The stride sits on the 3x3 convolution of a bottleneck (torchvision's "v1.5"). Drop sites are
+every ``conv -> BN -> ReLU`` and the masked residual stream; each applies the ReLU itself::
 
-    out = drop(relu(bn1(conv1(x))))          # 1x1, reduce
-    out = drop(relu(bn2(conv2(out))))        # 3x3, stride
+    out = drop(bn1(conv1(x)))                # 1x1, reduce
+    out = drop(bn2(conv2(out)))              # 3x3, stride
     out = bn3(conv3(out))                    # 1x1, expand x4
-    out = drop(relu(out + shortcut(x)))      # shortcut: identity, or 1x1 conv + BN
+    out = drop(out + shortcut(x))            # shortcut: identity, or 1x1 conv + BN
 
 No pretrained weights: train it, or load your own ``state_dict``.
 """
@@ -44,10 +44,10 @@ class Bottleneck(nn.Module):
         self.drop3 = layers.drop(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.drop1(F.relu(self.bn1(self.conv1(x))))
-        out = self.drop2(F.relu(self.bn2(self.conv2(out))))
+        out = self.drop1(self.bn1(self.conv1(x)))
+        out = self.drop2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.drop3(F.relu(out + self.shortcut(x)))
+        return self.drop3(out + self.shortcut(x))
 
 
 class ImageNetResNet(Backbone):
@@ -80,7 +80,7 @@ class ImageNetResNet(Backbone):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        x = self.stem_drop(F.relu(self.stem_bn(self.stem(x))))
+        x = self.stem_drop(self.stem_bn(self.stem(x)))
         x = self.blocks(F.max_pool2d(x, 3, stride=2, padding=1))
         return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
 

@@ -2,7 +2,8 @@
 
 Both convolutions pad by 2, so an input of H x W reaches the classifier as 16 channels of
 (H/4) x (W/4) (8x8 -> 2x2, 28x28 -> 7x7). Classic LeNet has no BatchNorm, and neither has this
-one: drop sites follow each ``conv -> ReLU`` and each hidden ``Linear -> ReLU``.
+one: drop sites are each ``conv -> ReLU`` and each hidden ``Linear -> ReLU``, the drop site
+applying the ReLU itself.
 """
 
 from __future__ import annotations
@@ -49,10 +50,10 @@ class LeNet(Backbone):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        x = F.max_pool2d(self.drop1(F.relu(self.conv1(x))), 2)
-        x = F.max_pool2d(self.drop2(F.relu(self.conv2(x))), 2)
-        x = self.drop3(F.relu(self.fc1(x.flatten(1))))
-        x = self.drop4(F.relu(self.fc2(x)))
+        x = F.max_pool2d(self.drop1(self.conv1(x)), 2)
+        x = F.max_pool2d(self.drop2(self.conv2(x)), 2)
+        x = self.drop3(self.fc1(x.flatten(1)))
+        x = self.drop4(self.fc2(x))
         return self.head(x)
 
 

@@ -1,4 +1,5 @@
-"""A multilayer perceptron on inputs of any size: ``Linear -> ReLU -> drop site`` per hidden layer.
+"""A multilayer perceptron on inputs of any size: ``Linear -> drop site`` per hidden layer (the
+drop site applies the ReLU, then the method's dropout / masks).
 
 The default hidden sizes 64-32-16 are the MNIST network of the BatchEnsemble study
 (784-64-32-16-10 on 28x28 digits).
@@ -20,7 +21,7 @@ from .registry import register_backbone
 class MLP(Backbone):
     """``(B, in_channels, *input_size)`` -> flatten -> hidden blocks -> logits ``(B, K)``.
 
-    Each hidden block is ``linear -> ReLU -> drop site``; the last linear is the head.
+    Each hidden block is ``linear -> drop site`` (ReLU included); the last linear is the head.
     """
 
     def __init__(
@@ -40,9 +41,7 @@ class MLP(Backbone):
         for size in hidden:
             size = scaled_width(size, width)
             blocks.append(
-                nn.Sequential(
-                    layers.linear(features, size), nn.ReLU(), layers.drop(size, spatial=False)
-                )
+                nn.Sequential(layers.linear(features, size), layers.drop(size, spatial=False))
             )
             features = size
         self.hidden = nn.Sequential(*blocks)

@@ -1,17 +1,19 @@
 """CIFAR-style ResNets (3x3 stem, no max-pool): ResNet-20, ResNet-18 and Wide ResNet-28-10.
 
-Drop sites (where Masksembles / Dropout go) follow every ``conv -> BN -> ReLU``, and the
+Drop sites (where Masksembles / Dropout go) are every ``conv -> BN -> ReLU``, and the
 residual stream is masked too, so that every member of a Masksembles model is a well-defined
-thin sub-network (member m keeps the channel set K_m(C) at every layer of width C)::
+thin sub-network (member m keeps the channel set K_m(C) at every layer of width C). A drop site
+applies the ReLU itself (see :class:`~ensemblekit.models.LayerFactory`), so ``drop`` below
+reads ``drop(relu(.))`` for every method::
 
-    out = drop(relu(bn1(conv1(x))))
+    out = drop(bn1(conv1(x)))
     out = bn2(conv2(out))
-    out = drop(relu(out + shortcut(x)))       # shortcut: identity, or 1x1 conv + BN
+    out = drop(out + shortcut(x))             # shortcut: identity, or 1x1 conv + BN
 
 The block input ``x`` has already been through the drop site of its width. Wide ResNets are
-pre-activation networks (``BN -> ReLU -> conv``), so there the drop site follows each
-``BN -> ReLU`` and every convolution reads masked channels; the residual stream itself carries
-the sum of conv outputs, whose channels outside K_m never reach a convolution unmasked.
+pre-activation networks (``BN -> ReLU -> conv``), so there each ``BN -> ReLU`` is a drop site
+(``drop(bn(x))``) and every convolution reads masked channels; the residual stream itself
+carries the sum of conv outputs, whose channels outside K_m never reach a convolution unmasked.
 
 The CIFAR nets pool globally, so they accept any height and width; they are designed for 32x32.
 """
@@ -50,9 +52,9 @@ class BasicBlock(nn.Module):
         self.drop2 = layers.drop(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.drop1(F.relu(self.bn1(self.conv1(x))))
+        out = self.drop1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.drop2(F.relu(out + self.shortcut(x)))
+        return self.drop2(out + self.shortcut(x))
 
 
 class CifarResNet(Backbone):
@@ -87,7 +89,7 @@ class CifarResNet(Backbone):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        x = self.stem_drop(F.relu(self.stem_bn(self.stem(x))))
+        x = self.stem_drop(self.stem_bn(self.stem(x)))
         x = self.blocks(x)
         return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
@@ -113,7 +115,8 @@ def resnet18(
 class WideBlock(nn.Module):
     """Pre-activation block of a Wide ResNet (Zagoruyko & Komodakis 2016).
 
-    ``o = drop(relu(bn1(x)))``; ``y = conv2(drop(relu(bn2(conv1(o)))))``; the output is
+    ``o = drop(bn1(x))``; ``y = conv2(drop(bn2(conv1(o))))`` (each drop applies the ReLU); the
+    output is
     ``y + x``, or ``y + conv1x1(o)`` when the block changes the shape.
     """
 
@@ -130,13 +133,13 @@ class WideBlock(nn.Module):
             self.shortcut = layers.conv(in_channels, channels, 1, stride=stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        o = self.drop1(F.relu(self.bn1(x)))
-        y = self.conv2(self.drop2(F.relu(self.bn2(self.conv1(o)))))
+        o = self.drop1(self.bn1(x))
+        y = self.conv2(self.drop2(self.bn2(self.conv1(o))))
         return y + (x if self.shortcut is None else self.shortcut(o))
 
 
 class WideResNet(Backbone):
-    """3x3 stem -> 3 stages of :class:`WideBlock` -> BN -> ReLU -> drop -> pool -> head."""
+    """3x3 stem -> 3 stages of :class:`WideBlock` -> BN -> drop (ReLU) -> pool -> head."""
 
     def __init__(
         self,
@@ -171,7 +174,7 @@ class WideResNet(Backbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         x = self.blocks(self.stem(x))
-        x = self.final_drop(F.relu(self.final_bn(x)))
+        x = self.final_drop(self.final_bn(x))
         return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
