@@ -131,3 +131,13 @@ def test_masked_relu_function_directly():
     assert torch.equal(y, torch.tensor([[0.0, 0.0, 3.0], [4.0, 0.0, 0.0]]))
     y.backward(torch.full_like(y, 7.0))
     assert torch.equal(x.grad, torch.tensor([[0.0, 0.0, 7.0], [7.0, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_infinities_and_nan_behave_as_relu_then_mask(channels_last):
+    fused, unfused = fused_and_unfused(Masksembles2d, channels=6, n=2)
+    x = torch.randn(4, 6, 2, 2)
+    x[0, :, 0, 0], x[1, :, 0, 0], x[2, :, 0, 0] = float("nan"), float("inf"), -float("inf")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fused(x), unfused(x), rtol=0, atol=0, equal_nan=True)
