@@ -12,14 +12,6 @@ from ensemblekit.members import repeat_members
 from ensemblekit.methods import predict_members
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; OpenMP spinning on a busy machine costs 10x
-    yield
-    torch.set_num_threads(threads)
-
-
 class Features(nn.Module):
     def __init__(self):
         super().__init__()

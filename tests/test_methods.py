@@ -9,14 +9,6 @@ from ensemblekit.layers.batchensemble import BatchEnsembleConv2d, BatchEnsembleL
 from ensemblekit.methods import EnsembleModel, build_model, predict_members
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; OpenMP spinning on a busy machine costs 10x
-    yield
-    torch.set_num_threads(threads)
-
-
 def resnet(method, **options):
     return build_model("resnet20", method, 10, 3, width=0.5, seed=0, **options)
 

@@ -11,14 +11,6 @@ from ensemblekit.methods import DeepEnsembleModel, build_model, predict_members
 from ensemblekit.samplers import MemberBatchSampler
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; OpenMP spinning on a busy machine costs 10x
-    yield
-    torch.set_num_threads(threads)
-
-
 def resnet(method, **options):
     return build_model("resnet20", method, 10, 3, width=0.5, **options)
 
