@@ -60,6 +60,15 @@ def test_the_digits_config_is_the_default_benchmark():
     assert default.train == {**RECIPES["digits"]["train"]}
 
 
+@pytest.mark.parametrize("dataset", sorted(RECIPES))
+def test_every_recipe_allows_a_one_epoch_run(dataset):
+    # A recipe's warm-up must fit inside the shortest run a user asks for (--epochs 1).
+    settings = BenchmarkSettings.from_sources(overrides={
+        "dataset": dataset, "epochs": 1, "corruptions": "none", "ood": "none"})
+    config = settings.train_config(seed=0)
+    assert config.epochs == 1 and config.warmup_epochs < 1
+
+
 def test_toy_maps_on_tiny_settings(tmp_path):
     settings = ToySettings.from_sources(overrides={
         "epochs": 2, "scales": [2.0, 6.0], "resolution": 24, "out": str(tmp_path), "threads": 1})
