@@ -126,3 +126,13 @@ def test_summary_table_lists_every_method_with_mean_and_std():
     assert lines[2].startswith("single") and lines[3].startswith("deep_ensemble")
     assert "0.0500 ± 0.0010" in lines[3]
     assert "mean ± std over 3 seeds" in lines[-1]
+
+
+def test_protocol_names_the_warm_up_and_the_precision_that_ran():
+    results = _results({"single": 0.1})
+    text = report.markdown(results)
+    assert "cosine schedule, fp32 precision." in text
+    assert "on GPU" not in text
+    results["protocol"]["train"].update(precision="bf16", warmup_epochs=0.5)
+    text = report.markdown(results)
+    assert "0.5-epoch warm-up then cosine schedule, bf16 precision on GPU (fp32 on CPU)." in text

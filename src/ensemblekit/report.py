@@ -282,6 +282,11 @@ def markdown(results: dict) -> str:
     schedule = train["schedule"]
     if schedule == "multistep":
         schedule += f" (x{train['gamma']:g} at epochs {', '.join(map(str, train['milestones']))})"
+    if train.get("warmup_epochs"):
+        schedule = f"{train['warmup_epochs']:g}-epoch warm-up then {schedule}"
+    # Mixed precision is a CUDA-only setting: on the CPU every run is fp32.
+    precision = "fp32 precision" if train["precision"] == "fp32" else (
+        f"{train['precision']} precision on GPU (fp32 on CPU)")
     optimizer = f"{train['optimizer']} lr {train['lr']:g}, weight decay {train['weight_decay']:g}"
     if train["optimizer"] == "sgd":
         optimizer += f", momentum {train['momentum']:g}" + (
@@ -292,7 +297,7 @@ def markdown(results: dict) -> str:
         f"p = {p['mc_dropout_p']:g} with {p['mc_samples']} stochastic passes).",
         f"- Training: {_plural(train['epochs'], 'epoch')}, batch {train['batch_size']}, "
         f"{optimizer}, "
-        f"{schedule} schedule, {train['precision']} precision on GPU (fp32 on CPU).",
+        f"{schedule} schedule, {precision}.",
         f"- Seeds: {', '.join(map(str, seeds))}. Every number is the mean ± {p['std']}.",
         f"- Predictions: {p['aggregation']}; ECE with {p['ece_bins']} equal-width bins on the "
         "top-label confidence.",
