@@ -113,7 +113,11 @@ def test_any_valid_parameters_give_valid_masks(channels, n, scale, seed):
         ({"channels": 16, "n": 4, "scale": float("nan")}, "scale must be a finite number"),
         ({"channels": 16, "n": 4, "scale": float("inf")}, "scale must be a finite number"),
         ({"channels": 16, "n": 4, "scale": "2"}, "scale must be a real number"),
-        ({"channels": 16, "n": 4, "scale": 2.0, "seed": -1}, "seed must be an integer >= 0"),
+        ({"channels": 16, "n": 4, "scale": 2.0, "seed": -1},
+         "seed must be an integer in [0, 9223372036854775807], got -1"),
+        # torch's generators overflow at 2**64 with a message that names no parameter.
+        ({"channels": 16, "n": 4, "scale": 2.0, "seed": 2**64},
+         "seed must be an integer in [0, 9223372036854775807], got 18446744073709551616"),
     ],
 )
 def test_invalid_parameters_name_parameter_value_and_range(kwargs, fragment):

@@ -17,8 +17,8 @@ def count(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def train_one_step(model, batch=8):
-    x, y = torch.randn(batch, 3, 8, 8), torch.randint(0, 10, (batch,))
+def train_one_step(model, batch=8, channels=3):
+    x, y = torch.randn(batch, channels, 8, 8), torch.randint(0, 10, (batch,))
     model.train()
     F.cross_entropy(model(x), model.training_targets(y)).backward()
     with torch.no_grad():
@@ -27,13 +27,24 @@ def train_one_step(model, batch=8):
     model.zero_grad()
 
 
-def test_masksembles_with_scale_one_is_the_single_model():
-    single = resnet("single")
-    masks = resnet("masksembles", n=4, scale=1.0)
-    train_one_step(single)
+@pytest.mark.parametrize(
+    "backbone, channels, shape",
+    [
+        ("resnet20", 3, {"width": 0.5}),
+        ("lenet", 1, {"input_size": 8}),
+        ("mlp", 1, {"input_size": 8}),
+    ],
+)
+def test_masksembles_with_scale_one_is_the_single_model(backbone, channels, shape):
+    def build(method, **options):
+        return build_model(backbone, method, 10, channels, seed=0, **shape, **options)
+
+    single = build("single")
+    masks = build("masksembles", n=4, scale=1.0)
+    train_one_step(single, channels=channels)
     missing, unexpected = masks.load_state_dict(single.state_dict(), strict=False)
     assert not unexpected and missing and all(key.endswith(".masks") for key in missing)
-    x = torch.randn(5, 3, 8, 8)
+    x = torch.randn(5, channels, 8, 8)
     with torch.no_grad():
         reference = predict_members(single, x)[0]
         members = predict_members(masks, x)
@@ -153,6 +164,18 @@ def test_mc_dropout_members_are_stochastic_passes_with_bn_in_eval():
     with torch.no_grad():
         p0 = resnet("mc_dropout", p=0.0)
         torch.testing.assert_close(*predict_members(p0, x, num_samples=2))
+
+
+def test_mc_dropout_runs_eight_passes_by_default():
+    model = build_model("lenet", "mc_dropout", 10, 1, input_size=8, seed=0)
+    with torch.no_grad():
+        members = predict_members(model, torch.randn(3, 1, 8, 8))
+    assert model.num_members == 8 and members.shape == (8, 3, 10)
+
+
+def test_a_seed_beyond_64_bits_is_refused_naming_seed():
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 9223372036854775807\]"):
+        build_model("mlp", "single", 10, 1, input_size=8, seed=2**64)
 
 
 def test_num_samples_is_for_mc_dropout_only():

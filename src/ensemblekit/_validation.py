@@ -31,6 +31,16 @@ def check_int(name: str, value, *, minimum: int | None = None, maximum: int | No
     return value
 
 
+# torch generators take seeds below 2**64; the largest accepted seed leaves room for the seeds
+# derived from it (deep-ensemble member m: seed + m; epoch e of training: seed + rank + 1000 e).
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """Return ``value`` as an ``int`` seed in [0, 2**63 - 1], else raise naming ``name``."""
+    return check_int(name, value, minimum=0, maximum=MAX_SEED)
+
+
 def check_float(
     name: str,
     value,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._validation import check_choice, check_float, check_int, check_tensor
+from ._validation import check_choice, check_float, check_int, check_seed, check_tensor
 from .layers import Masksembles, Masksembles1d, Masksembles2d, Masksembles3d
 from .layers.batchensemble import FAST_WEIGHT_INITS, BatchEnsembleConv2d, BatchEnsembleLinear
 from .methods.base import check_flag
@@ -156,7 +156,7 @@ def to_masksembles(
     scale = check_float("scale", scale, minimum=1.0)
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed(seed)
     dropouts = [
         (path, m)
         for path, m in model.named_modules()

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ._validation import check_finite, check_int
+from ._validation import check_finite, check_int, check_seed
 from .metrics import OOD_SCORES, PredictionAccumulator
 from .train import cpu_threads
 
@@ -85,7 +85,7 @@ def evaluate_model(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     batch_size = check_int("batch_size", batch_size, minimum=1)
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed(seed)
     severities = tuple(check_int("severity", s, minimum=1, maximum=5) for s in severities)
     corruptions = (corruptions,) if isinstance(corruptions, str) else tuple(corruptions)
     corrupt = _corruption_function(corruptions)

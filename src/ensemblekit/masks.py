@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from ._validation import check_float, check_int, check_tensor
+from ._validation import check_float, check_int, check_seed, check_tensor
 
 
 def keep_fraction(n: int, scale: float) -> float:
@@ -66,7 +66,7 @@ def generate_masks(
     n = check_int("n", n, minimum=1)
     scale = check_float("scale", scale, minimum=1.0)
     if seed is not None:
-        seed = check_int("seed", seed, minimum=0)
+        seed = check_seed(seed)
     else:
         seed = int(torch.randint(0, 2**62, (1,)).item())
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from ._validation import check_int
+from ._validation import check_int, check_seed
 
 
 class MemberBatchSampler(Sampler[list[int]]):
@@ -54,7 +54,7 @@ class MemberBatchSampler(Sampler[list[int]]):
         self.drop_last = bool(drop_last)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        self.seed = check_int("seed", seed, minimum=0)
+        self.seed = check_seed(seed)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

@@ -11,12 +11,12 @@ import random
 import numpy as np
 import torch
 
-from ._validation import check_int
+from ._validation import check_seed
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device)."""
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

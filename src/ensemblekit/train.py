@@ -44,6 +44,7 @@ from ._validation import (
     check_flag,
     check_float,
     check_int,
+    check_seed,
     check_sequence,
     check_tensor,
 )
@@ -154,7 +155,7 @@ class TrainConfig:
         self.warmup_epochs = check_float("warmup_epochs", self.warmup_epochs, minimum=0.0,
                                          maximum=self.epochs, max_inclusive=False)
         check_choice("precision", self.precision, PRECISIONS)
-        self.seed = check_int("seed", self.seed, minimum=0)
+        self.seed = check_seed(self.seed)
         self.num_workers = check_int("num_workers", self.num_workers, minimum=0)
         if self.threads is not None:
             self.threads = check_int("threads", self.threads, minimum=1, maximum=MAX_THREADS)

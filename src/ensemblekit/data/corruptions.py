@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import torch
 
-from .._validation import check_choice, check_finite, check_int, check_tensor
+from .._validation import check_choice, check_finite, check_int, check_seed, check_tensor
 from . import _image_ops as ops
 from ._textures import frost_texture, plasma_fractal
 
@@ -156,7 +156,7 @@ def corrupt(
         )
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)))
-    generator = torch.Generator().manual_seed(check_int("seed", seed, minimum=0))
+    generator = torch.Generator().manual_seed(check_seed(seed))
     if images.shape[0] == 0:
         return images.clone()
     x = images.float()

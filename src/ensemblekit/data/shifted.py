@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .._validation import check_choice, check_int
+from .._validation import check_choice, check_int, check_seed
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from .in_memory import InMemoryDataset, as_tensors
 
@@ -96,7 +96,7 @@ def make_corrupted(
     """
     kinds = [check_choice("corruption kind", kind, CORRUPTIONS) for kind in kinds]
     severities = [check_int("severity", severity, minimum=1, maximum=5) for severity in severities]
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed(seed)
     images, labels = dataset if isinstance(dataset, tuple) else as_tensors(dataset)
     if images.ndim != 4:
         raise ValueError(

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import tomllib
 
-from .._validation import check_choice, check_float, check_int
+from .._validation import check_choice, check_float, check_int, check_seed
 
 #: The five points of the spectrum, in order from one model to independent models.
 ALL_METHODS = ("single", "mc_dropout", "masksembles", "batchensemble", "deep_ensemble")
@@ -413,7 +413,7 @@ class ToySettings(Settings):
             raise ValueError(f"the toy experiment needs a 2D point dataset (toy_moons, "
                              f"toy_blobs), got image dataset {self.dataset!r}")
         self.scales = sorted({check_float("scale", s, minimum=1.0) for s in as_list(self.scales)})
-        self.seed = check_int("seed", self.seed, minimum=0)
+        self.seed = check_seed(self.seed)
         self.resolution = check_int("resolution", self.resolution, minimum=10)
 
 
@@ -429,7 +429,7 @@ class TrainSettings(Settings):
     def validate(self) -> None:
         super().validate()
         self.method = check_methods([self.method], ALL_METHODS)[0]
-        self.seed = check_int("seed", self.seed, minimum=0)
+        self.seed = check_seed(self.seed)
 
 
 #: The settings class of each subcommand that trains models.

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from .._validation import check_int
+from .._validation import check_int, check_seed
 from ..atomic import atomic_write_text
 from .pipeline import Log, build, check_batch_size, count_parameters, evaluate, load_experiment_data
 from .settings import Settings, TrainSettings, check_ood, check_shift
@@ -113,7 +113,7 @@ def run_corrupt(
     corruptions, severities = check_shift(dataset, corruptions, severities)
     if not corruptions:
         raise ValueError("corrupt needs at least one corruption; pass --corruptions all")
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed(seed)
     out = Path(out) if out is not None else Path("runs") / f"corrupted-{dataset}"
     images, labels = data.as_tensors(data.load_dataset(dataset, "test", data_dir=data_dir))
     index = check_int("index", index, minimum=0, maximum=len(images) - 1)

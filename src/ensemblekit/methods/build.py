@@ -8,7 +8,7 @@ import json
 import torch
 
 from .. import models
-from .._validation import check_int
+from .._validation import check_int, check_seed
 from .base import EnsembleModel
 from .registry import get_method
 
@@ -71,7 +71,7 @@ def build_model(
         )
     if options.get("seed") is None:
         options["seed"] = int(torch.randint(0, 2**31 - 1, ()).item())
-    options["seed"] = check_int("seed", options["seed"], minimum=0)
+    options["seed"] = check_seed(options["seed"])
     backbone_options = {key: options.get(key, value) for key, value in backbone_defaults.items()}
     method_options = {key: options.get(key, value) for key, value in method_defaults.items()}
 
