@@ -136,3 +136,13 @@ def test_protocol_names_the_warm_up_and_the_precision_that_ran():
     results["protocol"]["train"].update(precision="bf16", warmup_epochs=0.5)
     text = report.markdown(results)
     assert "0.5-epoch warm-up then cosine schedule, bf16 precision on GPU (fp32 on CPU)." in text
+
+
+def test_markdown_links_only_the_figures_the_results_allow():
+    results = _results({"single": 0.1, "deep_ensemble": 0.05}, ood=False)
+    for entry in results["methods"].values():
+        del entry["shift"], entry["shift_overall"]
+    assert report.benchmark_figure_names(results) == ["reliability.png"]
+    text = report.markdown(results)
+    assert "figures/reliability.png" in text
+    assert "figures/ece_vs_severity.png" not in text and "figures/ood_histograms.png" not in text

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,3 +80,52 @@ def test_sigkilled_run_resumes_to_bit_identical_weights(tmp_path):
         (reference / "history.json").read_text()
     )
     assert read_checkpoint(checkpoints / CHECKPOINT_NAME)["epoch"] == 3
+
+
+def ensemblekit_command() -> list[str]:
+    script = shutil.which("ensemblekit", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "ensemblekit.cli"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
+def test_sigkilled_train_command_resumes_with_the_resume_flag(tmp_path):
+    """`ensemblekit train`, SIGKILLed once its first per-epoch checkpoint is on disk, refuses
+    to start over it without --resume, and with --resume ends where an uninterrupted run ends."""
+    train = [*ensemblekit_command(), "train", "--method", "masksembles", "--epochs", "12",
+             "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    finish([*train, "--out", str(reference)])
+
+    checkpoint = interrupted / "checkpoints" / CHECKPOINT_NAME
+    process = subprocess.Popen([*train, "--out", str(interrupted)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists():
+            assert process.poll() is None, process.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint was written"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    assert not (interrupted / "model.pt").exists(), "the run finished before it was killed"
+    epoch = read_checkpoint(checkpoint, kind="training")["epoch"]
+    assert 1 <= epoch < 12
+    before = checkpoint.read_bytes()
+
+    again = subprocess.run([*train, "--out", str(interrupted)], capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert again.returncode == 2 and "pass --resume to continue it" in again.stderr
+    assert checkpoint.read_bytes() == before  # the refused run wrote nothing over it
+
+    finish([*train, "--out", str(interrupted), "--resume"])
+    expected, resumed = load(reference / "model.pt"), load(interrupted / "model.pt")
+    for (key, value), (_, other) in zip(expected.state_dict().items(),
+                                        resumed.state_dict().items(), strict=True):
+        assert torch.equal(value, other), key
+    history = json.loads((interrupted / "train.json").read_text())["history"]
+    assert [row["loss"] for row in history] == [
+        row["loss"] for row in json.loads((reference / "train.json").read_text())["history"]]

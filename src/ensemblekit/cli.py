@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "benchmark" and getattr(args, "out", None):
             message += (f"; finished runs are kept under {args.out}: rerun the same command "
                         "to resume")
+        elif args.command == "train" and getattr(args, "out", None):
+            message += (f"; the last finished epoch is in {args.out}/checkpoints/last.pt: "
+                        "rerun with --resume to continue")
         print(message, file=sys.stderr)
         return EXIT_INTERRUPTED
 
@@ -111,10 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.set_defaults(handler=_sweep)
 
     train = sub.add_parser("train", help="train one model and save a checkpoint",
-                           description="Train one model; save OUT/model.pt and OUT/train.json.")
+                           description="Train one model; save OUT/model.pt and OUT/train.json "
+                                       "(and OUT/checkpoints/last.pt after every epoch).")
     _common(train, default_out="runs/train-<dataset>")
     train.add_argument("--method", help="method (default masksembles)")
     train.add_argument("--seed", type=int, help="seed (default 0)")
+    train.add_argument("--resume", action="store_true", default=None,
+                       help="continue from OUT/checkpoints/last.pt (written after every epoch)")
     train.set_defaults(handler=_train)
 
     evaluate = sub.add_parser(
@@ -286,7 +292,7 @@ def _train(args) -> int:
     from .experiments.settings import TrainSettings
     from .experiments.single_run import run_train
 
-    settings = _settings(args, TrainSettings, ("method", "seed"))
+    settings = _settings(args, TrainSettings, ("method", "seed", "resume"))
     run_train(settings, log=_log)
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_bytes
-from .report import METHOD_LABELS
+from .report import METHOD_LABELS, benchmark_figure_names
 
 METHOD_STYLES = {
     "single": ("#4d4d4d", "o"),
@@ -60,14 +60,15 @@ def benchmark_figures(folder: str | os.PathLike, results: dict, records: dict) -
     folder = Path(folder)
     methods = list(results["methods"])
     written = []
-    if all("shift" in entry for entry in results["methods"].values()):
+    drawn = benchmark_figure_names(results)
+    if "ece_vs_severity.png" in drawn:
         written.append(ece_vs_severity(results, folder / "ece_vs_severity.png"))
     by_method = {m: [r for (name, _), r in records.items() if name == m] for m in methods}
     written.append(reliability_diagrams(
         {m: [r["reliability"] for r in runs] for m, runs in by_method.items()},
         folder / "reliability.png", title=f"Reliability on the clean {results['dataset']} test "
                                           "set"))
-    if all("ood_histograms" in r for r in records.values()):
+    if "ood_histograms.png" in drawn:
         ood = results["protocol"]["ood"]
         written.append(ood_histograms(
             {m: [r["ood_histograms"] for r in runs] for m, runs in by_method.items()},

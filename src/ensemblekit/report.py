@@ -39,6 +39,15 @@ _FIGURES = (
 )
 
 
+def benchmark_figure_names(results: dict) -> list[str]:
+    """The figures a benchmark's results allow: severity curves need shift metrics and the
+    histograms OOD metrics for every method; the reliability diagrams always exist."""
+    entries = results["methods"].values()
+    needs = {"ece_vs_severity.png": "shift", "ood_histograms.png": "ood"}
+    return [name for name, _ in _FIGURES
+            if name not in needs or all(needs[name] in entry for entry in entries)]
+
+
 def mean_std(values) -> dict:
     """``{"mean", "std"}`` of a list of numbers (sample std; 0 for one value)."""
     values = [float(v) for v in values]
@@ -363,8 +372,10 @@ def markdown(results: dict) -> str:
         verdict = {True: "holds", False: "does not hold", None: "not checked"}[check["holds"]]
         lines.append(f"- {check['claim']}: **{verdict}**. {check['detail']}.")
     lines += ["", "## Figures", ""]
+    drawn = benchmark_figure_names(results)
     for name, caption in _FIGURES:
-        lines.append(f"- {caption}: ![{caption}](figures/{name})")
+        if name in drawn:
+            lines.append(f"- {caption}: ![{caption}](figures/{name})")
     return "\n".join(lines) + "\n"
 
 

@@ -1,9 +1,10 @@
 """Single runs: train one model to a checkpoint, evaluate a checkpoint, write corrupted sets.
 
 ``train`` saves ``<out>/model.pt`` (:func:`ensemblekit.checkpoint.save`, with the dataset name in
-its metadata) and ``<out>/train.json`` (the settings and per-epoch history). ``evaluate`` loads a
-checkpoint and runs the benchmark's protocol on it. ``corrupt`` writes a test set under every
-corruption in the CIFAR-10-C layout plus a kind x severity preview image.
+its metadata) and ``<out>/train.json`` (the settings and per-epoch history); after every epoch
+it writes ``<out>/checkpoints/last.pt``, from which ``resume`` continues a killed run.
+``evaluate`` loads a checkpoint and runs the benchmark's protocol on it. ``corrupt`` writes a
+test set under every corruption in the CIFAR-10-C layout plus a kind x severity preview image.
 """
 
 from __future__ import annotations
@@ -21,14 +22,20 @@ from .settings import Settings, TrainSettings, check_ood, check_shift
 def run_train(settings: TrainSettings, *, log: Log = print) -> Path:
     """Train and save one model; return the checkpoint path."""
     from .. import checkpoint
-    from ..train import train_model
+    from ..train import CHECKPOINT_NAME, train_model
 
     out = Path(settings.out)
+    checkpoint_dir = out / "checkpoints"
+    if (checkpoint_dir / CHECKPOINT_NAME).exists() and not settings.resume:
+        # Starting over would overwrite the previous run's training state epoch by epoch.
+        raise ValueError(f"{checkpoint_dir / CHECKPOINT_NAME} holds a run already: pass "
+                         "--resume to continue it, or choose another --out")
     model = build(settings, settings.method, seed=settings.seed)
     check_batch_size(settings, model)
     data = load_experiment_data(settings, log=log)
     started = time.perf_counter()
-    history = train_model(model, data.train, settings.train_config(seed=settings.seed))
+    history = train_model(model, data.train, settings.train_config(seed=settings.seed),
+                          checkpoint_dir=checkpoint_dir, resume=settings.resume)
     seconds = time.perf_counter() - started
     path = checkpoint.save(model, out / "model.pt",
                            metadata={"dataset": settings.dataset, "seed": settings.seed,
