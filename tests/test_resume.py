@@ -39,6 +39,23 @@ def finish(args: list[str]) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
 
 
+def sigkill_once_written(args: list[str], marker: Path, *, poll: float) -> None:
+    """Start ``args``, wait until ``marker`` exists, SIGKILL the process (no clean-up runs)."""
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert process.poll() is None, process.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, f"{marker} was never written"
+            time.sleep(poll)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
 def test_sigkilled_run_resumes_to_bit_identical_weights(tmp_path):
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
@@ -47,22 +64,9 @@ def test_sigkilled_run_resumes_to_bit_identical_weights(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     finish(command(reference))
 
-    process = subprocess.Popen(
+    sigkill_once_written(
         command(interrupted, "--checkpoint-dir", str(checkpoints), "--stall-at-step", "12"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not (interrupted / "stalled").exists():
-            assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the training script never reached step 12"
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait(timeout=60)
-        process.stderr.close()
-    assert process.returncode == -signal.SIGKILL
+        interrupted / "stalled", poll=0.05)  # the script writes it at step 12 and sleeps
     assert not (interrupted / "weights.pt").exists()
 
     # What the killed process left on disk is a complete checkpoint of epoch 1.
@@ -98,19 +102,7 @@ def test_sigkilled_train_command_resumes_with_the_resume_flag(tmp_path):
     finish([*train, "--out", str(reference)])
 
     checkpoint = interrupted / "checkpoints" / CHECKPOINT_NAME
-    process = subprocess.Popen([*train, "--out", str(interrupted)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while not checkpoint.exists():
-            assert process.poll() is None, process.stderr.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint was written"
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait(timeout=60)
-        process.stderr.close()
-    assert process.returncode == -signal.SIGKILL
+    sigkill_once_written([*train, "--out", str(interrupted)], checkpoint, poll=0.01)
     assert not (interrupted / "model.pt").exists(), "the run finished before it was killed"
     epoch = read_checkpoint(checkpoint, kind="training")["epoch"]
     assert 1 <= epoch < 12
