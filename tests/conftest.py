@@ -5,6 +5,9 @@ are tiny, and on a busy 2-core machine OpenMP threads spin-wait for a deschedule
 every parallel region, which made the same test up to tens of times slower with two threads.
 A test that needs more threads sets them itself (the fixture restores the count afterwards).
 
+``ensemblekit_command``: the argv that starts the installed console script in a real process
+(``python -m ensemblekit.cli`` where the script is not installed beside this interpreter).
+
 ``reliability_log``: a record of what the fuzz and fault-injection tests tried, printed as a
 table at the end.
 
@@ -16,7 +19,10 @@ how many were tried and what came of them. Nothing is printed when no test recor
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,6 +36,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def ensemblekit_command() -> list[str]:
+    script = shutil.which("ensemblekit", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "ensemblekit.cli"]
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -263,12 +261,8 @@ def test_no_command_and_unknown_command(reliability_log):
         reliability_log("input", "ensemblekit (no or unknown command)", "exit 2")
 
 
-def console_script() -> list[str]:
-    script = shutil.which("ensemblekit", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "ensemblekit.cli"]
-
-
-def test_real_processes_exit_2_with_one_line_and_no_traceback(tmp_path, reliability_log):
+def test_real_processes_exit_2_with_one_line_and_no_traceback(tmp_path, reliability_log,
+                                                              ensemblekit_command):
     """The installed console script, as a user runs it (both processes at once: each start
     imports torch)."""
     garbage = tmp_path / "garbage.pt"
@@ -278,7 +272,7 @@ def test_real_processes_exit_2_with_one_line_and_no_traceback(tmp_path, reliabil
                              "epochs must be an integer >= 1"),
         "evaluate GARBAGE": (["evaluate", str(garbage)], "not a torch checkpoint"),
     }
-    processes = {name: subprocess.Popen([*console_script(), *argv], stdout=subprocess.PIPE,
+    processes = {name: subprocess.Popen([*ensemblekit_command, *argv], stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
                  for name, (argv, _) in cases.items()}
     for name, process in processes.items():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -86,16 +85,11 @@ def test_sigkilled_run_resumes_to_bit_identical_weights(tmp_path):
     assert read_checkpoint(checkpoints / CHECKPOINT_NAME)["epoch"] == 3
 
 
-def ensemblekit_command() -> list[str]:
-    script = shutil.which("ensemblekit", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "ensemblekit.cli"]
-
-
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX SIGKILL")
-def test_sigkilled_train_command_resumes_with_the_resume_flag(tmp_path):
+def test_sigkilled_train_command_resumes_with_the_resume_flag(tmp_path, ensemblekit_command):
     """`ensemblekit train`, SIGKILLed once its first per-epoch checkpoint is on disk, refuses
     to start over it without --resume, and with --resume ends where an uninterrupted run ends."""
-    train = [*ensemblekit_command(), "train", "--method", "masksembles", "--epochs", "12",
+    train = [*ensemblekit_command, "train", "--method", "masksembles", "--epochs", "12",
              "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"

@@ -182,8 +182,7 @@ class Settings:
         if self.threads is not None:
             self.threads = check_int("threads", self.threads, minimum=1)
         for key in ("download", "progress", "independent_batches"):
-            if not isinstance(getattr(self, key), bool):
-                raise ValueError(f"{key} must be true or false, got {getattr(self, key)!r}")
+            check_toml_flag(key, getattr(self, key))
         self.train_config(seed=0)  # TrainConfig checks its own fields
 
     def train_config(self, *, seed: int):
@@ -327,8 +326,7 @@ class BenchmarkSettings(Settings):
         self.corruptions, self.severities = check_shift(self.dataset, self.corruptions,
                                                         self.severities)
         self.ood = check_ood(self.dataset, self.ood)
-        if not isinstance(self.checkpoints, bool):
-            raise ValueError(f"checkpoints must be true or false, got {self.checkpoints!r}")
+        check_toml_flag("checkpoints", self.checkpoints)
 
     @property
     def seed_list(self) -> list[int]:
@@ -435,13 +433,19 @@ class TrainSettings(Settings):
         super().validate()
         self.method = check_methods([self.method], ALL_METHODS)[0]
         self.seed = check_seed(self.seed)
-        if not isinstance(self.resume, bool):
-            raise ValueError(f"resume must be true or false, got {self.resume!r}")
+        check_toml_flag("resume", self.resume)
 
 
 #: The settings class of each subcommand that trains models.
 SETTINGS = {cls.command: cls for cls in (BenchmarkSettings, DiversitySettings, SweepSettings,
                                          ToySettings, TrainSettings)}
+
+
+def check_toml_flag(name: str, value) -> bool:
+    """``value`` if it is a bool, else raise in the config file's spelling (true / false)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 def check_methods(methods, allowed, *, allow_empty: bool = False) -> list[str]:
