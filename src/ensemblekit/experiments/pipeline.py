@@ -152,7 +152,9 @@ def train(settings: Settings, model, data: ExperimentData, *, seed: int,
     from ..train import train_model
 
     started = time.perf_counter()
-    history = train_model(model, data.train, settings.train_config(seed=seed),
+    # the model's own method decides its epochs ([method_options.<method>] epochs)
+    config = settings.train_config(seed=seed, method=getattr(model, "method", None))
+    history = train_model(model, data.train, config,
                           checkpoint_dir=checkpoint_dir, resume=checkpoint_dir is not None)
     return {"seconds": time.perf_counter() - started, "loss": history[-1]["loss"],
             "accuracy": history[-1]["accuracy"], "epochs": len(history)}

@@ -15,8 +15,18 @@ table (any :class:`~ensemblekit.train.TrainConfig` field the experiment does not
     [train]
     optimizer = "sgd"
     lr = 0.1
+    [method_options.masksembles]   # one method's own build_model options (and epochs)
+    n = 4
+    scale = 2.0
 
 Unknown keys are an error that names the key and lists the valid ones.
+
+``[method_options.<method>]`` tables hold a method's own ``build_model`` options (Masksembles
+``n``, ``scale``, ``placement``, ``widen``; MC-Dropout ``p``, ``n``, ``placement``, ``widen``;
+BatchEnsemble ``init``; ...) and optionally ``epochs``; they take precedence over the global
+``members``, ``scale``, ``dropout`` and ``epochs`` for that method. A command-line flag of one of
+those global keys (``--members``, ``--scale``, ``--dropout``, ``--epochs``) overrides the matching
+entries of the tables too, so that flags keep the last word.
 """
 
 from __future__ import annotations
@@ -34,6 +44,12 @@ from .._validation import check_choice, check_float, check_int, check_seed
 ALL_METHODS = ("single", "mc_dropout", "masksembles", "batchensemble", "deep_ensemble")
 #: The methods with several members whose similarity the diversity study measures.
 DIVERSITY_METHODS = ("mc_dropout", "masksembles", "batchensemble", "deep_ensemble")
+
+#: The [method_options] key that sets the training epochs of one method (not a build option).
+METHOD_EPOCHS = "epochs"
+#: Global keys and the [method_options] entry each stands for: a flag of the global key given
+#: on the command line replaces that entry in every table (flags have the last word).
+_GLOBAL_OPTIONS = {"members": "n", "scale": "scale", "dropout": "p", "epochs": METHOD_EPOCHS}
 
 #: TrainConfig fields every experiment sets itself (per run), so a config may not.
 _RUN_OWNED = ("epochs", "seed", "progress", "device", "threads", "dataset", "augment",
@@ -92,6 +108,8 @@ class Settings:
     - ``members``: M for every method with members; ``scale``: Masksembles' mask overlap;
       ``dropout``: MC-Dropout's rate p; ``independent_batches``: each deep-ensemble member
       follows its own data order (as in Lakshminarayanan et al.), else all share batches.
+    - ``method_options``: ``{method: {option: value}}``, each method's own ``build_model``
+      options and ``epochs``, over the global keys above (module docstring).
     - ``out``: output folder (default ``runs/<command>-<dataset>``); ``device``; ``threads``:
       torch CPU threads; ``progress``: a progress bar per training run.
     """
@@ -112,6 +130,7 @@ class Settings:
     threads: int | None = None
     progress: bool = False
     train: dict = field(default_factory=dict)
+    method_options: dict = field(default_factory=dict)
 
     command = ""  # the subcommand these settings belong to
 
@@ -124,7 +143,10 @@ class Settings:
         """Defaults < dataset recipe < TOML file ``config`` < ``overrides``; then validated.
 
         ``overrides`` maps key names to values; ``None`` values are ignored (a flag not given).
-        Its ``"train"`` entry, if any, is merged into the ``[train]`` table key by key.
+        Its ``"train"`` entry, if any, is merged into the ``[train]`` table key by key, its
+        ``"method_options"`` entry method by method and key by key. An override of
+        ``members``, ``scale``, ``dropout`` or ``epochs`` also removes the entry it stands for
+        (``n``, ``scale``, ``p``, ``epochs``) from the config's ``[method_options]`` tables.
         """
         values = load_config(config, cls) if config is not None else {}
         for key, value in (overrides or {}).items():
@@ -132,8 +154,17 @@ class Settings:
                 continue
             if key == "train":
                 values["train"] = {**values.get("train", {}), **value}
+            elif key == "method_options":
+                values["method_options"] = merge_method_options(
+                    values.get("method_options", {}), value)
             else:
                 values[key] = value
+                if key in _GLOBAL_OPTIONS and isinstance(values.get("method_options"), dict):
+                    values["method_options"] = {
+                        method: ({name: item for name, item in table.items()
+                                  if name != _GLOBAL_OPTIONS[key]}
+                                 if isinstance(table, dict) else table)
+                        for method, table in values["method_options"].items()}
         check_keys(values, cls, source="settings")
         settings = cls(**values)
         settings.apply_recipe()
@@ -183,19 +214,27 @@ class Settings:
             self.threads = check_int("threads", self.threads, minimum=1)
         for key in ("download", "progress", "independent_batches"):
             check_toml_flag(key, getattr(self, key))
+        self.method_options = check_method_options(self.method_options)
         self.train_config(seed=0)  # TrainConfig checks its own fields
 
-    def train_config(self, *, seed: int):
-        """The :class:`~ensemblekit.train.TrainConfig` of one run."""
+    def train_config(self, *, seed: int, method: str | None = None):
+        """The :class:`~ensemblekit.train.TrainConfig` of one run (of ``method``: its
+        ``[method_options]`` epochs, if set, replace the global ``epochs``)."""
         from ..train import TrainConfig
 
         check_keys(self.train, TrainConfig, source="[train] table",
                    valid=train_keys())
-        return TrainConfig(**self.train, epochs=self.epochs, seed=seed, dataset=self.dataset,
-                           progress=self.progress, device=self.device, threads=self.threads)
+        return TrainConfig(**self.train, epochs=self.method_epochs(method), seed=seed,
+                           dataset=self.dataset, progress=self.progress, device=self.device,
+                           threads=self.threads)
+
+    def method_epochs(self, method: str | None) -> int:
+        """Training epochs of ``method``: its ``[method_options]`` epochs, else ``epochs``."""
+        return self.method_options.get(method, {}).get(METHOD_EPOCHS, self.epochs)
 
     def model_options(self, method: str, *, seed: int) -> dict:
-        """Keyword options of ``build_model`` for ``method`` under these settings."""
+        """Keyword options of ``build_model`` for ``method`` under these settings: the global
+        keys, then the method's ``[method_options]`` table over them (without ``epochs``)."""
         from ..data import dataset_info
 
         info = dataset_info(self.dataset)
@@ -214,7 +253,35 @@ class Settings:
             options["p"] = self.dropout
         if method == "deep_ensemble":
             options["independent_batches"] = self.independent_batches
-        return options
+        own = {key: value for key, value in self.method_options.get(method, {}).items()
+               if key != METHOD_EPOCHS}
+        return {**options, **own}
+
+    def method_settings(self, method: str) -> dict:
+        """What ``method`` runs with, for a report: every build option of the method with
+        defaults resolved (not ``seed``), ``epochs``, and the member's share of a masked layer:
+
+        - ``drop_fraction``: the fraction of a drop site's channels one member does not see
+          (Masksembles: ``1 - keep_fraction(n, scale)``; MC-Dropout: ``p``; 0 for the rest);
+        - ``member_width``: a member's channels at a drop site over the single model's,
+          nominal (before rounding to whole channels): ``1 - drop_fraction``, times the
+          widening ``1 / (1 - drop_fraction)`` with ``widen`` (= 1.0).
+        """
+        from ..masks import keep_fraction
+        from ..methods.build import method_defaults
+
+        defaults = method_defaults(method)
+        resolved = {**defaults, **self.model_options(method, seed=0)}
+        resolved = {key: resolved[key] for key in defaults if key != "seed"}
+        if method == "masksembles":
+            drop = 1.0 - keep_fraction(resolved["n"], resolved["scale"])
+        elif method == "mc_dropout":
+            drop = float(resolved["p"])
+        else:
+            drop = 0.0
+        width = 1.0 if resolved.get("widen") else 1.0 - drop
+        return {**resolved, METHOD_EPOCHS: self.method_epochs(method),
+                "drop_fraction": drop, "member_width": width}
 
     def to_dict(self) -> dict:
         """All keys as JSON-friendly values (what the report records as the protocol)."""
@@ -268,6 +335,58 @@ def check_keys(values: dict, settings_class, *, source: str, valid=None) -> None
         plural = "s" if len(unknown) > 1 else ""
         raise ValueError(f"unknown key{plural} {', '.join(map(repr, unknown))} in {source}; "
                          f"valid keys are: {', '.join(valid)}")
+
+
+def method_option_keys(method: str) -> list[str]:
+    """The keys of a ``[method_options.<method>]`` table: the method's ``build_model`` options
+    (not ``seed``, set per run) and ``epochs``."""
+    from ..methods.build import method_defaults
+
+    return [key for key in method_defaults(method) if key != "seed"] + [METHOD_EPOCHS]
+
+
+def check_method_options(method_options) -> dict:
+    """``{method: {option: value}}`` checked: known methods, known keys, tables; ``epochs``,
+    ``n``, ``scale``, ``p`` and ``widen`` checked here (the rest by ``build_model``). Returned
+    with keys sorted so that equal tables compare (and fingerprint) equal."""
+    if not isinstance(method_options, dict):
+        raise ValueError("method_options must be a table of tables, e.g. "
+                         f"[method_options.masksembles]; got {method_options!r}")
+    check_keys(method_options, None, source="method_options", valid=list(ALL_METHODS))
+    checked = {}
+    for method in sorted(method_options):
+        table = method_options[method]
+        where = f"method_options.{method}"
+        if not isinstance(table, dict):
+            raise ValueError(f"{where} must be a table ([{where}] in TOML, a dict in Python), "
+                             f"got {table!r}")
+        check_keys(table, None, source=f"[{where}]", valid=method_option_keys(method))
+        values = {}
+        for key in sorted(table):
+            value, name = table[key], f"{where}.{key}"
+            if key in (METHOD_EPOCHS, "n"):
+                value = check_int(name, value, minimum=1)
+            elif key == "scale":
+                value = check_float(name, value, minimum=1.0)
+            elif key == "p":
+                value = check_float(name, value, minimum=0.0, maximum=1.0, max_inclusive=False)
+            elif key == "widen":
+                value = check_toml_flag(name, value)
+            values[key] = value
+        checked[method] = values
+    return checked
+
+
+def merge_method_options(base: dict, extra: dict) -> dict:
+    """``extra``'s ``[method_options]`` tables over ``base``'s, method by method, key by key."""
+    merged = {method: dict(table) if isinstance(table, dict) else table
+              for method, table in base.items()}
+    for method, table in extra.items():
+        if isinstance(table, dict) and isinstance(merged.get(method), dict):
+            merged[method] = {**merged[method], **table}
+        else:
+            merged[method] = table
+    return merged
 
 
 def as_list(value) -> list:
@@ -337,6 +456,9 @@ class BenchmarkSettings(Settings):
         values = self.to_dict()
         for key in self.RESUME_FREE:
             values.pop(key)
+        if not values["method_options"]:
+            # none set: the same runs as before the key existed, which then still resume
+            values.pop("method_options")
         return values
 
 

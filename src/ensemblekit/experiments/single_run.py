@@ -34,7 +34,8 @@ def run_train(settings: TrainSettings, *, log: Log = print) -> Path:
     check_batch_size(settings, model)
     data = load_experiment_data(settings, log=log)
     started = time.perf_counter()
-    history = train_model(model, data.train, settings.train_config(seed=settings.seed),
+    history = train_model(model, data.train, settings.train_config(seed=settings.seed,
+                                                                method=settings.method),
                           checkpoint_dir=checkpoint_dir, resume=settings.resume)
     seconds = time.perf_counter() - started
     path = checkpoint.save(model, out / "model.pt",

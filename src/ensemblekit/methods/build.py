@@ -92,3 +92,9 @@ def build_model(
     model.config = _json_ready(config)
     json.dumps(model.config)  # fail here, not at checkpoint time, if an option is not JSON
     return model
+
+
+def method_defaults(method: str) -> dict:
+    """The keyword options ``build_model`` accepts for ``method``, with their defaults
+    (``seed`` included): e.g. ``{"seed": ..., "n": 4, "scale": 2.0}`` for "masksembles"."""
+    return _options(get_method(method))
