@@ -15,8 +15,10 @@ Fast-weight initialisation (``init``):
 * ``"normal"`` (default): :math:`r, s \sim \mathcal{N}(1, 0.5^2)`, the CIFAR default of the
   uncertainty-baselines reference implementation;
 * ``"random_sign"``: independent :math:`\pm 1` entries, as in the paper;
-* ``"ones"``: all ones, so every member starts as the shared layer (useful when converting a
-  trained model).
+* ``"ones"``: all ones, and one bias shared by every member at the start, so every member
+  starts as the same layer: the members are identical at initialisation and differ only by
+  what training makes of them (the control of the member-similarity study; also useful when
+  converting a trained model).
 
 The reference applies no weight decay to ``r`` and ``s`` and trains them at half the learning
 rate; :func:`batchensemble_parameter_groups` builds the optimizer groups that do this.
@@ -58,13 +60,19 @@ class _BatchEnsembleLayer(nn.Module):
             self.register_parameter("bias", None)
 
     def reset_parameters(self) -> None:
-        # The shared weight and the biases start as torch.nn.Linear / Conv2d would (every member
-        # bias drawn independently); the fast weights follow ``init``.
+        # The shared weight and the biases start as torch.nn.Linear / Conv2d would; the fast
+        # weights follow ``init``. Member biases are drawn independently, except under "ones",
+        # where one bias is drawn and copied to every member: otherwise the members would
+        # differ from the start through their biases alone.
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             fan_in = self.weight[0].numel()
             bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-            nn.init.uniform_(self.bias, -bound, bound)
+            with torch.no_grad():
+                if self.init == "ones":
+                    self.bias.copy_(torch.empty_like(self.bias[:1]).uniform_(-bound, bound))
+                else:
+                    nn.init.uniform_(self.bias, -bound, bound)
         self.reset_fast_weights()
 
     def reset_fast_weights(self) -> None:
@@ -169,38 +177,44 @@ class BatchEnsembleLinear(_BatchEnsembleLayer):
         )
 
 
-class BatchEnsembleConv2d(_BatchEnsembleLayer):
-    r"""2-D convolution with a shared kernel and rank-1 fast weights per member.
+class _BatchEnsembleConvNd(_BatchEnsembleLayer):
+    r"""N-D convolution with a shared kernel and rank-1 fast weights per member (N = ``dims``).
 
     Member :math:`i` computes :math:`y = \mathrm{conv}(x \circ r_i,\ W) \circ s_i + b_i`, with
     :math:`r_i` broadcast over the input channels' spatial positions and :math:`s_i, b_i` over
     the output's. Equivalently, its kernel is ``W[o, c] * s_i[o] * r_i[c]``.
+    :class:`BatchEnsembleConv1d`, :class:`BatchEnsembleConv2d` and :class:`BatchEnsembleConv3d`
+    differ only in ``dims``.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups: as in
-            :class:`torch.nn.Conv2d` (zero padding only).
+            :class:`torch.nn.Conv2d` and its 1-D / 3-D cousins (zero padding only).
         n: number of members.
         bias: learn one bias per member (convolutions followed by BatchNorm usually pass False).
         init: fast-weight initialisation, one of ``"normal"`` (default), ``"random_sign"``,
             ``"ones"``.
 
     Shape:
-        input ``(n*B, in_channels, H, W)`` member-major -> output ``(n*B, out_channels, H', W')``.
+        input ``(n*B, in_channels, *spatial)`` member-major (``dims`` spatial dims) ->
+        output ``(n*B, out_channels, *spatial')``.
 
     Attributes:
-        weight: shared kernel ``(out_channels, in_channels/groups, kh, kw)``, no bias.
+        weight: shared kernel ``(out_channels, in_channels/groups, *kernel_size)``, no bias.
         r: ``(n, in_channels)``; s: ``(n, out_channels)``; bias: ``(n, out_channels)`` or None.
     """
+
+    #: number of spatial dims (set by each subclass)
+    dims: int = 0
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int | tuple[int, int],
+        kernel_size: int | tuple[int, ...],
         n: int,
-        stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] | str = 0,
-        dilation: int | tuple[int, int] = 1,
+        stride: int | tuple[int, ...] = 1,
+        padding: int | tuple[int, ...] | str = 0,
+        dilation: int | tuple[int, ...] = 1,
         groups: int = 1,
         bias: bool = True,
         init: str = "normal",
@@ -217,10 +231,11 @@ class BatchEnsembleConv2d(_BatchEnsembleLayer):
                 f"in_channels={in_channels} and out_channels={out_channels} must both be "
                 f"divisible by groups={groups}"
             )
-        self.kernel_size = nn.modules.utils._pair(kernel_size)
-        self.stride = nn.modules.utils._pair(stride)
-        self.padding = padding if isinstance(padding, str) else nn.modules.utils._pair(padding)
-        self.dilation = nn.modules.utils._pair(dilation)
+        tuple_of = nn.modules.utils._ntuple(self.dims)
+        self.kernel_size = tuple_of(kernel_size)
+        self.stride = tuple_of(stride)
+        self.padding = padding if isinstance(padding, str) else tuple_of(padding)
+        self.dilation = tuple_of(dilation)
         self.weight = nn.Parameter(
             torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory_kwargs)
         )
@@ -228,26 +243,30 @@ class BatchEnsembleConv2d(_BatchEnsembleLayer):
         self.reset_parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
+        if x.ndim != self.dims + 2:
+            spatial = ("L",), ("H", "W"), ("D", "H", "W")
             raise ValueError(
-                f"BatchEnsembleConv2d expects a 4D input (n*B, C, H, W), got shape {tuple(x.shape)}"
+                f"{type(self).__name__} expects a {self.dims + 2}D input "
+                f"(n*B, C, {', '.join(spatial[self.dims - 1])}), got shape {tuple(x.shape)}"
             )
-        members = self._members(x, 1, self.in_channels)  # (n, B, C, H, W)
-        r = self.r.view(self.n, 1, self.in_channels, 1, 1)
+        members = self._members(x, 1, self.in_channels)  # (n, B, C, *spatial)
+        ones = [1] * self.dims
+        r = self.r.view(self.n, 1, self.in_channels, *ones)
         scaled = (members * r).reshape(x.shape)
-        y = F.conv2d(
+        convolve = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
+        y = convolve(
             scaled, self.weight, None, self.stride, self.padding, self.dilation, self.groups
         )
-        y = y.view(self.n, -1, *y.shape[1:]) * self.s.view(self.n, 1, self.out_channels, 1, 1)
+        y = y.view(self.n, -1, *y.shape[1:]) * self.s.view(self.n, 1, self.out_channels, *ones)
         if self.bias is not None:
-            y = y + self.bias.view(self.n, 1, self.out_channels, 1, 1)
+            y = y + self.bias.view(self.n, 1, self.out_channels, *ones)
         return y.reshape(-1, *y.shape[2:])
 
     def effective_weight(self) -> torch.Tensor:
         if self.groups != 1:
             # r scales input channels; with groups the kernel holds in_channels/groups of them.
             raise NotImplementedError(
-                "effective_weight of a grouped BatchEnsembleConv2d is not defined here "
+                f"effective_weight of a grouped {type(self).__name__} is not defined here "
                 f"(groups={self.groups}); use groups=1"
             )
         return super().effective_weight()
@@ -260,7 +279,26 @@ class BatchEnsembleConv2d(_BatchEnsembleLayer):
         )
 
 
-BATCHENSEMBLE_LAYERS = (BatchEnsembleLinear, BatchEnsembleConv2d)
+class BatchEnsembleConv1d(_BatchEnsembleConvNd):
+    """BatchEnsemble :class:`torch.nn.Conv1d`: input ``(n*B, C, L)`` (see the base class)."""
+
+    dims = 1
+
+
+class BatchEnsembleConv2d(_BatchEnsembleConvNd):
+    """BatchEnsemble :class:`torch.nn.Conv2d`: input ``(n*B, C, H, W)`` (see the base class)."""
+
+    dims = 2
+
+
+class BatchEnsembleConv3d(_BatchEnsembleConvNd):
+    """BatchEnsemble :class:`torch.nn.Conv3d`: input ``(n*B, C, D, H, W)`` (see the base
+    class)."""
+
+    dims = 3
+
+
+BATCHENSEMBLE_LAYERS = (BatchEnsembleLinear, _BatchEnsembleConvNd)
 
 
 def batchensemble_parameter_groups(

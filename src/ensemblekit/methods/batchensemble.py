@@ -98,8 +98,12 @@ def batchensemble(
     init: str = "normal",
     tile_batch: bool = True,
 ) -> BatchEnsembleModel:
-    """``n`` members; fast weights initialised by ``init`` ("normal": N(1, 0.5^2), or
-    "random_sign", "ones"); ``tile_batch``: tile (reference code) or split the batch."""
+    """``n`` members; fast weights initialised by ``init`` ("normal": N(1, 0.5^2); "random_sign":
+    +-1; "ones": r = s = 1 and one bias shared by all members, so the members start identical);
+    ``tile_batch``: tile (reference code) or split the batch.
+
+    With ``init="ones"`` and ``tile_batch=True`` every member sees the same rows and so gets the
+    same gradient: the members stay identical through training (a control, not a method)."""
     n = check_int("n", n, minimum=1)
     init = check_choice("init", init, FAST_WEIGHT_INITS)
     tile_batch = check_flag("tile_batch", tile_batch)
