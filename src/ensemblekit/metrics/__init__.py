@@ -12,10 +12,12 @@ labels (B,), OOD score vectors (N,). Scalar metrics return Python floats; per-sa
 - ood: ``auroc``, ``aupr``, ``aupr_in``, ``fpr_at_tpr``, ``fpr_at_95_tpr``, ``ood_scores``
 - diversity: ``pairwise_disagreement``, ``normalized_disagreement``, ``pairwise_kl``,
   ``pairwise_js``, ``pairwise_cosine``, ``weight_similarity``
+- cka: ``linear_cka`` (two representations), ``pairwise_cka`` (members' representations)
 - evaluation: ``PredictionAccumulator``, ``evaluate_predictions`` (all of the above, streamed)
 """
 
 from .calibration import adaptive_ece, ece, mce, reliability_bins
+from .cka import linear_cka, pairwise_cka
 from .classification import PROBABILITY_FLOOR, accuracy, brier, nll
 from .diversity import (
     normalized_disagreement,
@@ -49,11 +51,13 @@ __all__ = [
     "expected_entropy",
     "fpr_at_95_tpr",
     "fpr_at_tpr",
+    "linear_cka",
     "mce",
     "mutual_information",
     "nll",
     "normalized_disagreement",
     "ood_scores",
+    "pairwise_cka",
     "pairwise_cosine",
     "pairwise_disagreement",
     "pairwise_js",
