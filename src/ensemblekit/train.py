@@ -13,7 +13,8 @@ so this file knows nothing about masks, fast weights or members. What it does:
   constant learning-rate schedule stepped every batch, optional linear warm-up;
 - mixed precision on CUDA (bf16, or fp16 with a gradient scaler); plain fp32 on CPU;
 - under ``torchrun``, ``DistributedDataParallel`` with the epoch's permutation sharded by rank;
-- a checkpoint after every epoch (atomic), and exact resumption from it.
+- a checkpoint after every epoch (atomic), and exact resumption from it;
+- optionally, the validation accuracy after every epoch and early stopping on it.
 
 ``TrainConfig.batch_size`` is the global batch: K processes each take ``batch_size / K`` rows of
 the same permuted batch, so a run's optimisation does not depend on how many processes run it.
@@ -87,6 +88,15 @@ class TrainConfig:
     while training (restored afterwards): small models on small batches (the digits benchmark)
     run several times faster with ``threads=1`` than with threads that wait on each other,
     above all on a busy machine; ``None`` keeps torch's setting.
+
+    Early stopping (``early_stopping_patience``, needs ``validation_data`` in
+    :func:`train_model`): the monitored metric is the validation accuracy of the ensemble's
+    prediction (argmax of the members' mean probability), measured after every epoch; training
+    stops once ``early_stopping_patience`` epochs in a row bring no strict improvement on the
+    best so far, or at ``epochs``. ``restore_best=True`` (default) then loads the weights of
+    the best epoch (the first, on ties) into the model; ``False`` keeps the last epoch's. The
+    schedule is laid out over ``epochs`` whether or not training stops early (milestones keep
+    their epochs).
     """
 
     epochs: int = 10
@@ -112,6 +122,8 @@ class TrainConfig:
     dataset: str | None = None
     augment: Transform | bool | None = None
     normalize: Transform | None = None
+    early_stopping_patience: int | None = None
+    restore_best: bool = True
 
     def __post_init__(self) -> None:
         self.epochs = check_int("epochs", self.epochs, minimum=1)
@@ -120,7 +132,10 @@ class TrainConfig:
         self.lr = check_float("lr", self.lr, minimum=0.0, maximum=MAX_LR, min_inclusive=False)
         self.momentum = check_float("momentum", self.momentum, minimum=0.0, maximum=1.0,
                                     max_inclusive=False)
-        for name in ("nesterov", "compile", "deterministic", "progress"):
+        if self.early_stopping_patience is not None:
+            self.early_stopping_patience = check_int(
+                "early_stopping_patience", self.early_stopping_patience, minimum=1)
+        for name in ("nesterov", "compile", "deterministic", "progress", "restore_best"):
             check_flag(name, getattr(self, name))
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0; set momentum (e.g. 0.9) or "
@@ -192,6 +207,7 @@ def train_model(
     *,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    validation_data: Dataset | tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> list[dict]:
     """Train ``model`` in place on ``train_data``; return one record per epoch.
 
@@ -205,6 +221,10 @@ def train_model(
         checkpoint_dir: where ``last.pt`` is written after every epoch (main process only).
         resume: continue from ``checkpoint_dir/last.pt`` if it exists; the result is the same
             as an uninterrupted run.
+        validation_data: held-out ``(images, labels)`` (or a Dataset), in the form of
+            ``train_data``: its accuracy is measured after every epoch (eval mode, normalised,
+            not augmented; the global RNG streams of training are left untouched, so training
+            is the same with or without it) and drives ``config.early_stopping_patience``.
 
     Training seeds the global generators (Python, NumPy, torch) with ``config.seed`` (plus the
     process rank under ``torchrun``) and draws the data order from its own generator seeded
@@ -213,7 +233,8 @@ def train_model(
     Returns:
         ``[{"epoch", "loss", "accuracy", "lr", "seconds"}, ...]``: the mean training loss and
         accuracy (over all processes) of each epoch, the learning rate it ended with, and its
-        wall time.
+        wall time; with ``validation_data`` also ``"val_accuracy"``. Training stopped early
+        returns fewer records than ``config.epochs``.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -225,11 +246,21 @@ def train_model(
             and not Path(checkpoint_dir).is_dir():
         raise ValueError(f"checkpoint_dir {checkpoint_dir} is a file; pass a folder (it is "
                          "created if missing) where last.pt is written")
+    if config.early_stopping_patience is not None and validation_data is None:
+        raise ValueError(
+            f"early_stopping_patience={config.early_stopping_patience} monitors the validation "
+            "accuracy: pass validation_data=(images, labels) to train_model, or set "
+            "early_stopping_patience=None")
     device = _training_device(config)
     batch_unit = _check_batch_size(model, config)
     augment, normalize = _data_hooks(config)
+    num_classes = (getattr(model, "config", None) or {}).get("num_classes")
     data = _TrainingData(train_data, needs_unit_range=augment is not None or normalize is not None,
-                         num_classes=(getattr(model, "config", None) or {}).get("num_classes"))
+                         num_classes=num_classes)
+    validation = None
+    if validation_data is not None:
+        validation = _TrainingData(validation_data, needs_unit_range=normalize is not None,
+                                   num_classes=num_classes)
     context = distributed.setup(device)
 
     model.to(device)
@@ -250,9 +281,10 @@ def train_model(
 
     history: list[dict] = []
     start_epoch = 0
+    best_state = None  # the best epoch's weights (CPU), kept for restore_best
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
     if resume and checkpoint_path.is_file():
-        start_epoch, history = _resume(
+        start_epoch, history, best_state = _resume(
             checkpoint_path, model, optimizer, scheduler, scaler, data_order, config, context
         )
 
@@ -294,6 +326,8 @@ def train_model(
         desc="train", unit="step", disable=not show, dynamic_ncols=True,
     ) as bar:
         for epoch in range(start_epoch, config.epochs):
+            if _patience_ran_out(history, config.early_stopping_patience):
+                break
             started = time.perf_counter()
             network.train()
             batches, groups = epoch_batches(model, len(data), config.batch_size, batch_unit,
@@ -313,19 +347,71 @@ def train_model(
                     f"weight_decay ({config.weight_decay:g}), or check the training data for "
                     "NaN/inf values"
                 )
-            history.append({
+            record = {
                 "epoch": epoch + 1,
                 "loss": loss_sum / rows,
                 "accuracy": correct / rows,
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - started,
-            })
+            }
+            if validation is not None:
+                record["val_accuracy"] = validation_accuracy(model, validation, normalize,
+                                                             device, config.num_workers)
+                if _best_epoch(history + [record]) == epoch + 1 and config.restore_best:
+                    best_state = {key: value.detach().to("cpu", copy=True)
+                                  for key, value in model.state_dict().items()}
+            history.append(record)
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / rows:.4f}",
                             acc=f"{correct / rows:.4f}")
             if checkpoint_path is not None:
                 _save_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler,
-                                 data_order, config, epoch + 1, history, context)
+                                 data_order, config, epoch + 1, history, context, best_state)
+    if config.early_stopping_patience is not None and config.restore_best \
+            and best_state is not None:
+        model.load_state_dict(best_state)
     return history
+
+
+def validation_accuracy(model: nn.Module, validation, normalize, device, num_workers=0) -> float:
+    """Accuracy of ``model`` on held-out data (a ``_TrainingData``): the argmax of the members'
+    mean probability for an ensemble model, of the logits otherwise; eval mode, no gradients,
+    and forked RNG streams, so that stochastic members (MC-Dropout) leave training's untouched.
+    """
+    from .methods.base import EnsembleModel, predict_members
+
+    indices = list(torch.arange(len(validation)).split(1000))
+    modes = [(module, module.training) for module in model.modules()]
+    correct = 0
+    forked = [device] if device.type == "cuda" else []
+    try:
+        model.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=forked):
+            for x, y in validation.batches(indices, device, num_workers):
+                if normalize is not None:
+                    x = normalize(x)
+                if isinstance(model, EnsembleModel):
+                    probs = predict_members(model, x).float().softmax(-1).mean(0)
+                else:
+                    probs = model(x)
+                correct += int((probs.argmax(-1) == y).sum())
+    finally:
+        for module, training in modes:
+            module.training = training
+    return correct / len(validation)
+
+
+def _best_epoch(history: list[dict]) -> int | None:
+    """The epoch (1-based) of the highest validation accuracy, the first on ties."""
+    scored = [record for record in history if "val_accuracy" in record]
+    if not scored:
+        return None
+    return max(scored, key=lambda record: (record["val_accuracy"], -record["epoch"]))["epoch"]
+
+
+def _patience_ran_out(history: list[dict], patience: int | None) -> bool:
+    """True once ``patience`` epochs have passed without beating the best validation accuracy."""
+    best = _best_epoch(history) if patience is not None else None
+    return best is not None and history[-1]["epoch"] - best >= patience
 
 
 def lr_factor(step: int, config: TrainConfig, steps_per_epoch: int) -> float:
@@ -525,7 +611,7 @@ def _holds_tensors(data) -> bool:
 
 
 def _save_checkpoint(path, model, optimizer, scheduler, scaler, data_order, config, epoch,
-                     history, context) -> None:
+                     history, context, best_state=None) -> None:
     # Collective: every rank hands its RNG state to the main process, which writes the file.
     rng_states = distributed.all_gather_object(get_rng_state(), context)
     if context.is_main:
@@ -540,6 +626,7 @@ def _save_checkpoint(path, model, optimizer, scheduler, scaler, data_order, conf
             rng=rng_states,
             data_order=data_order.get_state(),
             train_config=_comparable(config),
+            best_state=best_state,
         )
 
 
@@ -574,7 +661,7 @@ def _resume(path, model, optimizer, scheduler, scaler, data_order, config, conte
         # A different number of processes cannot continue the old streams; start fresh ones
         # that still depend only on the seed and the epoch.
         seed_everything(config.seed + context.rank + 1000 * payload["epoch"])
-    return payload["epoch"], list(payload["history"])
+    return payload["epoch"], list(payload["history"]), payload.get("best_state")
 
 
 def _comparable(config: TrainConfig) -> dict:
