@@ -1,16 +1,23 @@
 """Masksembles (Durasov et al., CVPR 2021): one network, N fixed channel masks = N thin members.
 
-Placement (every backbone follows it through :class:`MasksemblesLayers`):
+Placement (every backbone follows it through :class:`MasksemblesLayers`; see
+:mod:`ensemblekit.methods.placement`):
 
-* a Masksembles layer sits at every drop site: after every ``conv -> BN -> ReLU`` and every
-  hidden ``Linear -> ReLU``, on the output channels, and on the residual stream of ResNets;
-  never on the raw input, never on the logits;
+* ``placement="all"``: a Masksembles layer at every drop site: after every
+  ``conv -> BN -> ReLU`` and every hidden ``Linear -> ReLU``, on the output channels, and on the
+  residual stream of ResNets; ``placement="dropout"`` (the authors' advice: masks *instead of*
+  dropout): only where the classic architecture puts Dropout (each backbone's docstring says
+  where). Never on the raw input, never on the logits;
+* ``widen=True`` widens every masked layer by 1/keep, so each member keeps the single model's
+  channel count there (more parameters; the same member width as the single model);
 * every Masksembles layer of width C in one model has the same masks (all are generated with the
   model's seed), so member m keeps the channel set K_m(C) at every layer of width C and is a
   well-defined thin sub-network;
-* **skip rule**: a drop site with fewer than ``2 * n`` channels gets no masks (every member
-  keeps all its channels there): with so few channels the masks could not leave each member
-  more than one channel of its own. ``scale`` near 1 simply gives (near) full masks.
+* **skip rule**: a drop site where a mask would keep fewer than :data:`MIN_MEMBER_CHANNELS` = 8
+  channels gets no masks (every member keeps all its channels there). The authors' generator
+  refuses C < 10 channels; the rule here asks the same of what matters, the channels each member
+  keeps (at n=4, scale 2 it masks C >= 15; at scale 4, C >= 22), so a higher scale never leaves
+  members with a handful of channels. ``scale`` near 1 simply gives (near) full masks.
 
 Every drop site applies the backbone's ReLU itself: a Masksembles layer built with
 ``activation="relu"`` (ReLU and mask in one autograd node, which keeps a training step close to
@@ -32,27 +39,49 @@ from torch import nn
 
 from .._validation import check_float, check_int
 from ..layers import Masksembles, Masksembles1d, Masksembles2d
-from ..models.factory import LayerFactory
+from ..masks import mask_size
 from .base import TiledInferenceModel, no_drop_site_message
 from .member_masks import LayerMasks, layer_masks, masked_member_weights
+from .placement import DropSites
 from .registry import register_method
 
-
-def masks_fit(channels: int, n: int) -> bool:
-    """The skip rule: a drop site of ``channels`` gets Masksembles only if ``channels >= 2n``."""
-    return channels >= 2 * n
+#: the skip rule: a drop site gets masks only if each mask keeps at least this many channels
+MIN_MEMBER_CHANNELS = 8
 
 
-class MasksemblesLayers(LayerFactory):
-    """Plain layers; at every drop site that fits, ReLU fused with Masksembles (same seed
-    everywhere), elsewhere a plain ReLU."""
+def masks_fit(channels: int, n: int, scale: float) -> bool:
+    """The skip rule: each of the ``n`` masks of ``scale`` on ``channels`` channels keeps at
+    least :data:`MIN_MEMBER_CHANNELS` of them."""
+    return mask_size(channels, n, scale) >= MIN_MEMBER_CHANNELS
 
-    def __init__(self, n: int, scale: float, seed: int) -> None:
+
+def widened_channels(channels: int, n: int, scale: float) -> int:
+    """The fewest channels C' >= ``channels`` whose masks keep at least ``channels`` each."""
+    wide = channels
+    while mask_size(wide, n, scale) < channels:
+        # mask_size grows by about keep per channel: jump most of the way, then step.
+        wide = max(wide + 1, int(wide * channels / max(mask_size(wide, n, scale), 1)))
+        while wide > channels and mask_size(wide - 1, n, scale) >= channels:
+            wide -= 1
+    return wide
+
+
+class MasksemblesLayers(DropSites):
+    """Plain layers; at every drop site the placement selects and the skip rule allows, ReLU
+    fused with Masksembles (same seed everywhere), elsewhere a plain ReLU."""
+
+    def __init__(self, n: int, scale: float, seed: int, *, placement: str = "all",
+                 widen: bool = False) -> None:
+        super().__init__(placement, widen)
         self.n, self.scale, self.seed = n, scale, seed
 
-    def drop(self, channels: int, *, spatial: bool = True) -> nn.Module:
-        if not masks_fit(channels, self.n):
-            return nn.ReLU()
+    def fits(self, channels: int) -> bool:
+        return masks_fit(channels, self.n, self.scale)
+
+    def widened(self, channels: int) -> int:
+        return widened_channels(channels, self.n, self.scale)
+
+    def operation(self, channels: int, *, spatial: bool) -> nn.Module:
         layer = Masksembles2d if spatial else Masksembles1d
         return layer(channels, self.n, self.scale, seed=self.seed, activation="relu")
 
@@ -109,13 +138,20 @@ class MasksemblesModel(TiledInferenceModel):
 
 @register_method("masksembles")
 def masksembles(
-    make_backbone: Callable, *, seed: int, n: int = 4, scale: float = 2.0
+    make_backbone: Callable, *, seed: int, n: int = 4, scale: float = 2.0,
+    placement: str = "all", widen: bool = False,
 ) -> MasksemblesModel:
-    """n members from masks of overlap ``scale`` (1: identical full masks = single model)."""
+    """n members from masks of overlap ``scale`` (1: identical full masks = single model),
+    at the drop sites ``placement`` selects ("all" or "dropout"), the masked layers widened by
+    1/keep if ``widen``."""
     n = check_int("n", n, minimum=1)
     scale = check_float("scale", scale, minimum=1.0)
-    backbone = make_backbone(MasksemblesLayers(n, scale, seed), seed)
-    if n > 1 and not any(isinstance(module, Masksembles) for module in backbone.modules()):
+    layers = MasksemblesLayers(n, scale, seed, placement=placement, widen=widen)
+    backbone = make_backbone(layers, seed)
+    if n > 1 and scale > 1 and not any(
+            isinstance(module, Masksembles) for module in backbone.modules()):
         raise ValueError(no_drop_site_message(
-            "masksembles", backbone, n, rule=f"at least 2n = {2 * n} channels wide"))
+            "masksembles", backbone, n,
+            rule=f"placement={placement!r}, where each of {n} masks at scale {scale:g} keeps "
+                 f"at least {MIN_MEMBER_CHANNELS} channels"))
     return MasksemblesModel(backbone, n)

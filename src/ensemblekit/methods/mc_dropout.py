@@ -1,15 +1,18 @@
 """MC-Dropout (Gal & Ghahramani 2016): dropout stays on at test time; M stochastic passes.
 
-Dropout goes at the same drop sites as Masksembles (after every ``conv -> BN -> ReLU`` and
-hidden ``Linear -> ReLU``, the drop site applying the ReLU then the dropout; channel-wise
-``Dropout2d`` on feature maps, ``Dropout`` on vectors),
-with rate ``p`` (default 0.1, as in the 2026 BatchEnsemble study) and no skip rule. Training is
+Dropout goes at the same drop sites as Masksembles (``placement="all"``: after every
+``conv -> BN -> ReLU`` and hidden ``Linear -> ReLU``; ``placement="dropout"``: only where the
+classic architecture puts Dropout; the drop site applying the ReLU then the dropout;
+channel-wise ``Dropout2d`` on feature maps, ``Dropout`` on vectors), with rate ``p`` (default
+0.1, as in the 2026 BatchEnsemble study) and no skip rule; ``widen=True`` widens the layers it
+drops by 1/(1-p), so a sample keeps the single model's channel count on average. Training is
 plain; ``predict_members`` tiles the batch M times and runs one pass with BatchNorm in eval mode
 and dropout active, so each of the M copies gets its own dropout noise.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -17,9 +20,9 @@ from torch import nn
 
 from .._validation import check_float, check_int
 from ..members import repeat_members, split_members
-from ..models.factory import LayerFactory
 from .base import EnsembleModel, no_drop_site_message
 from .member_masks import layer_masks, masked_member_weights
+from .placement import DropSites
 from .registry import register_method
 
 
@@ -28,13 +31,17 @@ def dropout_modules(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
 
 
-class MCDropoutLayers(LayerFactory):
-    """Plain layers; ReLU then dropout with rate ``p`` at every drop site."""
+class MCDropoutLayers(DropSites):
+    """Plain layers; ReLU then dropout with rate ``p`` at every drop site the placement selects."""
 
-    def __init__(self, p: float) -> None:
+    def __init__(self, p: float, *, placement: str = "all", widen: bool = False) -> None:
+        super().__init__(placement, widen)
         self.p = p
 
-    def drop(self, channels: int, *, spatial: bool = True) -> nn.Module:
+    def widened(self, channels: int) -> int:
+        return math.ceil(channels / (1.0 - self.p))
+
+    def operation(self, channels: int, *, spatial: bool) -> nn.Module:
         return nn.Sequential(nn.ReLU(), nn.Dropout2d(self.p) if spatial else nn.Dropout(self.p))
 
 
@@ -46,10 +53,13 @@ class MCDropoutModel(EnsembleModel):
 
     method = "mc_dropout"
 
-    def __init__(self, backbone: nn.Module, num_samples: int, p: float | None = None) -> None:
+    def __init__(self, backbone: nn.Module, num_samples: int, p: float | None = None,
+                 dropout_widths: list[int] | None = None) -> None:
         super().__init__(num_samples)
         self.backbone = backbone
         self.p = p
+        #: channel widths of the drop sites that have dropout (None: a converted model)
+        self.dropout_widths = dropout_widths
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
@@ -64,17 +74,13 @@ class MCDropoutModel(EnsembleModel):
         """``(M, P)``: per member, one dropout mask sampled per channel width (keep
         probability 1 - p), applied to the weights as Masksembles masks are (a layer's weight
         kept where its input and output channels are kept, zeros elsewhere; no rescaling)."""
-        if self.p is None or not hasattr(self.backbone, "layer_widths"):
+        if self.p is None or self.dropout_widths is None \
+                or not hasattr(self.backbone, "layer_widths"):
             raise NotImplementedError(
                 "member_weights needs a model built by ensemblekit.build_model (a converted "
                 "model has no map of which layers read which dropout layer)"
             )
-        widths = {
-            width
-            for layer in self.backbone.layer_widths()
-            for width in (layer.in_width, layer.out_width)
-            if width is not None
-        }
+        widths = set(self.dropout_widths)  # widths with no dropout keep every channel
         sampled = {
             width: torch.rand(self.num_members, width, generator=generator) >= self.p
             for width in sorted(widths)
@@ -84,11 +90,17 @@ class MCDropoutModel(EnsembleModel):
 
 
 @register_method("mc_dropout")
-def mc_dropout(make_backbone: Callable, *, seed: int, p: float = 0.1, n: int = 8) -> MCDropoutModel:
-    """Dropout rate ``p``; ``n``: the default number of stochastic passes (members) M."""
+def mc_dropout(
+    make_backbone: Callable, *, seed: int, p: float = 0.1, n: int = 8,
+    placement: str = "all", widen: bool = False,
+) -> MCDropoutModel:
+    """Dropout rate ``p``; ``n``: the default number of stochastic passes (members) M; at the
+    drop sites ``placement`` selects ("all" or "dropout"), those layers widened by 1/(1-p) if
+    ``widen``."""
     p = check_float("p", p, minimum=0.0, maximum=1.0, max_inclusive=False)
     n = check_int("n", n, minimum=1)
-    backbone = make_backbone(MCDropoutLayers(p), seed)
+    layers = MCDropoutLayers(p, placement=placement, widen=widen)
+    backbone = make_backbone(layers, seed)
     if n > 1 and not dropout_modules(backbone):
         raise ValueError(no_drop_site_message("mc_dropout", backbone, n))
-    return MCDropoutModel(backbone, n, p)
+    return MCDropoutModel(backbone, n, p, sorted(set(layers.site_widths)))

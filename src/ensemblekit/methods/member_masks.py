@@ -55,8 +55,8 @@ def layer_masks(backbone: nn.Module, width_masks: dict[int, torch.Tensor], n: in
         LayerMasks(
             layer.name,
             layer.module,
-            masks(layer.in_width, layer.in_size),
-            masks(layer.out_width, layer.out_size),
+            masks(layer.in_width if layer.in_masked else None, layer.in_size),
+            masks(layer.out_width if layer.out_masked else None, layer.out_size),
         )
         for layer in backbone.layer_widths()
     ]

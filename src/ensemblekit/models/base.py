@@ -34,6 +34,9 @@ class LayerWidth:
             logits (never masked).
         in_repeat: each input channel spans this many consecutive input features (a linear
             layer after flattening ``(C, H, W)`` has ``in_repeat = H * W``); 1 otherwise.
+        in_masked, out_masked: False where the drop site on that side is one that keeps every
+            channel although other drop sites of the same width carry the method's masks (a
+            backbone whose placement puts them at some sites of a width only says so here).
     """
 
     name: str
@@ -43,6 +46,8 @@ class LayerWidth:
     in_width: int | None
     out_width: int | None
     in_repeat: int = 1
+    in_masked: bool = True
+    out_masked: bool = True
 
 
 def scaled_width(channels: int, width: float) -> int:

@@ -8,11 +8,25 @@ here gives the single model: ``torch.nn`` layers and ReLU drop sites. Each metho
 :mod:`ensemblekit.methods` subclasses it (ReLU then Dropout at the drop sites, ReLU fused with
 Masksembles there, BatchEnsemble convs and linears...), so where a method's layers go is decided
 once, in the backbone.
+
+**Placement.** Every backbone marks the drop sites where its classic architecture puts Dropout
+(``classic=True``: the hidden fully connected layers of LeNet and MLPs, the last stage of the
+CIFAR ResNets, between the two convolutions of each Wide ResNet block, the residual stream of
+ResNet-50's last stage; each backbone's docstring says which). A masking method built with
+``placement="dropout"`` puts its masks / dropout only there and a plain ReLU at every other
+drop site; ``placement="all"`` puts them at every drop site. **Width.** A backbone asks
+:meth:`LayerFactory.site_channels` for the channel count of every layer that feeds a drop site,
+so that a method built with ``widen=True`` can widen the layers it masks (by 1/keep: every
+member then keeps the single model's channel count).
 """
 
 from __future__ import annotations
 
 from torch import nn
+
+#: where a masking method puts its masks / dropout: at every drop site, or only at the drop
+#: sites the backbone marks as its classic architecture's Dropout positions
+PLACEMENTS = ("all", "dropout")
 
 
 class LayerFactory:
@@ -41,11 +55,18 @@ class LayerFactory:
         """Batch normalisation over dim 1 of ``(B, channels, H, W)``."""
         return nn.BatchNorm2d(channels)
 
-    def drop(self, channels: int, *, spatial: bool = True) -> nn.Module:
+    def drop(self, channels: int, *, spatial: bool = True, classic: bool = False) -> nn.Module:
         """A drop site: ReLU, then the method's operation, on ``channels`` channels on dim 1.
 
         It reads the pre-activation. ``spatial``: the input is ``(B, C, H, W)`` (True) or
-        ``(B, C)`` (False). (Applying it to an activation already through a ReLU gives the same
-        result: ReLU is idempotent.)
+        ``(B, C)`` (False). ``classic``: the classic architecture puts Dropout here (see
+        Placement in the module docstring). (Applying it to an activation already through a
+        ReLU gives the same result: ReLU is idempotent.)
         """
         return nn.ReLU()
+
+    def site_channels(self, channels: int, *, classic: bool = False) -> int:
+        """The channel count to build for a layer that feeds a drop site of ``channels``
+        channels (``classic`` as in :meth:`drop`): ``channels`` itself unless the method widens
+        the layers it masks."""
+        return channels

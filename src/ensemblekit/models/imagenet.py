@@ -9,6 +9,10 @@ every ``conv -> BN -> ReLU`` and the masked residual stream; each applies the Re
     out = bn3(conv3(out))                    # 1x1, expand x4
     out = drop(out + shortcut(x))            # shortcut: identity, or 1x1 conv + BN
 
+Classic Dropout position (``placement="dropout"``): the residual stream of the last stage
+(``drop3`` of its blocks), which the classifier reads after pooling (torchvision's ResNets have
+no dropout; "before the classifier" is where one adds it).
+
 No pretrained weights: train it, or load your own ``state_dict``.
 """
 
@@ -29,9 +33,12 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, layers: LayerFactory, in_channels: int, channels: int, stride: int):
+    def __init__(self, layers: LayerFactory, in_channels: int, channels: int, stride: int,
+                 *, classic: bool = False):
+        """``classic``: the block's residual stream is a classic dropout position."""
         super().__init__()
-        out_channels = channels * self.expansion
+        out_channels = layers.site_channels(channels * self.expansion, classic=classic)
+        channels = layers.site_channels(channels)
         self.conv1 = layers.conv(in_channels, channels, 1)
         self.bn1 = layers.norm(channels)
         self.drop1 = layers.drop(channels)
@@ -41,7 +48,7 @@ class Bottleneck(nn.Module):
         self.conv3 = layers.conv(channels, out_channels, 1)
         self.bn3 = layers.norm(out_channels)
         self.shortcut = projection(layers, in_channels, out_channels, stride)
-        self.drop3 = layers.drop(out_channels)
+        self.drop3 = layers.drop(out_channels, classic=classic)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.drop1(self.bn1(self.conv1(x)))
@@ -64,7 +71,7 @@ class ImageNetResNet(Backbone):
     ) -> None:
         super().__init__()
         self.input_shape = (in_channels, None, None)
-        channels = scaled_width(64, width)
+        channels = layers.site_channels(scaled_width(64, width))
         self.stem = layers.conv(in_channels, channels, 7, stride=2, padding=3)
         self.stem_bn = layers.norm(channels)
         self.stem_drop = layers.drop(channels)
@@ -73,8 +80,10 @@ class ImageNetResNet(Backbone):
             stage_channels = scaled_width(64 * 2**stage, width)
             for index in range(num_blocks):
                 stride = 2 if stage > 0 and index == 0 else 1
-                blocks.append(Bottleneck(layers, channels, stage_channels, stride))
-                channels = stage_channels * Bottleneck.expansion
+                block = Bottleneck(layers, channels, stage_channels, stride,
+                                   classic=stage == len(blocks_per_stage) - 1)
+                blocks.append(block)
+                channels = block.conv3.out_channels
         self.blocks = nn.Sequential(*blocks)
         self.head = layers.linear(channels, num_classes)
 

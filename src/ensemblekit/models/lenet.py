@@ -3,7 +3,9 @@
 Both convolutions pad by 2, so an input of H x W reaches the classifier as 16 channels of
 (H/4) x (W/4) (8x8 -> 2x2, 28x28 -> 7x7). Classic LeNet has no BatchNorm, and neither has this
 one: drop sites are each ``conv -> ReLU`` and each hidden ``Linear -> ReLU``, the drop site
-applying the ReLU itself.
+applying the ReLU itself. Classic Dropout positions (``placement="dropout"``): the two hidden
+fully connected layers (fc1, fc2), as in the usual LeNet-with-dropout and in the Masksembles
+authors' MNIST example (masks on the flattened features before the classifier).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ class LeNet(Backbone):
         input_size: tuple[int, int],
     ) -> None:
         super().__init__()
-        c1, c2, f1, f2 = (scaled_width(c, width) for c in (6, 16, 120, 84))
+        c1, c2 = (layers.site_channels(scaled_width(c, width)) for c in (6, 16))
+        f1, f2 = (layers.site_channels(scaled_width(c, width), classic=True) for c in (120, 84))
         height, width_px = input_size
         self.input_shape = (in_channels, height, width_px)
         self.flat_area = (height // 4) * (width_px // 4)
@@ -38,9 +41,9 @@ class LeNet(Backbone):
         self.conv2 = layers.conv(c1, c2, 5, padding=2, bias=True)
         self.drop2 = layers.drop(c2)
         self.fc1 = layers.linear(c2 * self.flat_area, f1)
-        self.drop3 = layers.drop(f1, spatial=False)
+        self.drop3 = layers.drop(f1, spatial=False, classic=True)
         self.fc2 = layers.linear(f1, f2)
-        self.drop4 = layers.drop(f2, spatial=False)
+        self.drop4 = layers.drop(f2, spatial=False, classic=True)
         self.head = layers.linear(f2, num_classes)
         self.stem_name = "conv1"
 

@@ -1,5 +1,6 @@
 """A multilayer perceptron on inputs of any size: ``Linear -> drop site`` per hidden layer (the
-drop site applies the ReLU, then the method's dropout / masks).
+drop site applies the ReLU, then the method's dropout / masks). Every hidden layer is a classic
+Dropout position, so ``placement="dropout"`` is ``placement="all"`` here.
 
 The default hidden sizes 64-32-16 are the MNIST network of the BatchEnsemble study
 (784-64-32-16-10 on 28x28 digits).
@@ -39,10 +40,10 @@ class MLP(Backbone):
         features = in_channels * math.prod(input_size)
         blocks = []
         for size in hidden:
-            size = scaled_width(size, width)
-            blocks.append(
-                nn.Sequential(layers.linear(features, size), layers.drop(size, spatial=False))
-            )
+            size = layers.site_channels(scaled_width(size, width), classic=True)
+            blocks.append(nn.Sequential(
+                layers.linear(features, size), layers.drop(size, spatial=False, classic=True)
+            ))
             features = size
         self.hidden = nn.Sequential(*blocks)
         self.head = layers.linear(features, num_classes)

@@ -15,10 +15,18 @@ pre-activation networks (``BN -> ReLU -> conv``), so there each ``BN -> ReLU`` i
 (``drop(bn(x))``) and every convolution reads masked channels; the residual stream itself
 carries the sum of conv outputs, whose channels outside K_m never reach a convolution unmasked.
 
+Classic Dropout positions (``placement="dropout"``): in the CIFAR ResNets, every drop site of the
+last stage (masking its output is masking the pooled features before the classifier; the whole
+stage is masked so that every layer of that width reads and writes masked channels); in Wide
+ResNets, between the two convolutions of each block (``drop2``), where Zagoruyko & Komodakis
+put dropout.
+
 The CIFAR nets pool globally, so they accept any height and width; they are designed for 32x32.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -41,15 +49,16 @@ def projection(layers: LayerFactory, in_channels: int, out_channels: int, stride
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual connection (post-activation, He et al. 2016)."""
 
-    def __init__(self, layers: LayerFactory, in_channels: int, channels: int, stride: int):
+    def __init__(self, layers: LayerFactory, in_channels: int, channels: int, stride: int,
+                 *, classic: bool = False):
         super().__init__()
         self.conv1 = layers.conv(in_channels, channels, 3, stride=stride, padding=1)
         self.bn1 = layers.norm(channels)
-        self.drop1 = layers.drop(channels)
+        self.drop1 = layers.drop(channels, classic=classic)
         self.conv2 = layers.conv(channels, channels, 3, padding=1)
         self.bn2 = layers.norm(channels)
         self.shortcut = projection(layers, in_channels, channels, stride)
-        self.drop2 = layers.drop(channels)
+        self.drop2 = layers.drop(channels, classic=classic)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.drop1(self.bn1(self.conv1(x)))
@@ -72,17 +81,21 @@ class CifarResNet(Backbone):
         """``stages``: (channels before ``width``, number of blocks, stride of the first block)."""
         super().__init__()
         self.input_shape = (in_channels, None, None)
-        channels = scaled_width(stages[0][0], width)
+        if len(stages) < 2:
+            raise ValueError("a CIFAR ResNet needs at least two stages (the last is the classic "
+                             f"dropout position, the stem belongs to the first), got {stages}")
+        channels = layers.site_channels(scaled_width(stages[0][0], width))
         self.stem = layers.conv(in_channels, channels, 3, padding=1)
         self.stem_bn = layers.norm(channels)
         self.stem_drop = layers.drop(channels)
         blocks = []
-        for stage_channels, num_blocks, stride in stages:
-            stage_channels = scaled_width(stage_channels, width)
+        for stage, (stage_channels, num_blocks, stride) in enumerate(stages):
+            last = stage == len(stages) - 1
+            stage_channels = layers.site_channels(scaled_width(stage_channels, width),
+                                                  classic=last)
             for index in range(num_blocks):
-                blocks.append(
-                    BasicBlock(layers, channels, stage_channels, stride if index == 0 else 1)
-                )
+                blocks.append(BasicBlock(layers, channels, stage_channels,
+                                         stride if index == 0 else 1, classic=last))
                 channels = stage_channels
         self.blocks = nn.Sequential(*blocks)
         self.head = layers.linear(channels, num_classes)
@@ -120,14 +133,17 @@ class WideBlock(nn.Module):
     ``y + x``, or ``y + conv1x1(o)`` when the block changes the shape.
     """
 
-    def __init__(self, layers: LayerFactory, in_channels: int, channels: int, stride: int):
+    def __init__(self, layers: LayerFactory, in_channels: int, channels: int, stride: int,
+                 *, inner: int | None = None):
+        """``inner``: the channels between the two convolutions (default ``channels``)."""
         super().__init__()
+        inner = channels if inner is None else inner
         self.bn1 = layers.norm(in_channels)
         self.drop1 = layers.drop(in_channels)
-        self.conv1 = layers.conv(in_channels, channels, 3, stride=stride, padding=1)
-        self.bn2 = layers.norm(channels)
-        self.drop2 = layers.drop(channels)
-        self.conv2 = layers.conv(channels, channels, 3, padding=1)
+        self.conv1 = layers.conv(in_channels, inner, 3, stride=stride, padding=1)
+        self.bn2 = layers.norm(inner)
+        self.drop2 = layers.drop(inner, classic=True)
+        self.conv2 = layers.conv(inner, channels, 3, padding=1)
         self.shortcut = None
         if stride != 1 or in_channels != channels:
             self.shortcut = layers.conv(in_channels, channels, 1, stride=stride)
@@ -156,20 +172,40 @@ class WideResNet(Backbone):
             raise ValueError(f"Wide ResNet depth must be 6k + 4, got {depth}")
         per_stage = (depth - 4) // 6
         self.input_shape = (in_channels, None, None)
-        channels = scaled_width(16, width)
+        channels = layers.site_channels(scaled_width(16, width))
         self.stem = layers.conv(in_channels, channels, 3, padding=1)
         blocks = []
         for stage, stride in enumerate((1, 2, 2)):
             stage_channels = scaled_width(16 * widen_factor * 2**stage, width)
+            inner = layers.site_channels(stage_channels, classic=True)
+            stage_channels = layers.site_channels(stage_channels)
             for index in range(per_stage):
-                blocks.append(
-                    WideBlock(layers, channels, stage_channels, stride if index == 0 else 1)
-                )
+                blocks.append(WideBlock(layers, channels, stage_channels,
+                                        stride if index == 0 else 1, inner=inner))
                 channels = stage_channels
         self.blocks = nn.Sequential(*blocks)
         self.final_bn = layers.norm(channels)
         self.final_drop = layers.drop(channels)
         self.head = layers.linear(channels, num_classes)
+
+    def layer_widths(self):
+        """As :meth:`Backbone.layer_widths`; when only the inner drop sites (``drop2``) have the
+        method's masks / dropout (``placement="dropout"``), only the layers around them read or
+        write masked channels: the residual stream has drop sites of the same widths that keep
+        every channel, so the width alone does not say which channels are masked."""
+        widths = super().layer_widths()
+        blocks = list(self.blocks)
+        inner_only = type(self.final_drop) is nn.ReLU and any(
+            type(block.drop2) is not nn.ReLU for block in blocks)
+        if not inner_only:
+            return widths
+        reads_inner = {f"blocks.{i}.conv2" for i in range(len(blocks))}
+        writes_inner = {f"blocks.{i}.{name}" for i in range(len(blocks))
+                        for name in ("conv1", "bn2")}
+        return [dataclasses.replace(width, in_masked=width.name in reads_inner
+                                    or width.name.endswith(".bn2"),
+                                    out_masked=width.name in writes_inner)
+                for width in widths]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
