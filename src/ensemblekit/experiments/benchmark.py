@@ -105,24 +105,34 @@ def finished_runs(settings: BenchmarkSettings) -> dict[tuple[str, int], dict]:
     expected = settings.fingerprint()
     for method in settings.methods:
         for seed in settings.seed_list:
-            path = run_path(settings.out, method, seed)
-            if not path.is_file():
-                continue
-            try:
-                record = json.loads(path.read_text())
-                recorded = record["settings"]
-            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-                continue  # not a finished run's record: it is recomputed and overwritten
-            differing = sorted(key for key in expected.keys() | recorded.keys()
-                               if expected.get(key) != recorded.get(key))
-            if differing:
-                details = "; ".join(f"{key}: {recorded.get(key)!r} there, "
-                                    f"{expected.get(key)!r} now" for key in differing)
-                raise ValueError(
-                    f"{settings.out} holds finished runs with other settings ({details}); "
-                    "rerun with those settings to resume, or pass a new --out")
-            found[(method, seed)] = record
+            record = read_finished(run_path(settings.out, method, seed), expected,
+                                   settings.out)
+            if record is not None:
+                found[(method, seed)] = record
     return found
+
+
+def read_finished(path: Path, expected: dict, out) -> dict | None:
+    """The finished record at ``path`` (None if absent or unreadable: it is recomputed).
+
+    Raises ``ValueError`` naming every differing key if its ``"settings"`` differ from
+    ``expected`` (a fingerprint), so that one output folder never mixes two protocols.
+    """
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        recorded = record["settings"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return None  # not a finished run's record: it is recomputed and overwritten
+    differing = sorted(key for key in expected.keys() | recorded.keys()
+                       if expected.get(key) != recorded.get(key))
+    if differing:
+        details = "; ".join(f"{key}: {recorded.get(key)!r} there, "
+                            f"{expected.get(key)!r} now" for key in differing)
+        raise ValueError(f"{out} holds finished runs with other settings ({details}); "
+                         "rerun with those settings to resume, or pass a new --out")
+    return record
 
 
 def _summary(record: dict) -> str:
