@@ -9,7 +9,8 @@ The names most users need are re-exported here; each lives in the module named b
 - fast inference: :func:`compile_members` (``ensemblekit.compile``);
 - training, evaluation and checkpoints: :func:`train_model`, :func:`evaluate_model`,
   :func:`save` / :func:`load` (``ensemblekit.train``, ``.evaluate``, ``.checkpoint``);
-- metrics: :func:`evaluate_predictions` and the rest of ``ensemblekit.metrics``;
+- metrics: :func:`evaluate_predictions`, selective prediction (:func:`aurc`, :func:`augrc`,
+  :func:`e_aurc`, :func:`risk_coverage_curve`) and the rest of ``ensemblekit.metrics``;
 - data: :func:`load_dataset`, :func:`corrupt`, :func:`ood_dataset` (``ensemblekit.data``).
 """
 
@@ -36,7 +37,15 @@ from .layers.batchensemble import (
 from .masks import generate_masks, mask_stats
 from .members import repeat_members, split_members
 from .methods import EnsembleModel, available_methods, build_model, predict_members
-from .metrics import PredictionAccumulator, evaluate_predictions, weight_similarity
+from .metrics import (
+    PredictionAccumulator,
+    augrc,
+    aurc,
+    e_aurc,
+    evaluate_predictions,
+    risk_coverage_curve,
+    weight_similarity,
+)
 from .models import available_backbones
 from .samplers import MemberBatchSampler
 from .seeding import seed_everything
@@ -58,6 +67,8 @@ __all__ = [
     "MemberBatchSampler",
     "PredictionAccumulator",
     "TrainConfig",
+    "augrc",
+    "aurc",
     "available_backbones",
     "available_datasets",
     "available_methods",
@@ -66,6 +77,7 @@ __all__ = [
     "compile_members",
     "corrupt",
     "dataset_info",
+    "e_aurc",
     "evaluate_model",
     "evaluate_predictions",
     "generate_masks",
@@ -78,6 +90,7 @@ __all__ = [
     "predict_members",
     "repeat_members",
     "save",
+    "risk_coverage_curve",
     "seed_everything",
     "split_members",
     "to_batchensemble",

@@ -10,6 +10,8 @@ labels (B,), OOD score vectors (N,). Scalar metrics return Python floats; per-sa
 - uncertainty: ``predictive_entropy``, ``expected_entropy``, ``mutual_information``,
   ``variation_ratio``
 - ood: ``auroc``, ``aupr``, ``aupr_in``, ``fpr_at_tpr``, ``fpr_at_95_tpr``, ``ood_scores``
+- selective: ``aurc``, ``e_aurc``, ``augrc``, ``risk_at_coverage``, ``coverage_at_risk``,
+  ``risk_coverage_curve``, ``selective_summary``
 - diversity: ``pairwise_disagreement``, ``normalized_disagreement``, ``pairwise_kl``,
   ``pairwise_js``, ``pairwise_cosine``, ``weight_similarity``
 - cka: ``linear_cka`` (two representations), ``pairwise_cka`` (members' representations)
@@ -29,6 +31,17 @@ from .diversity import (
 )
 from .evaluation import PredictionAccumulator, evaluate_predictions
 from .ood import OOD_SCORES, aupr, aupr_in, auroc, fpr_at_95_tpr, fpr_at_tpr, ood_scores
+from .selective import (
+    SELECTIVE_COVERAGES,
+    SELECTIVE_RISKS,
+    augrc,
+    aurc,
+    coverage_at_risk,
+    e_aurc,
+    risk_at_coverage,
+    risk_coverage_curve,
+    selective_summary,
+)
 from .uncertainty import (
     expected_entropy,
     mutual_information,
@@ -40,12 +53,18 @@ __all__ = [
     "OOD_SCORES",
     "PROBABILITY_FLOOR",
     "PredictionAccumulator",
+    "SELECTIVE_COVERAGES",
+    "SELECTIVE_RISKS",
     "accuracy",
     "adaptive_ece",
     "aupr",
     "aupr_in",
+    "augrc",
     "auroc",
+    "aurc",
     "brier",
+    "coverage_at_risk",
+    "e_aurc",
     "ece",
     "evaluate_predictions",
     "expected_entropy",
@@ -64,6 +83,9 @@ __all__ = [
     "pairwise_kl",
     "predictive_entropy",
     "reliability_bins",
+    "risk_at_coverage",
+    "risk_coverage_curve",
+    "selective_summary",
     "variation_ratio",
     "weight_similarity",
 ]
