@@ -93,27 +93,39 @@ def coverage_at_risk(confidence: torch.Tensor, correct: torch.Tensor, risk: floa
     return _coverage_at_risk(_expected_errors(*_checked(confidence, correct)), risk)
 
 
-def selective_summary(confidence: torch.Tensor, correct: torch.Tensor) -> dict:
-    """Every metric of this module from one sort, as Python floats.
+def selective_summary(confidence: torch.Tensor, correct: torch.Tensor) -> dict[str, float]:
+    """Every metric of this module from one sort, as a flat dict of Python floats.
 
-    ``{"aurc", "e_aurc", "augrc", "risk_at_coverage": {c: risk}, "coverage_at_risk": {r:
-    coverage}}`` for ``c`` in ``SELECTIVE_COVERAGES`` and ``r`` in ``SELECTIVE_RISKS``.
+    Keys: ``"aurc"``, ``"e_aurc"``, ``"augrc"``, ``"risk_at_{c}_coverage"`` for ``c`` = 80,
+    90, 95 and ``"coverage_at_{r}_risk"`` for ``r`` = 1, 2, 5 (percent; ``SELECTIVE_COVERAGES``
+    and ``SELECTIVE_RISKS``).
     """
     scores, errors = _checked(confidence, correct)
     return _summary(scores, errors)
 
 
-def _summary(scores: torch.Tensor, errors: torch.Tensor) -> dict:
+def risk_key(coverage: float) -> str:
+    """The ``selective_summary`` key of the risk at ``coverage``: 0.8 -> "risk_at_80_coverage"."""
+    return f"risk_at_{100 * coverage:g}_coverage"
+
+
+def coverage_key(risk: float) -> str:
+    """The ``selective_summary`` key of the coverage at ``risk``: 0.01 -> "coverage_at_1_risk"."""
+    return f"coverage_at_{100 * risk:g}_risk"
+
+
+def _summary(scores: torch.Tensor, errors: torch.Tensor) -> dict[str, float]:
     """``selective_summary`` on checked float64 scores and 0/1 errors (no checks)."""
     expected = _expected_errors(scores, errors)
     curve_area = _aurc(expected)
-    return {
+    summary = {
         "aurc": curve_area,
         "e_aurc": curve_area - _aurc(_oracle_errors(errors)),
         "augrc": _augrc(expected),
-        "risk_at_coverage": {c: _risk_at_coverage(expected, c) for c in SELECTIVE_COVERAGES},
-        "coverage_at_risk": {r: _coverage_at_risk(expected, r) for r in SELECTIVE_RISKS},
     }
+    summary.update({risk_key(c): _risk_at_coverage(expected, c) for c in SELECTIVE_COVERAGES})
+    summary.update({coverage_key(r): _coverage_at_risk(expected, r) for r in SELECTIVE_RISKS})
+    return summary
 
 
 def _checked(confidence, correct) -> tuple[torch.Tensor, torch.Tensor]:
