@@ -45,7 +45,9 @@ def build_model(
         in_channels: channels of the input images (features for an ``mlp`` on vectors).
         **options: the backbone's options (``width`` for all; ``input_size`` for mlp and lenet;
             ``hidden`` for mlp) and the method's (``seed`` for all; ``n``; ``scale`` for
-            masksembles; ``p`` for mc_dropout; ``init``, ``tile_batch`` for batchensemble;
+            masksembles; ``p`` for mc_dropout; ``placement`` ("all" | "dropout") and ``widen``
+            for masksembles and mc_dropout (:mod:`ensemblekit.methods.placement`); ``init``,
+            ``tile_batch`` for batchensemble;
             ``independent_batches``, ``inference`` for deep_ensemble). Unknown names raise.
 
     ``seed`` (default: drawn from torch's global generator, so ``torch.manual_seed`` controls
