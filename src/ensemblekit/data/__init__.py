@@ -3,7 +3,8 @@
 Entry points: :func:`load_dataset` (a torch ``Dataset`` of ``(image in [0, 1], label)``),
 :func:`dataset_info`, :func:`as_tensors` (the in-memory fast path), :func:`normalize` /
 :func:`normalizer` and :func:`train_augmentation` (batched, applied by the trainer),
-:func:`corrupt` and :func:`make_corrupted` (shifted test sets), :func:`ood_dataset`.
+:func:`corrupt` and :func:`make_corrupted` (shifted test sets), :func:`ood_dataset`,
+:func:`split_validation` (the fixed validation part of a training split).
 
 Images stay in [0, 1] until a batch is normalised, so corruptions can be applied in between;
 see :mod:`ensemblekit.data.registry`. Registered names:
@@ -53,6 +54,12 @@ from .transforms import (
     normalizer,
     train_augmentation,
 )
+from .validation import (
+    VALIDATION_SEED,
+    default_validation_fraction,
+    split_validation,
+    stratified_split,
+)
 
 __all__ = [
     "BENCHMARK_CORRUPTIONS",
@@ -60,6 +67,7 @@ __all__ = [
     "CORRUPTIONS",
     "EXTRA_CORRUPTIONS",
     "SEVERITIES",
+    "VALIDATION_SEED",
     "CorruptedSets",
     "DatasetInfo",
     "InMemoryDataset",
@@ -75,6 +83,7 @@ __all__ = [
     "corruption_grid",
     "dataset_info",
     "default_data_dir",
+    "default_validation_fraction",
     "example_scene",
     "far_points",
     "load_dataset",
@@ -89,6 +98,8 @@ __all__ = [
     "register_dataset",
     "render_letters",
     "save_corruption_preview",
+    "split_validation",
+    "stratified_split",
     "toy_grid",
     "train_augmentation",
     "write_corrupted_folder",

@@ -15,6 +15,7 @@ import torch
 
 from .in_memory import InMemoryDataset
 from .registry import DatasetInfo, register_dataset
+from .validation import stratified_split
 
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.3
@@ -62,11 +63,4 @@ def _digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _split_indices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split: in each class, a seeded permutation's first 30 % go to test."""
-    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
-    train, test = [], []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        n_test = int(round(DIGITS_TEST_FRACTION * members.size))
-        test.append(members[:n_test])
-        train.append(members[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+    return stratified_split(labels, DIGITS_TEST_FRACTION, seed=DIGITS_SPLIT_SEED)

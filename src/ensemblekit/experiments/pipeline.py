@@ -25,6 +25,8 @@ Log = Callable[[str], None]
 
 #: The metrics kept per corrupted set (and averaged over corruption kinds per severity).
 SHIFT_METRICS = ("accuracy", "nll", "brier", "ece")
+#: The metrics of the ensemble prediction kept on the validation split.
+VALIDATION_METRICS = ("accuracy", "nll", "brier", "ece")
 #: Bins of the stored OOD score histograms (in- vs out-of-distribution, per score).
 OOD_HISTOGRAM_BINS = 40
 #: Datasets larger than this (as float32) are streamed from disk instead of held in memory.
@@ -35,6 +37,9 @@ _IN_MEMORY_BYTES = 4 * 2**30
 class ExperimentData:
     """Everything a run reads: ``(images, labels)`` tensors (or Datasets when too large).
 
+    ``train`` excludes ``validation``: the fixed part of the training split held out by
+    :func:`ensemblekit.data.split_validation` (``(images, labels)``, a ``Subset`` for streamed
+    sets, or None when ``validation_fraction`` is 0 or no training split was loaded).
     ``ood`` is None when OOD evaluation is off (``ood_status`` says why: ``"off"`` or
     ``"missing: <reason>"``; ``"ok"`` otherwise). ``shift_folder`` is the CIFAR-10-C-layout
     folder of the corrupted test sets (None without corruptions).
@@ -51,6 +56,7 @@ class ExperimentData:
     shift_folder: Path | None
     corruptions: list[str]
     severities: list[int]
+    validation: object = None
 
 
 def load_experiment_data(
@@ -65,16 +71,21 @@ def load_experiment_data(
 ) -> ExperimentData:
     """Load train (unless ``with_train`` is False) and test splits, the OOD set (a missing one
     is reported, not fatal) and the corrupted test sets (generated into ``<out>/corrupted``
-    unless ``corrupted_dir`` is given).
+    unless ``corrupted_dir`` is given). The training split loses its validation part
+    (``settings.validation_fraction``; None: the dataset's default) to ``validation``.
     """
     from .. import data
 
     info = data.dataset_info(settings.dataset)
-    train = None
+    train = validation = None
     if with_train:
         train = _tensors_or_dataset(
             data.load_dataset(settings.dataset, "train", data_dir=settings.data_dir,
                               download=settings.download))
+        fraction = getattr(settings, "validation_fraction", None)
+        if fraction is None:
+            fraction = data.default_validation_fraction(settings.dataset)
+        train, validation = data.split_validation(train, fraction)
     test = _tensors_or_dataset(
         data.load_dataset(settings.dataset, "test", data_dir=settings.data_dir,
                           download=settings.download))
@@ -117,6 +128,7 @@ def load_experiment_data(
         shift_folder=shift_folder,
         corruptions=list(corruptions),
         severities=list(severities),
+        validation=validation,
     )
 
 
@@ -148,14 +160,20 @@ def count_parameters(model) -> int:
 
 def train(settings: Settings, model, data: ExperimentData, *, seed: int,
           checkpoint_dir: Path | None = None) -> dict:
-    """Train ``model`` in place; return ``{"seconds", "loss", "accuracy"}`` of the last epoch."""
+    """Train ``model`` in place; return ``{"seconds", "loss", "accuracy", "epochs"}``: the
+    training loss and accuracy of the last epoch (the fit that under-fitting shows in).
+
+    The validation split goes to the trainer only when early stopping watches it: otherwise
+    it would cost an evaluation pass per epoch that nothing reads.
+    """
     from ..train import train_model
 
     started = time.perf_counter()
     # the model's own method decides its epochs ([method_options.<method>] epochs)
     config = settings.train_config(seed=seed, method=getattr(model, "method", None))
-    history = train_model(model, data.train, config,
-                          checkpoint_dir=checkpoint_dir, resume=checkpoint_dir is not None)
+    validation = data.validation if config.early_stopping_patience is not None else None
+    history = train_model(model, data.train, config, checkpoint_dir=checkpoint_dir,
+                          resume=checkpoint_dir is not None, validation_data=validation)
     return {"seconds": time.perf_counter() - started, "loss": history[-1]["loss"],
             "accuracy": history[-1]["accuracy"], "epochs": len(history)}
 
@@ -170,6 +188,31 @@ def evaluate(model, data: ExperimentData, *, seed: int, batch_size: int = 500,
     kinds}}``) when there are corruptions, ``ood`` (``{score: {auroc, aupr, aupr_in, fpr95}}``)
     and ``ood_histograms`` when there is an OOD set, ``inference_ms_per_sample``.
     """
+    return _evaluate(model, data, seed=seed, batch_size=batch_size, num_samples=num_samples,
+                     shift=shift, keep=False)[0]
+
+
+def evaluate_run(model, data: ExperimentData, *, seed: int, batch_size: int = 500,
+                 num_samples: int | None = None) -> tuple[dict, dict]:
+    """:func:`evaluate`'s record plus the run's per-example predictions, which the paired
+    bootstrap of :mod:`ensemblekit.experiments.verdicts` resamples.
+
+    The predictions (tensors, lists and strings only: they load with ``weights_only=True``):
+
+    - ``"labels"`` (N,) int64 and ``"test_probs"`` (N, K) float64: the clean test set's labels
+      and mean member probabilities (the same stochastic passes as the record's ``test``);
+    - with an OOD set, ``"ood_scores"``: ``{score: {"in": (N,), "out": (N_ood,)}}`` float64,
+      the scores the record's AUROC is computed from (higher = more OOD);
+    - with corruptions, ``"shift"``: ``{"severities": [str], "kinds": [str], "confidence":
+      (S, C, N) float64 top-label confidence, "correct": (S, C, N) bool}`` for severity ``s``,
+      kind ``c`` and test image ``n`` (row n of every corrupted set is test image n).
+    """
+    return _evaluate(model, data, seed=seed, batch_size=batch_size, num_samples=num_samples,
+                     shift=True, keep=True)
+
+
+def _evaluate(model, data: ExperimentData, *, seed: int, batch_size: int,
+              num_samples: int | None, shift: bool, keep: bool) -> tuple[dict, dict | None]:
     from ..evaluate import evaluate_model
 
     if getattr(model, "method", None) != "mc_dropout":
@@ -182,19 +225,47 @@ def evaluate(model, data: ExperimentData, *, seed: int, batch_size: int = 500,
         "reliability": clean["test"]["reliability"],
         "inference_ms_per_sample": clean["inference_ms_per_sample"],
     }
+    predictions = None
+    if keep:
+        logits, labels = predict_split(model, data.test, data.name, batch_size=batch_size,
+                                       num_samples=num_samples, seed=seed)
+        predictions = {"labels": labels,
+                       "test_probs": torch.softmax(logits.double(), dim=-1).mean(0)}
     if data.ood is not None:
         record["ood"] = clean["ood"]
         record["ood_histograms"] = ood_histograms(clean["arrays"]["ood_scores"],
                                                   data.num_classes, model.num_members)
+        if keep:
+            predictions["ood_scores"] = {
+                kind: {side: torch.as_tensor(values[side], dtype=torch.float64)
+                       for side in ("in", "out")}
+                for kind, values in clean["arrays"]["ood_scores"].items()}
     if shift and data.shift_folder is not None:
-        record["shift"] = shift_metrics(model, data, seed=seed, batch_size=batch_size,
-                                        num_samples=num_samples)
+        record["shift"], shifted = _shift_pass(model, data, seed=seed, batch_size=batch_size,
+                                               num_samples=num_samples)
         record["shift_mean"] = {
             severity: {key: _mean([by_kind[kind][key] for kind in by_kind])
                        for key in SHIFT_METRICS}
             for severity, by_kind in record["shift"].items()
         }
-    return record
+        if keep:
+            predictions["shift"] = shifted
+    return record, predictions
+
+
+def evaluate_validation(model, data: ExperimentData, *, seed: int, batch_size: int = 500,
+                        num_samples: int | None = None) -> dict | None:
+    """``{metric: value}`` of the ensemble prediction (the mean member probability) on
+    ``data.validation`` for each of :data:`VALIDATION_METRICS` (``nll`` is its negative
+    log-likelihood); None when there is no validation split."""
+    from ..metrics import evaluate_predictions
+
+    if data.validation is None:
+        return None
+    logits, labels = predict_split(model, data.validation, data.name, batch_size=batch_size,
+                                   num_samples=num_samples, seed=seed)
+    metrics = evaluate_predictions(logits, labels)
+    return {key: metrics[key] for key in VALIDATION_METRICS}
 
 
 def shift_metrics(model, data: ExperimentData, *, seed: int, batch_size: int = 500,
@@ -204,28 +275,72 @@ def shift_metrics(model, data: ExperimentData, *, seed: int, batch_size: int = 5
     All severities of one kind go through the model in one stream of batches (fewer, larger
     passes than one evaluation per set); metrics are then computed per severity.
     """
+    return _shift_pass(model, data, seed=seed, batch_size=batch_size,
+                       num_samples=num_samples)[0]
+
+
+def _shift_pass(model, data: ExperimentData, *, seed: int, batch_size: int,
+                num_samples: int | None) -> tuple[dict, dict]:
+    """:func:`shift_metrics` and the per-example ``"shift"`` predictions of
+    :func:`evaluate_run`."""
     from ..data import read_corrupted_folder
     from ..metrics import evaluate_predictions
 
     by_severity: dict[str, dict] = {str(severity): {} for severity in data.severities}
+    confidence, correct = [], []
     for kind in data.corruptions:
         blocks = [read_corrupted_folder(data.shift_folder, kind, severity).tensors
                   for severity in data.severities]
         images = torch.cat([block[0] for block in blocks])
         logits = member_logits(model, images, data.name, batch_size=batch_size,
                                num_samples=num_samples, seed=seed)
+        top, predicted = torch.softmax(logits.double(), dim=-1).mean(0).max(dim=-1)
         start = 0
+        kind_confidence, kind_correct = [], []
         for severity, (_, labels) in zip(data.severities, blocks, strict=True):
-            metrics = evaluate_predictions(logits[:, start:start + len(labels)], labels)
+            stop = start + len(labels)
+            metrics = evaluate_predictions(logits[:, start:stop], labels)
             by_severity[str(severity)][kind] = {key: metrics[key] for key in SHIFT_METRICS}
-            start += len(labels)
-    return by_severity
+            kind_confidence.append(top[start:stop])
+            kind_correct.append(predicted[start:stop] == labels)
+            start = stop
+        confidence.append(torch.stack(kind_confidence))
+        correct.append(torch.stack(kind_correct))
+    arrays = {"severities": list(by_severity), "kinds": list(data.corruptions),
+              "confidence": torch.stack(confidence, dim=1).contiguous(),
+              "correct": torch.stack(correct, dim=1).contiguous()}
+    return by_severity, arrays
 
 
-def member_logits(model, images: torch.Tensor, dataset: str, *, batch_size: int = 500,
+def predict_split(model, split, dataset: str, *, batch_size: int = 500,
+                  num_samples: int | None = None, seed: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Member logits ``(M, N, K)`` and labels ``(N,)`` of a split: ``(images, labels)``
+    tensors or a Dataset of ``(image, label)`` pairs, read in order (see
+    :func:`member_logits`)."""
+    if isinstance(split, tuple):
+        images, labels = split
+        return member_logits(model, images, dataset, batch_size=batch_size,
+                             num_samples=num_samples, seed=seed), labels.long()
+    from torch.utils.data import DataLoader
+
+    labels = []
+
+    def images():  # streamed: a split too large for memory is never held whole
+        for batch, batch_labels in DataLoader(split, batch_size=batch_size, shuffle=False):
+            labels.append(torch.as_tensor(batch_labels))
+            yield torch.as_tensor(batch)
+
+    logits = member_logits(model, images(), dataset, batch_size=batch_size,
+                           num_samples=num_samples, seed=seed)
+    return logits, torch.cat(labels).long()
+
+
+def member_logits(model, images, dataset: str, *, batch_size: int = 500,
                   num_samples: int | None = None, seed: int = 0) -> torch.Tensor:
-    """Member logits ``(M, N, K)`` (on the CPU) of [0, 1] inputs ``(N, ...)``, normalised for
-    ``dataset``; stochastic members (MC-Dropout: ``num_samples`` passes) draw from ``seed``."""
+    """Member logits ``(M, N, K)`` (on the CPU) of [0, 1] inputs ``(N, ...)`` (or an iterable
+    of such batches), normalised for ``dataset``; stochastic members (MC-Dropout:
+    ``num_samples`` passes) draw from ``seed``, batch after batch."""
     from ..data import normalizer
     from ..methods import predict_members
 
@@ -233,12 +348,15 @@ def member_logits(model, images: torch.Tensor, dataset: str, *, batch_size: int 
     device = next(model.parameters()).device
     if getattr(model, "method", None) != "mc_dropout":
         num_samples = None
+    if isinstance(images, torch.Tensor):
+        images = (images[start:start + batch_size]
+                  for start in range(0, images.shape[0], batch_size))
     chunks = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
             torch.no_grad():
         torch.manual_seed(seed)
-        for start in range(0, images.shape[0], batch_size):
-            batch = images[start:start + batch_size].to(device)
+        for batch in images:
+            batch = batch.to(device)
             batch = normalize(batch) if normalize is not None else batch
             chunks.append(predict_members(model, batch, num_samples=num_samples).float().cpu())
     return torch.cat(chunks, dim=1)

@@ -32,6 +32,7 @@ entries of the tables too, so that flags keep the last word.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,9 @@ class Settings:
       options and ``epochs``, over the global keys above (module docstring).
     - ``out``: output folder (default ``runs/<command>-<dataset>``); ``device``; ``threads``:
       torch CPU threads; ``progress``: a progress bar per training run.
+    - ``validation_fraction``: the part of the training split held out for validation (fixed
+      split seed, the same for every method and seed; see :mod:`ensemblekit.data.validation`);
+      ``None``: the dataset's default (digits 0.2, others 0.1); 0: no validation split.
     """
 
     dataset: str = "digits"
@@ -129,6 +133,7 @@ class Settings:
     device: str | None = None
     threads: int | None = None
     progress: bool = False
+    validation_fraction: float | None = None
     train: dict = field(default_factory=dict)
     method_options: dict = field(default_factory=dict)
 
@@ -212,6 +217,10 @@ class Settings:
                                    max_inclusive=False)
         if self.threads is not None:
             self.threads = check_int("threads", self.threads, minimum=1)
+        if self.validation_fraction is None:
+            self.validation_fraction = data.default_validation_fraction(self.dataset)
+        self.validation_fraction = check_float("validation_fraction", self.validation_fraction,
+                                               minimum=0.0, maximum=1.0, max_inclusive=False)
         for key in ("download", "progress", "independent_batches"):
             check_toml_flag(key, getattr(self, key))
         self.method_options = check_method_options(self.method_options)
@@ -558,9 +567,123 @@ class TrainSettings(Settings):
         check_toml_flag("resume", self.resume)
 
 
+#: ``ensemblekit tune``'s default grid: each method's own knobs (a method absent here, such as
+#: single or deep_ensemble, is one reference point). ``epochs_factor`` multiplies ``epochs``.
+TUNE_GRID: dict[str, dict[str, list]] = {
+    "masksembles": {"scale": [1.5, 2.0, 3.0, 4.0], "placement": ["all", "dropout"],
+                    "widen": [False, True], "epochs_factor": [1.0]},
+    "mc_dropout": {"p": [0.05, 0.1, 0.2, 0.3], "placement": ["all", "dropout"]},
+    "batchensemble": {"init": ["normal", "random_sign"]},
+}
+#: The grid key that scales a method's training epochs (not a build option).
+EPOCHS_FACTOR = "epochs_factor"
+
+
+@dataclass
+class TuneSettings(Settings):
+    """``ensemblekit tune``: every ``grid`` point of each method, trained and scored on the
+    validation split (never the test set), beside its measured inference cost.
+
+    ``grid``: ``{method: {option: [values]}}``, each method's grid as lists of its
+    ``build_model`` options and ``epochs_factor`` (multiplies ``epochs``); a table given in a
+    config (``[grid.masksembles]``) replaces the default lists key by key (:data:`TUNE_GRID`);
+    a method of ``methods`` without a grid is one point. ``budget``: e.g.
+    ``"latency<=1.3x,params<=1.1x"``: the pick per method is the lowest validation NLL among the
+    points within it (kinds: latency, params, flops; ratios to the single model). ``ood``:
+    the OOD set scored against the validation split. ``cost_batch``: examples per timed
+    call; ``cost_seconds``: least timed work per model; ``cost_rounds``: timing rounds.
+    """
+
+    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
+    seeds: int = 1
+    grid: dict = field(default_factory=dict)
+    budget: str | None = None
+    ood: str = "auto"
+    eval_batch_size: int = 500
+    cost_batch: int = 256
+    cost_seconds: float = 0.3
+    cost_rounds: int = 5
+
+    command = "tune"
+
+    #: Keys that do not change a finished grid point's result: a rerun may change them freely
+    #: (a point's own options are part of its record, so a changed grid resumes too).
+    RESUME_FREE = ("methods", "seeds", "out", "data_dir", "download", "device", "threads",
+                   "progress", "grid", "budget", "cost_batch", "cost_seconds", "cost_rounds")
+
+    def validate(self) -> None:
+        from .cost import parse_budget
+
+        super().validate()
+        self.methods = check_methods(self.methods, ALL_METHODS)
+        self.seeds = check_int("seeds", self.seeds, minimum=1)
+        self.grid = check_grid(merge_method_options(TUNE_GRID, self.grid))
+        if self.budget is not None:
+            parse_budget(self.budget)
+        self.ood = check_ood(self.dataset, self.ood)
+        self.eval_batch_size = check_int("eval_batch_size", self.eval_batch_size, minimum=1)
+        self.cost_batch = check_int("cost_batch", self.cost_batch, minimum=2)
+        self.cost_seconds = check_float("cost_seconds", self.cost_seconds, minimum=0.0)
+        self.cost_rounds = check_int("cost_rounds", self.cost_rounds, minimum=1)
+        if not self.validation_fraction:
+            raise ValueError("tune scores every configuration on the validation split, but "
+                             "validation_fraction is 0; set it above 0 (default: the "
+                             "dataset's, e.g. 0.2 for digits)")
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds))
+
+    def fingerprint(self) -> dict:
+        """The settings that decide a grid point's result (a resumed run must match them)."""
+        values = self.to_dict()
+        for key in self.RESUME_FREE:
+            values.pop(key)
+        return values
+
+
+def check_grid(grid) -> dict:
+    """``{method: {option: [values]}}`` checked: known methods and keys (a method's
+    ``[method_options]`` keys, with ``epochs_factor`` for ``epochs``), non-empty lists without
+    repeats (a single value becomes a list), every value checked as in ``[method_options]``."""
+    if not isinstance(grid, dict):
+        raise ValueError(f"grid must be a table of tables, e.g. [grid.masksembles]; got {grid!r}")
+    check_keys(grid, None, source="grid", valid=list(ALL_METHODS))
+    checked = {}
+    for method in grid:
+        table = grid[method]
+        if not isinstance(table, dict):
+            raise ValueError(f"grid.{method} must be a table ([grid.{method}] in TOML), got "
+                             f"{table!r}")
+        valid = [key for key in method_option_keys(method) if key != METHOD_EPOCHS]
+        check_keys(table, None, source=f"[grid.{method}]", valid=[*valid, EPOCHS_FACTOR])
+        values = {}
+        for key, items in table.items():
+            items = items if isinstance(items, list) else [items]
+            if not items:
+                raise ValueError(f"grid.{method}.{key} is empty; give at least one value")
+            if key == EPOCHS_FACTOR:
+                items = [check_float(f"grid.{method}.{key}", item, minimum=0.0,
+                                     min_inclusive=False) for item in items]
+            else:
+                items = [check_method_options({method: {key: item}})[method][key]
+                         for item in items]
+            if len({json_key(item) for item in items}) != len(items):
+                raise ValueError(f"grid.{method}.{key} lists a value twice: {items}; list "
+                                 "each once")
+            values[key] = items
+        checked[method] = values
+    return checked
+
+
+def json_key(value) -> str:
+    """A value as a JSON string, so that 1, 1.0 and True stay apart when compared."""
+    return json.dumps(value, sort_keys=True)
+
+
 #: The settings class of each subcommand that trains models.
 SETTINGS = {cls.command: cls for cls in (BenchmarkSettings, DiversitySettings, SweepSettings,
-                                         ToySettings, TrainSettings)}
+                                         ToySettings, TrainSettings, TuneSettings)}
 
 
 def check_toml_flag(name: str, value) -> bool:
