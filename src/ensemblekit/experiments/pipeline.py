@@ -373,13 +373,16 @@ def ood_histograms(scores: dict, num_classes: int, num_members: int) -> dict:
     """``{score: {"edges", "in", "out"}}``: counts in fixed bins over each score's range.
 
     Ranges: msp in [0, 1 - 1/K], entropy and mutual information in [0, log K], variation
-    ratio in [0, 1] -- the same edges for every method, so histograms compare directly.
+    ratio in [0, 1] -- the same edges for every method, so histograms compare directly. The
+    logit scores (max_logit, energy) have no fixed range, hence no histogram.
     """
     upper = {"msp": 1.0 - 1.0 / num_classes, "entropy": math.log(num_classes),
              "mutual_information": math.log(num_classes), "variation_ratio": 1.0}
     histograms = {}
     for kind, values in scores.items():
-        top = upper.get(kind, float(max(values["in"].max(), values["out"].max())) or 1.0)
+        if kind not in upper:
+            continue
+        top = upper[kind]
         edges = torch.linspace(0.0, top, OOD_HISTOGRAM_BINS + 1, dtype=torch.float64)
         histograms[kind] = {"edges": edges.tolist()}
         for side in ("in", "out"):
