@@ -15,6 +15,7 @@ from .._validation import check_choice, check_finite, check_tensor
 from ..methods.base import predict_members
 from ..methods.masksembles import MasksemblesModel
 from .folding import conv_batchnorm_pairs, fold_batchnorm
+from .shared_prefix import shared_input_layers, with_shared_prefix
 from .stacking import member_channels, stack_members
 
 #: "stacked": all members at once on (B, M*P, ...) activations (grouped convolutions, batched
@@ -124,6 +125,16 @@ def _check_against_tiled(
         )
 
 
+def _runs(network: nn.Module, example: torch.Tensor) -> bool:
+    """Whether ``network`` accepts ``example`` (shapes fit), without gradients."""
+    try:
+        with torch.no_grad():
+            network(example)
+    except RuntimeError:
+        return False
+    return True
+
+
 def compile_members(
     model: MasksemblesModel,
     *,
@@ -131,6 +142,7 @@ def compile_members(
     channels_last: bool = True,
     fold_batchnorm_into_conv: bool = True,
     example_input: torch.Tensor | None = None,
+    share_prefix: bool = True,
 ) -> CompiledMembers:
     """An inference-only module computing a Masksembles model's member logits from each
     member's kept channels only::
@@ -157,6 +169,11 @@ def compile_members(
         example_input: a small batch ``(b, ...)`` like the ones you will predict on, used for
             the dry run and for a self-check against ``predict_members``; default: 2 random
             examples of ``model.backbone.input_shape`` (32 for a free spatial size).
+        share_prefix: with ``strategy="stacked"``, run every layer before the first mask once
+            for all members (:mod:`ensemblekit.compile.shared_prefix`): with
+            ``placement="dropout"`` N members cost about one trunk plus N thin heads. A
+            backbone whose shared and member activations meet in an add compiles without
+            it. Only the speed changes.
 
     Conditions on the backbone (every ``build_model`` backbone meets them):
 
@@ -190,6 +207,7 @@ def compile_members(
     for name, flag in (
         ("channels_last", channels_last),
         ("fold_batchnorm_into_conv", fold_batchnorm_into_conv),
+        ("share_prefix", share_prefix),
     ):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}")
@@ -207,9 +225,16 @@ def compile_members(
         check_finite("example_input", example_input)
     count = model.num_members
     groups = [list(range(count))] if strategy == "stacked" else [[m] for m in range(count)]
+    stacked_masks, kept = masks, set()
+    if strategy == "stacked" and share_prefix:
+        shared = shared_input_layers(model, example_input)
+        stacked_masks, kept = with_shared_prefix(masks, shared, model.backbone.head_name)
+        if kept and not _runs(stack_members(model.backbone, stacked_masks, groups[0], kept=kept),
+                              example_input):
+            stacked_masks, kept = masks, set()  # a shared and a stacked activation meet
     networks = []
     for members in groups:
-        network = stack_members(model.backbone, masks, members)
+        network = stack_members(model.backbone, stacked_masks, members, kept=kept)
         if fold_batchnorm_into_conv:
             fold_batchnorm(network, conv_batchnorm_pairs(network, example_input))
         for parameter in network.parameters():

@@ -213,11 +213,13 @@ def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, name, new)
 
 
-def stack_members(backbone: nn.Module, masks: list[LayerMasks], members: list[int]) -> nn.Module:
+def stack_members(backbone: nn.Module, masks: list[LayerMasks], members: list[int],
+                  *, kept: frozenset[str] | set[str] = frozenset()) -> nn.Module:
     """A copy of ``backbone`` (in eval mode) computing ``members`` (indices) at once:
     ``(B, ...) -> (B, len(members) * K)``, member-major on dim 1. For one member this is its
-    thin dense sub-network ``(B, ...) -> (B, K)``."""
-    listed = {entry.name for entry in masks}
+    thin dense sub-network ``(B, ...) -> (B, K)``. Layers named in ``kept`` (the shared
+    prefix, :mod:`.shared_prefix`) stay as they are."""
+    listed = {entry.name for entry in masks} | set(kept)
     for name, module in backbone.named_modules():
         has_state = any(True for _ in module.parameters(recurse=False)) or any(
             buffer is not None for buffer in module.buffers(recurse=False)
