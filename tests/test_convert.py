@@ -88,14 +88,15 @@ def test_to_masksembles_without_example_reads_widths_off_the_sequential():
         to_masksembles(make_net(), 2, 2.0)
 
 
+@pytest.mark.filterwarnings("ignore:dropout2d. Received a 3D input")
 def test_to_masksembles_errors_name_the_module():
     class Sequence(nn.Module):
         def __init__(self):
             super().__init__()
             self.proj = nn.Linear(4, 4)
-            self.drop = nn.Dropout(0.1)
+            self.drop = nn.Dropout2d(0.1)
 
-        def forward(self, x):  # (B, T, F): dim 1 is time, not channels
+        def forward(self, x):  # (B, T, F): no channel maps for Dropout2d
             return self.drop(self.proj(x))
 
     with pytest.raises(ValueError, match="'drop' receives 3-D inputs"):
@@ -151,13 +152,102 @@ def test_to_batchensemble_copies_the_shared_weights():
 
 
 def test_to_batchensemble_refuses_layers_it_would_silently_share():
-    nested = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.Conv1d(1, 2, 3)))
-    with pytest.raises(ValueError, match="'1.0'.*Conv1d"):
+    nested = nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.ConvTranspose1d(1, 2, 3)))
+    with pytest.raises(ValueError, match="'1.0'.*ConvTranspose1d"):
         to_batchensemble(nested, 2)
     attention = nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(4, 2))
     with pytest.raises(ValueError, match="'1'.*projection weights"):
         to_batchensemble(attention, 2)
-    with pytest.raises(ValueError, match="no nn.Linear or nn.Conv2d"):
+    with pytest.raises(ValueError, match="no nn.Linear or nn.Conv1d/2d/3d"):
         to_batchensemble(nn.Sequential(nn.ReLU()), 2)
     single_layer = to_batchensemble(nn.Linear(3, 2), 2)
     assert single_layer(torch.randn(4, 3)).shape == (8, 2)
+
+
+def test_sites_insert_masks_after_chosen_modules_of_a_network_without_dropout():
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 4),
+    ).eval()
+    x = torch.randn(5, 3, 6, 6)
+    with torch.no_grad():
+        pooled = net[:4](x)
+    model = to_masksembles(net, 2, 2.0, example_input=x[:1], seed=1,
+                           sites=lambda path, module: isinstance(module, nn.AdaptiveAvgPool2d))
+    assert [site["path"] for site in model.recipe["sites"]] == ["3"]
+    assert isinstance(net[3], nn.Sequential) and isinstance(net[3][1], Masksembles2d)
+    masks = net[3][1].masks.float()  # (2, 16)
+    with torch.no_grad():
+        members = net[:4](repeat_members(x, 2)).view(2, 5, 16, 1, 1)
+    # member m's copy of the pooled features is the original times mask m, channel by channel
+    torch.testing.assert_close(members, pooled.unsqueeze(0) * masks.view(2, 1, 16, 1, 1))
+    with pytest.raises(ValueError, match="'nope', which is not a submodule"):
+        to_masksembles(make_net(), 2, 2.0, example_input=x[:1], sites=["nope"])
+    with pytest.raises(ValueError, match="sites needs example_input"):
+        to_masksembles(make_net(), 2, 2.0, sites=["features.conv"])
+    with pytest.raises(TypeError, match="sites must be"):
+        to_masksembles(make_net(), 2, 2.0, example_input=x[:1], sites="features.conv")
+
+
+def test_dropout_on_feature_last_sequences_masks_the_last_dim():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.1), nn.Linear(8, 3))
+    x = torch.randn(4, 5, 6)  # (B, T, F)
+    model = to_masksembles(net, 2, 2.0, example_input=x[:1], seed=0)
+    layer = net[1]
+    assert (type(layer), layer.channels, layer.dim) == (Masksembles, 8, -1)
+    with torch.no_grad():
+        hidden = net[0](x)
+        members = predict_members(model, x)
+    for m in range(2):  # member m = the network with its features masked by mask m at each step
+        torch.testing.assert_close(members[m], net[2](hidden * layer.masks[m].float()))
+
+
+def test_mc_dropout_sampling_is_seeded_batch_independent_and_leaves_the_global_rng():
+    model = to_mc_dropout(make_net(), num_samples=4, seed=5)
+    x = torch.randn(6, 3, 8, 8)
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        first, second, alone = (predict_members(model, x), predict_members(model, x),
+                                predict_members(model, x[:2]))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(first, second) and not torch.allclose(first[0], first[1])
+    torch.testing.assert_close(alone, first[:, :2], rtol=1e-5, atol=1e-6)
+    other = to_mc_dropout(make_net(), num_samples=4, seed=6)
+    with torch.no_grad():
+        assert not torch.allclose(predict_members(other, x), first)
+    # sites: dropout inserted after a chosen module of a network that has none
+    plain = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    inserted = to_mc_dropout(plain, num_samples=3, sites=["1"], p=0.5, seed=0)
+    assert isinstance(plain[1][1], nn.Dropout) and plain[1][1].p == 0.5
+    with torch.no_grad():
+        members = predict_members(inserted, torch.randn(5, 4))
+    assert not torch.allclose(members[0], members[1])
+    with pytest.raises(ValueError, match="'1' \\(AlphaDropout\\).*global RNG"):
+        to_mc_dropout(nn.Sequential(nn.Linear(2, 2), nn.AlphaDropout(0.2)))
+
+
+@pytest.mark.parametrize("conv", [nn.Conv1d, nn.Conv3d])
+def test_to_batchensemble_converts_conv1d_and_conv3d(conv):
+    torch.manual_seed(0)
+    net = nn.Sequential(conv(2, 4, 3, padding=1, stride=2), nn.ReLU(), nn.Flatten(1),
+                        nn.LazyLinear(3))
+    x = torch.randn(3, 2, *([6] * (1 if conv is nn.Conv1d else 3)))
+    net(x)  # initialise the lazy layer
+    with torch.no_grad():
+        plain = net(x)
+    model = to_batchensemble(net, 2, init="ones")
+    assert type(net[0]).__name__ == f"BatchEnsemble{conv.__name__}"
+    with torch.no_grad():
+        members = predict_members(model, x)
+        for member in members:  # unit fast weights: each member is the original network
+            torch.testing.assert_close(member, plain, rtol=1e-4, atol=1e-5)
+        # member 1 with its own fast weights equals a plain conv with its effective kernel
+        net[0].r.normal_()
+        net[0].s.normal_()
+        tiled = net[0](repeat_members(x, 2))[len(x):]
+        reference = conv(2, 4, 3, padding=1, stride=2, bias=True)
+        reference.weight.copy_(net[0].effective_weight()[1])
+        reference.bias.copy_(net[0].bias[1])
+        torch.testing.assert_close(tiled, reference(x), rtol=1e-4, atol=1e-5)

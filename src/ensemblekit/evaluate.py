@@ -23,8 +23,9 @@ Returned dict (metric dicts as documented in :mod:`ensemblekit.metrics.evaluatio
 
 Everything but the timing is reproducible: corruptions draw from seeds derived from ``seed``,
 the corruption, the severity and the batch index (so they depend on ``batch_size``), and
-stochastic predictions (MC-Dropout) run under ``torch.manual_seed(seed)`` in a forked RNG that
-leaves the caller's generator untouched.
+predictions run under ``torch.manual_seed(seed)`` in a forked RNG that leaves the caller's
+generator untouched (MC-Dropout draws its masks from its own generator, seeded by the model's
+``sampling_seed``, so its members are the same whatever ``seed`` and ``batch_size``).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def evaluate_model(
             ``Dataset`` -- normalised like the test set.
         batch_size: images per forward pass (each is tiled M times inside the model).
         num_samples: stochastic forward passes for MC-Dropout (default: the model's).
-        seed: seeds corruptions and stochastic predictions.
+        seed: seeds corruptions (and the global RNG that a stochastic model of your own reads).
         n_bins: calibration bins.
         threads: torch CPU threads while evaluating (restored afterwards; None: unchanged).
             Small models evaluate several times faster with 1 on a busy machine.

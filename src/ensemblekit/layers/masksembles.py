@@ -27,7 +27,8 @@ ACTIVATIONS = (None, "relu")
 
 
 class Masksembles(nn.Module):
-    """Masksembles on dim 1 of an input of shape (B, C, *), for any number of trailing dims.
+    """Masksembles on dim 1 of an input of shape (B, C, *), for any number of trailing dims,
+    or on another dim (``dim=-1``: feature-last inputs such as a transformer's (B, T, F)).
 
     Args:
         channels: C, the size of dim 1.
@@ -36,9 +37,11 @@ class Masksembles(nn.Module):
         seed: makes the masks deterministic (see :func:`ensemblekit.generate_masks`).
         activation: ``None`` (default): multiply by the masks; ``"relu"``: ``mask * relu(x)``
             in one autograd node, for a layer that replaces a ``ReLU -> mask`` pair.
+        dim: the dim that holds the C channels (default 1; any dim but the batch dim 0,
+            negative counting from the end). The batch dim 0 is member-major whatever ``dim``.
 
     Shape:
-        input (B, C, *) -> output (B, C, *), same dtype and device.
+        input (B, C, *) -> output (B, C, *) (C on ``dim``), same dtype and device.
 
     The masks live in the persistent bool buffer ``masks`` of shape (n, C), so ``state_dict()``
     holds them and ``load_state_dict`` restores the exact submodels whatever seed this layer
@@ -56,6 +59,7 @@ class Masksembles(nn.Module):
         *,
         seed: int | None = None,
         activation: str | None = None,
+        dim: int = 1,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -68,15 +72,22 @@ class Masksembles(nn.Module):
         self.scale = check_float("scale", scale, minimum=1.0)
         self.seed = seed
         self.activation = activation
+        self.dim = check_int("dim", dim)
+        if self.dim == 0:
+            raise ValueError(
+                "dim must not be 0: dim 0 is the member-major batch; pass the dim that holds the "
+                "channels (1 for (B, C, *), -1 for feature-last (B, T, F))"
+            )
         self.register_buffer("masks", generate_masks(self.channels, self.n, self.scale, seed=seed))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         batch = x.shape[0]
-        trailing = x.ndim - 2
-        # (n, B/n, C, *) * (n, 1, C, 1...): one broadcast multiply, in the input's dtype.
+        # (n, B/n, *, C, *) * (n, 1, 1.., C, 1..): one broadcast multiply, in the input's dtype.
         grouped = x.reshape(self.n, batch // self.n, *x.shape[1:])
-        mask = self.masks.to(dtype=x.dtype).view(self.n, 1, self.channels, *([1] * trailing))
+        shape = [self.n] + [1] * x.ndim
+        shape[self.dim % x.ndim + 1] = self.channels
+        mask = self.masks.to(dtype=x.dtype).view(shape)
         if self.activation == "relu":
             return masked_relu(grouped, mask).reshape(x.shape)
         return (grouped * mask).reshape(x.shape)
@@ -89,14 +100,15 @@ class Masksembles(nn.Module):
             raise ValueError(
                 f"{name} expects a {wanted} input, got shape {tuple(x.shape)} ({x.ndim}D)"
             )
-        if x.ndim < 2:
+        if x.ndim < 2 or not (-x.ndim <= self.dim < x.ndim) or self.dim % x.ndim == 0:
             raise ValueError(
-                f"{name} expects an input of shape (B, C, *), got shape {tuple(x.shape)}"
+                f"{name} with dim={self.dim} expects an input of shape (B, *) with channels on "
+                f"dim {self.dim} (not the batch dim 0), got shape {tuple(x.shape)}"
             )
-        if x.shape[1] != self.channels:
+        if x.shape[self.dim] != self.channels:
             raise ValueError(
                 f"{name} was built for channels={self.channels} but got an input with "
-                f"{x.shape[1]} channels on dim 1 (shape {tuple(x.shape)})"
+                f"{x.shape[self.dim]} channels on dim {self.dim} (shape {tuple(x.shape)})"
             )
         if x.shape[0] % self.n != 0:
             raise ValueError(
@@ -108,6 +120,8 @@ class Masksembles(nn.Module):
 
     def extra_repr(self) -> str:
         text = f"channels={self.channels}, n={self.n}, scale={self.scale}"
+        if self.dim != 1:
+            text += f", dim={self.dim}"
         return text if self.activation is None else f"{text}, activation={self.activation!r}"
 
 

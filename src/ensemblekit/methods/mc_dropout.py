@@ -6,8 +6,10 @@ classic architecture puts Dropout; the drop site applying the ReLU then the drop
 channel-wise ``Dropout2d`` on feature maps, ``Dropout`` on vectors), with rate ``p`` (default
 0.1, as in the 2026 BatchEnsemble study) and no skip rule; ``widen=True`` widens the layers it
 drops by 1/(1-p), so a sample keeps the single model's channel count on average. Training is
-plain; ``predict_members`` tiles the batch M times and runs one pass with BatchNorm in eval mode
-and dropout active, so each of the M copies gets its own dropout noise.
+plain; ``predict_members`` tiles the batch M times and runs one pass with BatchNorm in eval mode,
+each dropout layer multiplying copy m by member m's mask, drawn from the model's own generator
+seeded with ``seed`` (:mod:`ensemblekit.methods.seeded_dropout`): predictions are the same call
+after call and the global RNG is left alone.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .._validation import check_float, check_int
+from .._validation import check_float, check_int, check_seed
 from ..members import repeat_members, split_members
 from .base import EnsembleModel, no_drop_site_message
 from .member_masks import layer_masks, masked_member_weights
 from .placement import DropSites
 from .registry import register_method
+from .seeded_dropout import MaskSource, member_dropout, seeded_mask_source
 
 
 def dropout_modules(module: nn.Module) -> list[nn.Module]:
@@ -48,27 +51,36 @@ class MCDropoutLayers(DropSites):
 class MCDropoutModel(EnsembleModel):
     """A backbone with dropout layers; M = ``num_samples`` stochastic passes at inference.
 
-    ``model(x)`` is the plain forward (dropout active in train mode as usual).
+    ``model(x)`` is the plain forward (dropout active in train mode as usual, from the global
+    RNG). At inference member m is one fixed sub-network: its dropout masks come from a
+    generator seeded with ``seed`` afresh on every call and are shared by every example.
     """
 
     method = "mc_dropout"
 
     def __init__(self, backbone: nn.Module, num_samples: int, p: float | None = None,
-                 dropout_widths: list[int] | None = None) -> None:
+                 dropout_widths: list[int] | None = None, *, seed: int = 0) -> None:
         super().__init__(num_samples)
         self.backbone = backbone
         self.p = p
+        #: seeds the generator the inference-time dropout masks are drawn from
+        self.sampling_seed = check_seed(seed)
         #: channel widths of the drop sites that have dropout (None: a converted model)
         self.dropout_widths = dropout_widths
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
-    def forward_members(self, x: torch.Tensor, num_samples: int | None) -> torch.Tensor:
+    def forward_members(
+        self, x: torch.Tensor, num_samples: int | None, *, masks: MaskSource | None = None
+    ) -> torch.Tensor:
+        """``(M, B, K)``: the tiled batch through the backbone, member m's dropout masks
+        drawn from the seeded generator (``masks``: another source, e.g. frozen masks)."""
         samples = self.num_members if num_samples is None else num_samples
-        for layer in dropout_modules(self.backbone):
-            layer.train()  # predict_members restores every module's mode afterwards
-        return split_members(self.backbone(repeat_members(x, samples)), samples)
+        if masks is None:
+            masks = seeded_mask_source(samples, self.sampling_seed, x.device)
+        with member_dropout(self.backbone, samples, masks):
+            return split_members(self.backbone(repeat_members(x, samples)), samples)
 
     def member_weights(self, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """``(M, P)``: per member, one dropout mask sampled per channel width (keep
@@ -103,4 +115,4 @@ def mc_dropout(
     backbone = make_backbone(layers, seed)
     if n > 1 and not dropout_modules(backbone):
         raise ValueError(no_drop_site_message("mc_dropout", backbone, n))
-    return MCDropoutModel(backbone, n, p, sorted(set(layers.site_widths)))
+    return MCDropoutModel(backbone, n, p, sorted(set(layers.site_widths)), seed=seed)
