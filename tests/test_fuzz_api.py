@@ -522,7 +522,7 @@ MEMBER_METRICS = {  # name: (function, needs labels)
     "pairwise_cosine": (metrics.pairwise_cosine, False),
     "normalized_disagreement": (metrics.normalized_disagreement, True),
     **{f"ood_scores[{kind}]": (lambda p, kind=kind: metrics.ood_scores(p, kind), False)
-       for kind in metrics.OOD_SCORES},
+       for kind in metrics.OOD_SCORES if kind not in metrics.LOGIT_OOD_SCORES},
 }
 
 
@@ -688,7 +688,10 @@ def test_evaluate_predictions(case, mutation, ood, chunked, n_bins, reliability_
         documented = (key in ONE_MEMBER_NAN and result["n_members"] == 1) or (
             key == "normalized_disagreement" and result["accuracy"] == 1.0)
         assert documented, f"{key} = {value} for finite logits {logits.dtype}"
-    for score in result.get("ood", {}).values():
+    for kind, score in result.get("ood", {}).items():
+        if result["n_members"] == 1 and kind in metrics.DISAGREEMENT_OOD_SCORES:
+            assert all(v is None for v in score.values()), kind  # constant: undefined
+            continue
         assert all(math.isfinite(v) for v in score.values())
 
 

@@ -107,13 +107,11 @@ def test_nll_and_auroc_agree_with_sklearn(data):
 
 def test_ood_entry_equals_the_detection_functions(data):
     logits, _, ood_logits, results = data
-    member_probs = torch.softmax(logits.double(), -1)
-    ood_member_probs = torch.softmax(ood_logits.double(), -1)
     assert set(results["ood"]) == set(OOD_SCORES)
     assert results["n_ood_samples"] == 700
     for kind in OOD_SCORES:
-        scores_in = ood_scores(member_probs, kind)
-        scores_out = ood_scores(ood_member_probs, kind)
+        scores_in = ood_scores(logits, kind, from_logits=True)
+        scores_out = ood_scores(ood_logits, kind, from_logits=True)
         expected = {
             "auroc": auroc(scores_in, scores_out),
             "aupr": aupr(scores_in, scores_out),
@@ -234,9 +232,57 @@ def test_per_sample_values_for_plots():
     assert torch.equal(values["prediction"], prediction)
     assert torch.equal(values["correct"], prediction == labels)
     assert torch.allclose(values["confidence"], confidence, atol=1e-12)
-    ood_member_probs = torch.softmax(ood_logits.double(), -1)
     for kind in OOD_SCORES:
-        assert torch.allclose(values["scores"][kind], ood_scores(member_probs, kind), atol=1e-12)
-        expected = ood_scores(ood_member_probs, kind)
+        expected = ood_scores(logits, kind, from_logits=True)
+        assert torch.allclose(values["scores"][kind], expected, atol=1e-12)
+        expected = ood_scores(ood_logits, kind, from_logits=True)
         assert torch.allclose(values["ood_scores"][kind], expected, atol=1e-12)
     assert accumulator.compute()["accuracy"] == accuracy(member_probs.mean(0), labels)
+
+
+def test_logit_ood_scores_agree_with_sklearn(data):
+    from scipy.special import logsumexp
+
+    logits, _, ood_logits, results = data
+    z_in, z_out = logits.double().numpy(), ood_logits.double().numpy()
+    references = {
+        "max_logit": lambda z: -z.mean(0).max(-1),
+        "energy": lambda z: -logsumexp(z.mean(0), axis=-1),
+        "energy_members": lambda z: -logsumexp(z, axis=-1).mean(0),
+    }
+    is_out = np.r_[np.zeros(z_in.shape[1]), np.ones(z_out.shape[1])]
+    for kind, score in references.items():
+        scores = np.concatenate([score(z_in), score(z_out)])
+        assert results["ood"][kind]["auroc"] == pytest.approx(
+            roc_auc_score(is_out, scores), abs=TOL), kind
+        assert results["ood"][kind]["aupr"] == pytest.approx(
+            average_precision_score(is_out, scores), abs=TOL), kind
+
+
+def test_single_member_disagreement_scores_are_none_not_numbers():
+    logits, labels = logits_and_labels(m=1, n=300, k=5)
+    ood_logits = torch.randn(1, 200, 5, generator=torch.Generator().manual_seed(3))
+    results = evaluate_predictions(logits, labels, ood_member_logits=ood_logits)
+    for kind in ("mutual_information", "variation_ratio"):
+        assert results["ood"][kind] == {"auroc": None, "aupr": None, "aupr_in": None,
+                                        "fpr95": None}
+    for kind in ("msp", "entropy", "max_logit", "energy", "energy_members"):
+        assert 0 <= results["ood"][kind]["auroc"] <= 1, kind
+    assert json.loads(json.dumps(results))["ood"]["mutual_information"]["auroc"] is None
+    # Two members: every score is a number again.
+    two = evaluate_predictions(logits.expand(2, -1, -1), labels,
+                               ood_member_logits=ood_logits.expand(2, -1, -1))
+    assert isinstance(two["ood"]["variation_ratio"]["auroc"], float)
+
+
+def test_selective_metrics_of_the_mean_prediction(data):
+    from ensemblekit.metrics import selective_summary
+
+    logits, labels, _, results = data
+    probs = torch.softmax(logits.double(), -1).mean(0).numpy()
+    confidence = torch.from_numpy(probs.max(1))
+    correct = torch.from_numpy(probs.argmax(1) == labels.numpy())
+    expected = selective_summary(confidence, correct)
+    assert {key: results[key] for key in expected} == pytest.approx(expected, abs=1e-12)
+    assert set(expected) >= {"aurc", "e_aurc", "augrc", "risk_at_95_coverage",
+                             "coverage_at_5_risk"}

@@ -135,12 +135,48 @@ def test_ood_scores_are_the_named_quantities():
     assert torch.equal(ood_scores(probs, "variation_ratio"), variation_ratio(probs))
     # "entropy" is the entropy of the mean, not the mean member entropy (which is smaller).
     assert bool((ood_scores(probs, "entropy") > expected_entropy(probs)).all())
-    assert set(OOD_SCORES) == {"msp", "entropy", "mutual_information", "variation_ratio"}
+    assert set(OOD_SCORES) == {"msp", "entropy", "mutual_information", "variation_ratio",
+                               "max_logit", "energy", "energy_members"}
 
 
 def test_unknown_score_kind_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown kind 'max_logit'.*msp, entropy"):
-        ood_scores(random_member_probs(3, 50, 6, seed=0), "max_logit")
+    with pytest.raises(ValueError, match="unknown kind 'logit'.*msp, entropy"):
+        ood_scores(random_member_probs(3, 50, 6, seed=0), "logit")
+
+
+def test_logit_scores_are_the_named_quantities():
+    # numpy / scipy references: MaxLogit and Energy of the mean logits, mean member energy.
+    from scipy.special import logsumexp
+
+    logits = torch.randn(3, 50, 6, generator=torch.Generator().manual_seed(1)) * 4
+    z = logits.double().numpy()
+    expected = {"max_logit": -z.mean(0).max(-1), "energy": -logsumexp(z.mean(0), axis=-1),
+                "energy_members": -logsumexp(z, axis=-1).mean(0)}
+    for kind, reference in expected.items():
+        got = ood_scores(logits, kind, from_logits=True)
+        assert got.dtype == torch.float64 and np.allclose(got.numpy(), reference, atol=1e-12)
+    # The probability kinds from logits are those of the softmax.
+    probs = torch.softmax(logits.double(), -1)
+    for kind in ("msp", "entropy", "mutual_information", "variation_ratio"):
+        assert torch.allclose(ood_scores(logits, kind, from_logits=True), ood_scores(probs, kind))
+
+
+def test_logit_scores_say_higher_is_more_ood():
+    # A confident in-distribution logit vector has a larger max and logsumexp than a flat one.
+    confident = torch.tensor([[[8.0, 0.0, 0.0]]])
+    flat = torch.tensor([[[0.5, 0.4, 0.6]]])
+    for kind in ("max_logit", "energy", "energy_members", "msp", "entropy"):
+        assert ood_scores(flat, kind, from_logits=True) > ood_scores(confident, kind,
+                                                                     from_logits=True), kind
+
+
+def test_logit_scores_need_logits():
+    with pytest.raises(ValueError, match="from_logits=True"):
+        ood_scores(random_member_probs(3, 50, 6, seed=0), "energy")
+    with pytest.raises(ValueError, match="NaN"):
+        ood_scores(torch.tensor([[[0.0, float("nan")]]]), "energy", from_logits=True)
+    with pytest.raises(ValueError, match="from_logits"):
+        ood_scores(torch.zeros(1, 2, 3), "energy", from_logits="yes")
 
 
 @pytest.mark.parametrize("bad", [0.0, 1.5, -0.1])

@@ -146,3 +146,17 @@ def test_markdown_links_only_the_figures_the_results_allow():
     text = report.markdown(results)
     assert "figures/reliability.png" in text
     assert "figures/ece_vs_severity.png" not in text and "figures/ood_histograms.png" not in text
+
+
+def test_an_undefined_metric_stays_none_and_prints_as_na():
+    # Mutual information of a single model: None for every seed -> null in JSON, "n/a" in text.
+    assert report.mean_std([None, None]) == {"mean": None, "std": None}
+    results = _results({"single": 0.10, "deep_ensemble": 0.04})
+    results["methods"]["single"]["ood"]["mutual_information"] = {
+        key: report.mean_std([None]) for key in report.OOD_METRICS}
+    results["methods"]["deep_ensemble"]["ood"]["mutual_information"] = {
+        key: _value(0.7) for key in report.OOD_METRICS}
+    assert "| Single model | mutual_information | n/a | n/a | n/a |" in report.markdown(results)
+    rows = list(csv.DictReader(io.StringIO(report.results_csv(results))))
+    undefined = [r for r in rows if r["method"] == "single" and r["group"] == "mutual_information"]
+    assert len(undefined) == 3 and all(r["mean"] == r["std"] == "" for r in undefined)

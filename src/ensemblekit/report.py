@@ -49,7 +49,11 @@ def benchmark_figure_names(results: dict) -> list[str]:
 
 
 def mean_std(values) -> dict:
-    """``{"mean", "std"}`` of a list of numbers (sample std; 0 for one value)."""
+    """``{"mean", "std"}`` of a list of numbers (sample std; 0 for one value); both None when
+    the values are None (a metric undefined for the method, e.g. mutual information of one
+    member)."""
+    if any(v is None for v in values):
+        return {"mean": None, "std": None}
     values = [float(v) for v in values]
     mean = sum(values) / len(values)
     if len(values) < 2:
@@ -322,7 +326,9 @@ def markdown(results: dict) -> str:
     if p["ood_status"] == "ok":
         lines.append(f"- OOD: {p['ood']} test set against the clean test set; OOD is the "
                      "positive class; scores msp = 1 - max mean probability, entropy of the "
-                     "mean prediction, mutual information, variation ratio.")
+                     "mean prediction, mutual information, variation ratio (n/a for one "
+                     "member), max_logit = -max of the mean logits, energy = -logsumexp of "
+                     "the mean logits, energy_members = mean member energy.")
     elif p["ood_status"] == "off":
         lines.append("- OOD: not evaluated (--ood none).")
     else:
@@ -384,8 +390,10 @@ def _plural(count: int, noun: str) -> str:
 
 
 def _pm(value: dict) -> str:
-    """``mean ± std`` with digits that suit the magnitude."""
+    """``mean ± std`` with digits that suit the magnitude; "n/a" for an undefined metric."""
     mean, std = value["mean"], value["std"]
+    if mean is None:
+        return "n/a"
     digits = 4 if abs(mean) < 1 else 3
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 

@@ -97,6 +97,9 @@ def run_evaluate(
         log(f"  severity {severity} (mean over {len(corruptions)} corruptions): accuracy "
             f"{metrics['accuracy']:.4f}, NLL {metrics['nll']:.4f}, ECE {metrics['ece']:.4f}")
     for score, metrics in record.get("ood", {}).items():
+        if metrics["auroc"] is None:  # undefined for this model (one member)
+            log(f"  OOD vs {ood} by {score}: n/a")
+            continue
         log(f"  OOD vs {ood} by {score}: AUROC {metrics['auroc']:.4f}, AUPR "
             f"{metrics['aupr']:.4f}, FPR@95%TPR {metrics['fpr95']:.4f}")
     log(f"wrote {out}")

@@ -10,6 +10,7 @@ labels (B,), OOD score vectors (N,). Scalar metrics return Python floats; per-sa
 - uncertainty: ``predictive_entropy``, ``expected_entropy``, ``mutual_information``,
   ``variation_ratio``
 - ood: ``auroc``, ``aupr``, ``aupr_in``, ``fpr_at_tpr``, ``fpr_at_95_tpr``, ``ood_scores``
+  (MSP, entropy, mutual information, variation ratio, MaxLogit, energy)
 - selective: ``aurc``, ``e_aurc``, ``augrc``, ``risk_at_coverage``, ``coverage_at_risk``,
   ``risk_coverage_curve``, ``selective_summary``
 - diversity: ``pairwise_disagreement``, ``normalized_disagreement``, ``pairwise_kl``,
@@ -30,7 +31,17 @@ from .diversity import (
     weight_similarity,
 )
 from .evaluation import PredictionAccumulator, evaluate_predictions
-from .ood import OOD_SCORES, aupr, aupr_in, auroc, fpr_at_95_tpr, fpr_at_tpr, ood_scores
+from .ood import (
+    DISAGREEMENT_OOD_SCORES,
+    LOGIT_OOD_SCORES,
+    OOD_SCORES,
+    aupr,
+    aupr_in,
+    auroc,
+    fpr_at_95_tpr,
+    fpr_at_tpr,
+    ood_scores,
+)
 from .selective import (
     SELECTIVE_COVERAGES,
     SELECTIVE_RISKS,
@@ -50,6 +61,8 @@ from .uncertainty import (
 )
 
 __all__ = [
+    "DISAGREEMENT_OOD_SCORES",
+    "LOGIT_OOD_SCORES",
     "OOD_SCORES",
     "PROBABILITY_FLOOR",
     "PredictionAccumulator",

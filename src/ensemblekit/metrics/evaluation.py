@@ -21,8 +21,12 @@ Keys of the returned dict (scalars are Python floats, matrices nested lists):
 - ``"disagreement"``, ``"normalized_disagreement"`` (disagreement / ensemble error), ``"kl"``,
   ``"js"``, ``"cosine"``: means over the off-diagonal member pairs (nan for one member);
   ``"disagreement_matrix"``, ``"kl_matrix"``, ``"js_matrix"``, ``"cosine_matrix"``: (M, M);
+- selective prediction on the top-label confidence of the mean prediction (see
+  ``metrics.selective``): ``"aurc"``, ``"e_aurc"``, ``"augrc"``, ``"risk_at_{80,90,95}_coverage"``,
+  ``"coverage_at_{1,2,5}_risk"``;
 - only when OOD logits were given: ``"n_ood_samples"`` and ``"ood"``:
-  ``{score: {"auroc", "aupr", "aupr_in", "fpr95"}}`` for each score in ``OOD_SCORES``.
+  ``{score: {"auroc", "aupr", "aupr_in", "fpr95"}}`` for each score in ``OOD_SCORES``; for one
+  member the ``DISAGREEMENT_OOD_SCORES`` (constant then) have every value None (null in JSON).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from .diversity import (
     _off_diagonal_mean,
 )
 from .ood import (
+    DISAGREEMENT_OOD_SCORES,
     OOD_SCORES,
     _auroc,
     _average_precision,
@@ -62,6 +67,7 @@ from .ood import (
     _score_table,
     _staircases,
 )
+from .selective import _summary as _selective_summary
 
 # Samples per internal block: keeps the float64 temporaries of one block in cache-sized pieces
 # however large a chunk the caller passes.
@@ -83,7 +89,7 @@ class PredictionAccumulator:
             acc.update_ood(member_logits)
         results = acc.compute()
 
-    Memory: a few scalars per sample (confidence, prediction, label, four OOD scores; see
+    Memory: a few scalars per sample (confidence, prediction, label, seven OOD scores; see
     ``per_sample``), plus O(M^2) sums. The number of members M and classes K is fixed by the
     first update.
     """
@@ -123,8 +129,10 @@ class PredictionAccumulator:
         """Add a chunk of out-of-distribution predictions: logits (M, B, K)."""
         logits = self._checked_logits("ood_member_logits", member_logits)
         for start in range(0, logits.shape[1], _BLOCK):
-            probs, member_entropy, _ = _softmax_parts(logits[:, start : start + _BLOCK])
-            scores = _score_table(probs, probs.mean(0), member_entropy, probs.argmax(-1))
+            block = logits[:, start : start + _BLOCK]
+            probs, member_entropy, _ = _softmax_parts(block)
+            scores = _score_table(block.double(), probs, probs.mean(0), member_entropy,
+                                  probs.argmax(-1))
             for name, values in scores.items():
                 self._ood_scores.setdefault(name, []).append(values)
 
@@ -195,10 +203,13 @@ class PredictionAccumulator:
             js_matrix=js.tolist(),
             cosine_matrix=cosine.tolist(),
         )
+        results.update(_selective_summary(confidence, (~correct).double()))
         if "ood_scores" in per_sample:
             results["n_ood_samples"] = self.n_ood_samples
             results["ood"] = {
-                kind: _detection_summary(scores[kind], per_sample["ood_scores"][kind])
+                kind: _undefined_detection() if self.n_members == 1
+                and kind in DISAGREEMENT_OOD_SCORES
+                else _detection_summary(scores[kind], per_sample["ood_scores"][kind])
                 for kind in OOD_SCORES
             }
         return results
@@ -220,7 +231,7 @@ class PredictionAccumulator:
         mean_probs = probs.mean(0)
         member_votes = probs.argmax(-1)  # (M, b)
         confidence, prediction = _top_label(mean_probs)
-        scores = _score_table(probs, mean_probs, member_entropy, member_votes)
+        scores = _score_table(logits.double(), probs, mean_probs, member_entropy, member_votes)
         # A copy: the caller's label buffer may be reused for the next batch.
         per_sample = {"confidence": confidence, "prediction": prediction, "label": labels.clone()}
         for name, values in {**per_sample, **scores}.items():
@@ -275,7 +286,8 @@ def evaluate_predictions(
     ``(member_logits (M, B, K), labels (B,))`` chunks with ``labels`` left out.
     ood_member_logits: optional tensor (M, N', K) or iterable of (M, B', K) chunks; when given,
     the result has an ``"ood"`` entry with AUROC, AUPR (OOD and in-distribution positive) and
-    FPR at 95% TPR for every score in ``OOD_SCORES``.
+    FPR at 95% TPR for every score in ``OOD_SCORES`` (None for the disagreement scores of a
+    single member).
     """
     accumulator = PredictionAccumulator(n_bins=n_bins)
     if isinstance(member_logits, torch.Tensor):
@@ -323,6 +335,11 @@ def _detection_summary(scores_in: torch.Tensor, scores_out: torch.Tensor) -> dic
         "aupr_in": _average_precision(*mirrored),
         "fpr95": _fpr_at_tpr(*staircase, 0.95),
     }
+
+
+def _undefined_detection() -> dict[str, None]:
+    """The detection summary of a score that is constant by construction (one member)."""
+    return dict.fromkeys(("auroc", "aupr", "aupr_in", "fpr95"))
 
 
 def _safe_ratio(numerator: float, denominator: float) -> float:

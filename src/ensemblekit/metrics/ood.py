@@ -5,21 +5,37 @@ metric is computed from the exact ROC / precision-recall staircase over the dist
 values (no threshold grid): a threshold ``t`` flags the samples with score >= t, and tied
 scores always move together. Counts are integers, so AUROC is exact up to one final division.
 
-Scores come from ``ood_scores(member_probs, kind)``; each kind is named for exactly what it is:
-``"msp"`` = 1 - max of the mean probability, ``"entropy"`` = entropy of the mean probability
-(not the mean of member entropies), ``"mutual_information"``, ``"variation_ratio"``.
+Scores come from ``ood_scores(member_probs, kind)`` (or from member logits with
+``from_logits=True``); each kind is named for exactly what it is, all with higher = more OOD:
+
+- from probabilities: ``"msp"`` = 1 - max of the mean probability, ``"entropy"`` = entropy of
+  the mean probability (not the mean of member entropies), ``"mutual_information"``,
+  ``"variation_ratio"``;
+- from logits only (``LOGIT_OOD_SCORES``): ``"max_logit"`` = minus the largest mean member
+  logit (MaxLogit, Hendrycks et al. 2022), ``"energy"`` = ``-logsumexp`` of the mean member
+  logits (Liu et al. 2020, temperature 1), ``"energy_members"`` = the mean over members of
+  each member's ``-logsumexp``.
+
+``DISAGREEMENT_OOD_SCORES`` (mutual information, variation ratio) measure how the members
+differ: with one member they are constant (0 up to rounding), so ``evaluate_predictions``
+reports their detection metrics as None, never as a number.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .._validation import check_choice, check_float
-from ._inputs import check_probabilities, check_scores
+from .._validation import check_choice, check_flag, check_float
+from ._inputs import check_logits, check_probabilities, check_scores
 from .uncertainty import _entropy, _mutual_information, _variation_ratio
 
 #: The score kinds ``ood_scores`` knows, in the order reports list them.
-OOD_SCORES = ("msp", "entropy", "mutual_information", "variation_ratio")
+OOD_SCORES = ("msp", "entropy", "mutual_information", "variation_ratio", "max_logit", "energy",
+              "energy_members")
+#: The kinds that need logits (``ood_scores(..., from_logits=True)``).
+LOGIT_OOD_SCORES = ("max_logit", "energy", "energy_members")
+#: The kinds that compare members: constant, hence undefined as detectors, for one member.
+DISAGREEMENT_OOD_SCORES = ("mutual_information", "variation_ratio")
 
 
 def auroc(scores_in: torch.Tensor, scores_out: torch.Tensor) -> float:
@@ -61,20 +77,54 @@ def fpr_at_95_tpr(scores_in: torch.Tensor, scores_out: torch.Tensor) -> float:
     return fpr_at_tpr(scores_in, scores_out, 0.95)
 
 
-def ood_scores(member_probs: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-sample OOD score, higher = more OOD: (M, B, K) member probabilities -> (B,) float64.
+def ood_scores(member_probs: torch.Tensor, kind: str, *, from_logits: bool = False
+               ) -> torch.Tensor:
+    """Per-sample OOD score, higher = more OOD: (M, B, K) member outputs -> (B,) float64.
 
-    kind: one of ``OOD_SCORES``. "msp" is ``1 - max_k mean_m p_m[k]``; "entropy" is
-    ``H(mean_m p_m)``; "mutual_information" and "variation_ratio" as in ``metrics.uncertainty``.
+    member_probs: member probabilities (M, B, K), or member logits with ``from_logits=True``
+    (softmax per member first for the probability kinds). kind: one of ``OOD_SCORES``. "msp" is
+    ``1 - max_k mean_m p_m[k]``; "entropy" is ``H(mean_m p_m)``; "mutual_information" and
+    "variation_ratio" as in ``metrics.uncertainty``; with ``z_bar = mean_m z_m``, "max_logit" is
+    ``-max_k z_bar[k]``, "energy" ``-logsumexp_k z_bar[k]`` and "energy_members"
+    ``mean_m -logsumexp_k z_m[k]`` (these three need logits).
     """
     kind = check_choice("kind", kind, OOD_SCORES)
-    probs = check_probabilities("member_probs", member_probs, ndim=3)
-    return _score_table(probs, probs.mean(0), _entropy(probs), probs.argmax(-1))[kind]
+    if not check_flag("from_logits", from_logits):
+        if kind in LOGIT_OOD_SCORES:
+            raise ValueError(
+                f"kind {kind!r} is a score of logits, not probabilities: pass member logits "
+                "(M, B, K) with from_logits=True"
+            )
+        probs = check_probabilities("member_probs", member_probs, ndim=3)
+        return _probability_scores(probs, probs.mean(0), _entropy(probs), probs.argmax(-1))[kind]
+    logits = check_logits("member_probs", member_probs).to(torch.float64)
+    if kind in LOGIT_OOD_SCORES:
+        return _logit_scores(logits)[kind]
+    probs = torch.softmax(logits, -1)
+    return _probability_scores(probs, probs.mean(0), _entropy(probs), probs.argmax(-1))[kind]
 
 
-def _score_table(probs, mean_probs, member_entropy, member_votes) -> dict[str, torch.Tensor]:
-    """Every kind of ``OOD_SCORES`` from float64 (M, B, K) probs, their (B, K) mean, (M, B)
-    member entropies and (M, B) member argmaxes -> {kind: (B,)} (no checks)."""
+def _score_table(logits, probs, mean_probs, member_entropy, member_votes
+                 ) -> dict[str, torch.Tensor]:
+    """Every kind of ``OOD_SCORES`` from float64 (M, B, K) logits and probs, the (B, K) mean
+    probability, (M, B) member entropies and (M, B) member argmaxes -> {kind: (B,)} (no checks)."""
+    return {**_probability_scores(probs, mean_probs, member_entropy, member_votes),
+            **_logit_scores(logits)}
+
+
+def _logit_scores(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The ``LOGIT_OOD_SCORES`` of float64 member logits (M, B, K) -> {kind: (B,)}."""
+    mean_logits = logits.mean(0)
+    return {
+        "max_logit": -mean_logits.max(-1).values,
+        "energy": -torch.logsumexp(mean_logits, -1),
+        "energy_members": -torch.logsumexp(logits, -1).mean(0),
+    }
+
+
+def _probability_scores(probs, mean_probs, member_entropy, member_votes
+                        ) -> dict[str, torch.Tensor]:
+    """The probability kinds of ``OOD_SCORES`` (see ``_score_table``)."""
     entropy_of_mean = _entropy(mean_probs)
     return {
         "msp": 1 - mean_probs.max(-1).values,
