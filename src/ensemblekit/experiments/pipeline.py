@@ -349,8 +349,10 @@ def member_logits(model, images, dataset: str, *, batch_size: int = 500,
     if getattr(model, "method", None) != "mc_dropout":
         num_samples = None
     if isinstance(images, torch.Tensor):
-        images = (images[start:start + batch_size]
-                  for start in range(0, images.shape[0], batch_size))
+        # bound to its own name: the generator reads it lazily, after ``images`` is rebound
+        tensor = images
+        images = (tensor[start:start + batch_size]
+                  for start in range(0, tensor.shape[0], batch_size))
     chunks = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
             torch.no_grad():
