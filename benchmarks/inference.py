@@ -6,7 +6,12 @@ under ``torch.no_grad``. Every candidate is timed in one process, interleaved ro
 (medians), so compare the ratios, not the milliseconds. Before timing, each compiled model is
 checked against the tiled one on the benchmark batch.
 
+A second section times the shared prefix: Masksembles with ``placement="dropout"`` (masks only
+where the classic architecture puts dropout: LeNet's fully connected layers, ResNet-20's last
+stage), where every layer before the first mask runs once for all members.
+
     python benchmarks/inference.py [--backbones lenet resnet20] [--rounds 7] [--device cuda]
+        [--sections masks shared-prefix]
 """
 
 from __future__ import annotations
@@ -131,6 +136,50 @@ def bench_backbone(backbone: str, batch: int, rounds: int, device: torch.device)
         print(f"| {name} | {times[name]:.1f} | {times[name] / single:.2f} | {speedup} |")
 
 
+#: the shared-prefix section: (label, compile_members options or None for the tiled pass)
+PREFIX_KINDS = (
+    ("tiled", None),
+    ("compile_members (stacked, shared prefix)", {"strategy": "stacked"}),
+    ("compile_members (stacked, no sharing)", {"strategy": "stacked", "share_prefix": False}),
+    ("compile_members (loop)", {"strategy": "loop"}),
+)
+
+
+def bench_shared_prefix(backbone: str, batch: int, rounds: int, device: torch.device) -> None:
+    """Single model vs Masksembles ``placement="dropout"`` (M=4, scale 2) tiled and compiled."""
+    in_channels, _, options = BACKBONES[backbone]
+    x = benchmark_input(backbone, batch, device)
+    single = build_model(backbone, "single", 10, in_channels, seed=0, **options).to(device)
+    model = build_model(backbone, "masksembles", 10, in_channels, seed=0, n=MEMBERS, scale=2.0,
+                        placement="dropout", **options).to(device).eval()
+    candidates = {"single": synchronised(lambda: predict_members(single, x), device)}
+    with torch.no_grad():
+        expected = predict_members(model, x)
+    for name, compile_options in PREFIX_KINDS:
+        if compile_options is None:
+            candidates[name] = synchronised(lambda: predict_members(model, x), device)
+            continue
+        fast = compile_members(model, example_input=x[:2], **compile_options)
+        with torch.no_grad():
+            error = float((fast(x) - expected).abs().max() / expected.abs().max())
+        if not error <= 1e-5:
+            raise AssertionError(f"{backbone} {name}: relative difference {error:.2e}")
+        candidates[name] = synchronised(lambda fast=fast: fast(x), device)
+    with torch.no_grad():
+        slowest = max(median_ms(fn, repeats=1, warmup=1) for fn in candidates.values())
+        per_round = max(1, math.ceil(200.0 / slowest))
+        times = interleaved_medians(candidates, rounds=rounds, per_round=per_round, warmup=2)
+    print(f"\n## shared prefix: {backbone}, masksembles placement='dropout', M={MEMBERS}, "
+          f"scale 2, batch {batch}, fp32, {device.type}, {rounds} rounds")
+    auto = resolve_strategy(model, x[:2])
+    print(f"(compile_members' default strategy='auto' picks {auto!r} here)")
+    print("\n| candidate | median ms | x single | tiled / candidate |")
+    print("|---|---:|---:|---:|")
+    for name, value in times.items():
+        print(f"| {name} | {value:.1f} | {value / times['single']:.2f} | "
+              f"{times['tiled'] / value:.2f} |")
+
+
 def add_machine_arguments(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--threads``, shared by the benchmark scripts."""
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -151,11 +200,16 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", choices=list(BACKBONES), default=list(BACKBONES))
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--sections", nargs="+", choices=("masks", "shared-prefix"),
+                        default=["masks", "shared-prefix"])
     add_machine_arguments(parser)
     args = parser.parse_args()
     device = start(args, "inference.py")
     for backbone in args.backbones:
-        bench_backbone(backbone, args.batch, args.rounds, device)
+        if "masks" in args.sections:
+            bench_backbone(backbone, args.batch, args.rounds, device)
+        if "shared-prefix" in args.sections:
+            bench_shared_prefix(backbone, args.batch, args.rounds, device)
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 

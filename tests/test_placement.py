@@ -14,7 +14,7 @@ from ensemblekit.layers import Masksembles
 from ensemblekit.masks import mask_size
 from ensemblekit.methods import build_model, predict_members
 from ensemblekit.methods.masksembles import MIN_MEMBER_CHANNELS, masks_fit, widened_channels
-from test_compile_members import randomise_batchnorm
+from test_compile_members import conv_work, randomise_batchnorm
 from test_models import SMALL
 
 COMBINATIONS = list(itertools.product(SMALL, ("all", "dropout"), (False, True)))
@@ -175,3 +175,31 @@ def test_mc_dropout_every_combination_trains_predicts_and_reloads(name, placemen
     for mine, theirs in zip(model.state_dict().values(), again.state_dict().values(),
                             strict=True):
         assert torch.equal(mine, theirs)
+
+
+@pytest.mark.parametrize("name", ["lenet", "resnet20", "resnet50"])
+def test_shared_prefix_runs_the_unmasked_trunk_once(name):
+    model = build(name, "masksembles", "dropout", False)
+    test = batch(name, 3, seed=2)
+    shared = ek.compile_members(model, strategy="stacked", example_input=test)
+    unshared = ek.compile_members(model, strategy="stacked", share_prefix=False,
+                                  example_input=test)
+    with torch.no_grad():
+        expected = predict_members(model, test)
+        for fast in (shared, unshared):
+            assert float((fast(test) - expected).abs().max() / expected.abs().max()) < 1e-5
+    # the stem keeps its own width: computed once, not once per member
+    stem_name = model.backbone.stem_name
+    stem = shared.networks[0].get_submodule(stem_name)
+    assert stem.weight.shape == model.backbone.get_submodule(stem_name).weight.shape
+    shared_work = conv_work(shared.networks[0], test)
+    assert shared_work < 0.6 * conv_work(unshared.networks[0], test)
+
+
+def test_wide_resnet_inner_masks_compile_without_sharing_and_stay_exact():
+    model = build("wrn28_10", "masksembles", "dropout", False)
+    test = batch("wrn28_10", 3, seed=2)
+    fast = ek.compile_members(model, strategy="stacked", example_input=test)
+    with torch.no_grad():
+        expected = predict_members(model, test)
+        assert float((fast(test) - expected).abs().max() / expected.abs().max()) < 1e-5
