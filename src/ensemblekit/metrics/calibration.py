@@ -65,10 +65,16 @@ def _bin_count(n_bins) -> int:
 
 def _equal_width_bins(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int):
     """(N,) float64 confidences, (N,) bool -> edges, count, correct_sum, confidence_sum."""
+    edges, index = _bin_index(confidence, n_bins)
+    return (edges, *_bin_sums(index, confidence, correct, n_bins))
+
+
+def _bin_index(confidence: torch.Tensor, n_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float64 confidences (any shape) -> edges (n_bins + 1,) and each one's equal-width bin."""
     # i / n_bins rounds each edge correctly (linspace can be off by an ulp at an edge).
     edges = torch.arange(n_bins + 1, dtype=torch.float64, device=confidence.device) / n_bins
     index = (torch.bucketize(confidence, edges, right=True) - 1).clamp_(0, n_bins - 1)
-    return (edges, *_bin_sums(index, confidence, correct, n_bins))
+    return edges, index
 
 
 def _bin_sums(index: torch.Tensor, confidence: torch.Tensor, correct: torch.Tensor, n_bins: int):
