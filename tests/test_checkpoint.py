@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from ensemblekit import convert as ek_convert
 from ensemblekit.checkpoint import FORMAT, load, load_into, read_checkpoint, save
 from ensemblekit.methods import available_methods, build_model, predict_members
 from ensemblekit.train import CHECKPOINT_NAME, TrainConfig, train_model
@@ -167,3 +168,89 @@ def test_newer_or_incomplete_format_is_explained(saved, tmp_path):
         load(incomplete)
     with pytest.raises(ValueError, match="a 'training' checkpoint is needed"):
         read_checkpoint(saved, kind="training")
+
+
+class _CreatesAFile:
+    """A pickle that, unpickled, would create a file: what a malicious checkpoint does."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_a_malicious_pickle_is_refused_without_running_it(saved, tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    payload = torch.load(saved, weights_only=True)
+    torch.save({**payload, "metadata": _CreatesAFile(marker)}, evil)
+    with pytest.raises(ValueError, match=r"evil\.pt cannot be read"):
+        load(evil)
+    with pytest.raises(ValueError, match=r"evil\.pt cannot be read"):
+        load(evil, into=torch.nn.Linear(2, 2))
+    assert not marker.exists()
+    # the file is really malicious: an unrestricted unpickler runs it
+    handle = torch.load(evil, weights_only=False)["metadata"]
+    handle.close()
+    assert marker.exists()
+
+
+def small_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Dropout2d(0.2), torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 16),
+        torch.nn.ReLU(), torch.nn.Linear(16, 10),
+    )
+
+
+CONVERTERS = {
+    "masksembles": lambda net, x: ek_convert.to_masksembles(
+        net, 4, 2.0, example_input=x[:1], seed=3, sites=["5"]),
+    "mc_dropout": lambda net, x: ek_convert.to_mc_dropout(net, num_samples=4, seed=9,
+                                                          sites=["6"], p=0.3),
+    "batchensemble": lambda net, x: ek_convert.to_batchensemble(net, 2, tile_batch=False),
+}
+
+
+@pytest.mark.parametrize("converter", sorted(CONVERTERS))
+def test_converted_models_reload_into_a_fresh_network_bit_identically(converter, tmp_path):
+    images, labels = digits_like()
+    model = CONVERTERS[converter](small_net(), images)
+    train_model(model, (images, labels), TrainConfig(epochs=1, batch_size=16, lr=0.05,
+                                                     progress=False, threads=1))
+    path = save(model, tmp_path / "converted.pt")
+    assert read_checkpoint(path)["recipe"] == model.recipe
+    scramble_rng()
+    fresh = small_net()
+    state = torch.get_rng_state()
+    again = load(path, into=fresh)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert type(again) is type(model) and again.backbone is fresh and not again.training
+    with torch.no_grad():
+        assert torch.equal(predict_members(again, images), predict_members(model, images))
+    with pytest.raises(ValueError, match="pass a fresh instance of that network"):
+        load(path)
+    with pytest.raises(ValueError, match="cannot rebuild the to_.* model on the Sequential"):
+        load(path, into=torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)))
+    # a training checkpoint of a converted model reloads the same way
+    train_model(model, (images, labels), TrainConfig(epochs=1, batch_size=16, progress=False,
+                                                     threads=1), checkpoint_dir=tmp_path)
+    resumed = load(tmp_path / CHECKPOINT_NAME, into=small_net())
+    with torch.no_grad():
+        assert torch.equal(predict_members(resumed, images), predict_members(model, images))
+
+
+def test_into_is_for_converted_models_and_bare_state_dicts_load_into(saved, tmp_path):
+    with pytest.raises(ValueError, match="built by ensemblekit.build_model.*drop into="):
+        load(saved, into=torch.nn.Linear(2, 2))
+    model = lenet("single")
+    bare = tmp_path / "bare.pt"
+    torch.save(model.state_dict(), bare)
+    other = build_model("lenet", "single", num_classes=10, in_channels=1, input_size=8, seed=4)
+    assert not torch.equal(other.state_dict()["backbone.head.weight"],
+                           model.state_dict()["backbone.head.weight"])
+    load_into(other, bare)
+    for key, value in model.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value)

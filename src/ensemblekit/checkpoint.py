@@ -2,7 +2,11 @@
 
 A checkpoint is a ``torch.save``'d dict with a format tag and version, the model's ``config``
 (``build_model(**config)`` rebuilds the architecture) and its full ``state_dict`` -- Masksembles
-masks, BatchEnsemble fast weights and every ensemble member included. Training checkpoints
+masks, BatchEnsemble fast weights and every ensemble member included. A model made by a
+converter of :mod:`ensemblekit.convert` has no config but a ``recipe`` (converter, options and
+every site with its width, plain JSON data): ``load(path, into=network)`` replays it on a fresh
+copy of your unconverted network (:func:`ensemblekit.convert.apply_recipe`) and loads the
+weights; no code travels in the file. Training checkpoints
 (written by :func:`ensemblekit.train.train_model` after every epoch) add the optimizer,
 learning-rate schedule, gradient scaler, random-number-generator states and epoch, so a killed
 run resumes exactly. ``load`` reads training checkpoints too.
@@ -18,6 +22,7 @@ and the problem.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import zipfile
@@ -30,7 +35,9 @@ from ._validation import check_choice, check_device
 from .atomic import atomic_torch_save
 
 FORMAT = "ensemblekit.checkpoint"
-FORMAT_VERSION = 1
+#: the newest format this module reads; it writes 1 for build_model models (unchanged since
+#: version 1) and 2 for converted ones (version 1 readers cannot rebuild those)
+FORMAT_VERSION = 2
 _KINDS = ("model", "training")
 _TRAINING_KEYS = ("optimizer", "scheduler", "epoch", "history", "rng", "data_order")
 _LISTED = 8  # how many offending keys an error message spells out
@@ -40,8 +47,9 @@ def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict | None = N
     """Write ``model`` (its ``config`` and full ``state_dict``) to ``path`` atomically.
 
     ``model`` must come from :func:`ensemblekit.methods.build_model` (anything with a
-    JSON-serialisable ``.config`` that ``build_model(**config)`` accepts). ``metadata`` is an
-    optional JSON-serialisable dict stored alongside (dataset name, metrics, ...).
+    JSON-serialisable ``.config`` that ``build_model(**config)`` accepts) or from a converter
+    of :mod:`ensemblekit.convert` (its ``.recipe`` is stored). ``metadata`` is an optional
+    JSON-serialisable dict stored alongside (dataset name, metrics, ...).
     """
     path = _check_destination(path)
     payload = _model_payload(model, kind="model", require_config=True)
@@ -50,42 +58,87 @@ def save(model: nn.Module, path: str | os.PathLike, *, metadata: dict | None = N
     return atomic_torch_save(payload, path)
 
 
-def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+def load(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    *,
+    into: nn.Module | None = None,
+) -> nn.Module:
     """Rebuild the model stored at ``path`` (a :func:`save` or training checkpoint), in eval mode.
 
+    A ``build_model`` model is rebuilt from the file alone. A converted model is rebuilt on
+    ``into``, a fresh instance of the network it was converted from (unconverted, any weights:
+    they are overwritten); ``into`` is converted in place, as the converter did, and wrapped.
     Building the model does not disturb the caller's random-number generators, and the stored
     tensors are copied in exactly: the reloaded model predicts bit-identically to the saved one.
     """
+    if into is not None and not isinstance(into, nn.Module):
+        raise TypeError(f"into must be a torch.nn.Module (your unconverted network), got "
+                        f"{type(into).__name__}")
     payload = read_checkpoint(path, map_location=map_location)
-    config = payload["model_config"]
-    if config is None:
+    config, recipe = payload["model_config"], payload.get("recipe")
+    if recipe is not None:
+        model = _rebuild_converted(path, recipe, into)
+    elif into is not None:
+        raise ValueError(
+            f"{path} holds a model built by ensemblekit.build_model, not one converted from "
+            "your own network; drop into=: ensemblekit.load(path) rebuilds it from the file"
+            if config is not None else
+            f"{path} holds weights but neither a model config nor a conversion recipe; copy "
+            "them into your model with ensemblekit.load_into(model, path)"
+        )
+    elif config is None:
         raise ValueError(
             f"{path} holds weights but no model config (the model was not built with "
             "ensemblekit.methods.build_model); build the same model yourself and call "
             "ensemblekit.checkpoint.load_into(model, path)"
         )
-    from .methods import build_model  # the registry imports every backbone; only needed here
+    else:
+        from .methods import build_model  # the registry imports every backbone; only here
 
-    # Building initialises weights (and may draw masks) from the global RNG; fork it so
-    # loading a model leaves the caller's random stream where it was.
-    with torch.random.fork_rng(devices=[]):
-        try:
-            model = build_model(**config)
-        except (TypeError, ValueError, KeyError) as error:
-            raise ValueError(
-                f"{path}: cannot rebuild the model from its stored config {config}: {error}"
-            ) from error
+        # Building initialises weights (and may draw masks) from the global RNG; fork it so
+        # loading a model leaves the caller's random stream where it was.
+        with torch.random.fork_rng(devices=[]):
+            try:
+                model = build_model(**config)
+            except (TypeError, ValueError, KeyError) as error:
+                raise ValueError(
+                    f"{path}: cannot rebuild the model from its stored config {config}: {error}"
+                ) from error
     restore_state_dict(model, payload["state_dict"], source=str(path), file_config=config)
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     return model.eval()
 
 
+def _rebuild_converted(path, recipe: dict, into: nn.Module | None) -> nn.Module:
+    """The converted model of ``recipe`` on the network ``into`` (weights not yet loaded)."""
+    converter = recipe.get("converter")
+    if into is None:
+        raise ValueError(
+            f"{path} holds a model that {converter} made from your own network, which the file "
+            "does not contain (only its weights and the conversion recipe); pass a fresh "
+            "instance of that network, unconverted: ensemblekit.load(path, into=MyNetwork())"
+        )
+    from .convert import apply_recipe  # imports every method; only needed here
+
+    # Converting builds layers that draw from the global RNG (fast weights; masks have a
+    # seed); fork it so loading leaves the caller's random stream where it was.
+    with torch.random.fork_rng(devices=[]):
+        try:
+            return apply_recipe(into, recipe)
+        except (TypeError, ValueError, KeyError) as error:
+            raise ValueError(f"{path}: cannot rebuild the {converter} model on the "
+                             f"{type(into).__name__} passed as into: {error}") from error
+
+
 def load_into(
     model: nn.Module, path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> nn.Module:
-    """Copy the weights stored at ``path`` into an existing ``model``; explain any mismatch."""
-    payload = read_checkpoint(path, map_location=map_location)
+    """Copy the weights stored at ``path`` (a checkpoint of this format, or a bare
+    ``torch.save(model.state_dict(), path)`` file) into an existing ``model``; explain any
+    mismatch."""
+    payload = read_checkpoint(path, map_location=map_location, bare_state_dict=True)
     restore_state_dict(
         model, payload["state_dict"], source=str(path), file_config=payload["model_config"]
     )
@@ -134,11 +187,17 @@ def restore_state_dict(
 
 
 def read_checkpoint(
-    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", kind: str | None = None
+    path: str | os.PathLike,
+    *,
+    map_location: str | torch.device = "cpu",
+    kind: str | None = None,
+    bare_state_dict: bool = False,
 ) -> dict:
     """Read and validate a checkpoint file; return its payload dict.
 
     ``kind="training"`` additionally requires the resume state that ``train_model`` writes.
+    ``bare_state_dict=True`` also accepts a file holding only a ``state_dict`` (returned as the
+    payload of a model checkpoint without config).
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for
     anything else: not a torch file, truncated, written by something else, newer format.
     """
@@ -150,6 +209,9 @@ def read_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     payload = _torch_load(path, map_location)
+    if bare_state_dict and _is_state_dict(payload) and payload:
+        return {"format": FORMAT, "format_version": 1, "kind": "model", "model_config": None,
+                "state_dict": dict(payload)}
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not an ensemblekit checkpoint: {_describe_foreign(payload)}")
     version = payload.get("format_version")
@@ -169,13 +231,12 @@ def read_checkpoint(
     problems = [f"missing {key!r}" for key in required if key not in payload]
     if payload.get("kind") not in _KINDS:
         problems.append(f"unknown kind {payload.get('kind')!r}")
-    state_dict = payload.get("state_dict", {})
-    if not isinstance(state_dict, dict) or not all(
-            isinstance(key, str) and isinstance(value, torch.Tensor)
-            for key, value in state_dict.items()):
+    if not _is_state_dict(payload.get("state_dict", {})):
         problems.append("'state_dict' is not a dict of named tensors")
     if not isinstance(payload.get("model_config", {}), (dict, type(None))):
         problems.append("'model_config' is not a dict")
+    if not isinstance(payload.get("recipe"), (dict, type(None))):
+        problems.append("'recipe' is not a dict")
     if problems:
         raise ValueError(
             f"{path} is an incomplete ensemblekit checkpoint ({', '.join(problems)}); it was "
@@ -203,22 +264,27 @@ def _model_payload(model: nn.Module, *, kind: str, require_config: bool) -> dict
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     config = getattr(model, "config", None)
-    if config is None and require_config:
+    recipe = getattr(model, "recipe", None) if config is None else None
+    if config is None and recipe is None and require_config:
         raise ValueError(
-            f"{type(model).__name__} has no .config, so the file could not rebuild it; build "
-            "models with ensemblekit.methods.build_model, or save a bare state_dict with "
+            f"{type(model).__name__} has no .config or .recipe, so the file could not rebuild "
+            "it; build models with ensemblekit.methods.build_model or convert your network "
+            "with ensemblekit.convert, or save a bare state_dict with "
             "torch.save(model.state_dict(), path)"
         )
     if config is not None:
         config = _check_json("model.config", dict(config))
-    state_dict = model.state_dict()
-    return {
+    payload = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 1,
         "kind": kind,
         "model_config": config,
-        "state_dict": state_dict,
+        "state_dict": model.state_dict(),
     }
+    if recipe is not None:
+        payload["recipe"] = _check_json("model.recipe", copy.deepcopy(dict(recipe)))
+        payload["format_version"] = 2
+    return payload
 
 
 def _check_destination(path) -> Path:
@@ -275,13 +341,19 @@ def _torch_load(path: Path, map_location) -> object:
         ) from error
 
 
+def _is_state_dict(value) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(key, str) and isinstance(tensor, torch.Tensor) for key, tensor in value.items()
+    )
+
+
 def _describe_foreign(payload) -> str:
     if not isinstance(payload, dict):
         return f"it holds a {type(payload).__name__}, not a checkpoint dict"
     if payload and all(isinstance(value, torch.Tensor) for value in payload.values()):
         return (
             "it looks like a bare state_dict (no 'format' key); build the model and call "
-            "model.load_state_dict(torch.load(path))"
+            "ensemblekit.load_into(model, path)"
         )
     keys = ", ".join(repr(key) for key in list(payload)[:_LISTED])
     return f"no {FORMAT!r} format key (top-level keys: {keys or 'none'})"
