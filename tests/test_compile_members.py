@@ -265,9 +265,13 @@ def test_user_backbones_breaking_the_conditions_are_refused():
         compile_members(MasksemblesModel(TinyNet(4, channel_mixing=True), 4))
     with pytest.raises(NotImplementedError, match="'extra'.*GroupNorm"):
         compile_members(MasksemblesModel(TinyNet(4, extra=nn.GroupNorm(3, 12)), 4))
+    # a network without layer_widths is compiled the generic way (tests/test_compile_any_
+    # network.py), which needs an example of its input
     plain = nn.Sequential(nn.Conv2d(2, 8, 3), Masksembles2d(8, 2, 2.0))
-    with pytest.raises(NotImplementedError, match="layer_widths"):
+    with pytest.raises(ValueError, match="needs example_input"):
         compile_members(MasksemblesModel(plain, 2))
+    fast = compile_members(MasksemblesModel(plain, 2), example_input=torch.rand(2, 2, 5, 5))
+    assert fast.strategy == "fan-out"
 
 
 def test_bad_arguments():

@@ -65,7 +65,8 @@ def evaluate_model(
     """Evaluate ``model`` on clean, corrupted and out-of-distribution data (keys: module doc).
 
     Args:
-        model: a model from :func:`ensemblekit.methods.build_model` (a plain classifier
+        model: a model from :func:`ensemblekit.methods.build_model` or a converter, or what
+            :func:`ensemblekit.compile_members` returns (a plain classifier
             ``(B, ...) -> (B, K)`` is evaluated as one member).
         test_data: ``(images, labels)`` tensors with images in [0, 1], or a ``Dataset`` of
             ``(image, label)`` pairs.
@@ -231,7 +232,7 @@ def _checked_batch(images: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Te
 
 
 def _predict_members(model: nn.Module, x: torch.Tensor, num_samples: int | None):
-    if hasattr(model, "method"):
+    if hasattr(model, "method") or getattr(model, "returns_member_logits", False):
         from .methods import predict_members
 
         return predict_members(model, x, num_samples=num_samples)

@@ -6,5 +6,7 @@ one model's work (k the masks' keep fraction) instead of M.
 """
 
 from .compiled import STRATEGIES, CompiledMembers, compile_members, resolve_strategy
+from .fan_out import FanOutMembers
 
-__all__ = ["STRATEGIES", "CompiledMembers", "compile_members", "resolve_strategy"]
+__all__ = ["STRATEGIES", "CompiledMembers", "FanOutMembers", "compile_members",
+           "resolve_strategy"]

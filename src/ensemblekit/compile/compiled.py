@@ -14,6 +14,7 @@ from torch import nn
 from .._validation import check_choice, check_finite, check_tensor
 from ..methods.base import predict_members
 from ..methods.masksembles import MasksemblesModel
+from .fan_out import fan_out_members
 from .folding import conv_batchnorm_pairs, fold_batchnorm
 from .shared_prefix import shared_input_layers, with_shared_prefix
 from .stacking import member_channels, stack_members
@@ -39,6 +40,9 @@ class CompiledMembers(nn.Module):
     model's weights change (more training, ``load_state_dict``), compile again.
     ``.train()`` raises: it cannot be trained.
     """
+
+    #: predict_members and evaluate_model call it directly: it returns member logits
+    returns_member_logits = True
 
     def __init__(
         self, networks: list[nn.Module], num_members: int, strategy: str, channels_last: bool
@@ -117,19 +121,30 @@ def _example_input(model: MasksemblesModel) -> torch.Tensor:
     return torch.randn(2, *size, generator=generator).to(reference)
 
 
-def _check_against_tiled(
-    model: MasksemblesModel, compiled: CompiledMembers, example: torch.Tensor
-) -> None:
-    """Raise if the compiled members differ from ``predict_members`` on ``example``."""
+def _relative_error(model: MasksemblesModel, compiled: nn.Module, example: torch.Tensor):
+    """Shape check and relative difference of ``compiled`` against ``predict_members``."""
     with torch.no_grad():
         expected = predict_members(model, example)
         got = compiled(example)
-    tolerance = 1e-4 if expected.dtype in (torch.float32, torch.float64) else 3e-2
-    error = (got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)
-    if got.shape != expected.shape or not error <= tolerance:
+    if got.shape != expected.shape:
+        return float("inf")
+    return float((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12))
+
+
+def _tolerance(model: MasksemblesModel) -> float:
+    dtype = next(model.parameters()).dtype
+    return 1e-4 if dtype in (torch.float32, torch.float64) else 3e-2
+
+
+def _check_against_tiled(
+    model: MasksemblesModel, compiled: nn.Module, example: torch.Tensor
+) -> None:
+    """Raise if the compiled members differ from ``predict_members`` on ``example``."""
+    error = _relative_error(model, compiled, example)
+    if not error <= _tolerance(model):
         raise ValueError(
             "compile_members: the compiled members do not reproduce predict_members(model, x) "
-            f"(relative difference {float(error):.2e}); the backbone's forward must touch "
+            f"(relative difference {error:.2e}); the backbone's forward must touch "
             "channels only through its conv / linear / BatchNorm / Masksembles layers and "
             "per-channel operations (see the conditions in compile_members' docstring)"
         )
@@ -201,6 +216,13 @@ def compile_members(
     A backbone that breaks them raises a ``NotImplementedError`` naming the layer, or a
     ``ValueError`` from the self-check.
 
+    **Your own network** (converted with :func:`ensemblekit.to_masksembles`; ``example_input``
+    required): the members are not cut into thin sub-networks, but every layer before the first
+    Masksembles layer runs once and the members fan out there
+    (:class:`~ensemblekit.compile.fan_out.FanOutMembers`), where a check on ``example_input``
+    shows that this is exact; otherwise (a residual add across the mask) the network runs tiled.
+    The returned module's ``strategy`` says which ("fan-out" or "tiled").
+
     The result holds copies of the weights taken now, in the model's device and dtype: call
     ``compile_members`` again after the weights change. It cannot be trained: ``.train()``
     raises. Wrap calls in ``torch.no_grad()`` (or ``torch.inference_mode()``) as for any
@@ -219,6 +241,18 @@ def compile_members(
     ):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}")
+    if not hasattr(model.backbone, "layer_widths"):  # your own network, converted
+        if example_input is None:
+            raise ValueError(
+                "compile_members of a converted network needs example_input=x[:2] (a batch "
+                "like the ones you will predict on): it cannot guess your input shape")
+        check_tensor("example_input", example_input)
+        check_finite("example_input", example_input)
+        compiled = fan_out_members(
+            model, example_input,
+            lambda fast, x: _relative_error(model, fast, x) <= _tolerance(model))
+        _check_against_tiled(model, compiled, example_input)
+        return compiled
     masks = member_channels(model)
     if example_input is None:
         example_input = _example_input(model)

@@ -112,11 +112,18 @@ def predict_members(
     call in ``torch.no_grad()`` for inference; without it, gradients flow as usual.
 
     Args:
-        model: an :class:`EnsembleModel` (from ``build_model`` or a converter).
+        model: an :class:`EnsembleModel` (from ``build_model`` or a converter), or the module
+            :func:`ensemblekit.compile_members` returns (called as it is).
         x: a batch ``(B, ...)``, not tiled.
         num_samples: MC-Dropout only: the number of stochastic passes M (default: the model's
             ``num_members``). Other methods have a fixed M and reject a different value.
     """
+    if getattr(model, "returns_member_logits", False):  # compiled members
+        check_tensor("x", x)
+        if num_samples is not None and num_samples != model.num_members:
+            raise ValueError(f"compiled members have a fixed number of members "
+                             f"({model.num_members}); leave num_samples=None")
+        return model(x)
     if not isinstance(model, EnsembleModel):
         raise TypeError(
             f"predict_members needs a model from ensemblekit.build_model or an ensemblekit "

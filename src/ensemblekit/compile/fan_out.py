@@ -1,0 +1,88 @@
+"""Compiled members for any network: the layers before the first mask run once, the rest tiled.
+
+A converted network (:func:`ensemblekit.to_masksembles` on your own model) has no map of its
+channel widths, so its members cannot be cut into thin sub-networks. What still holds for any
+network is that everything before the first Masksembles layer is the same computation for every
+member. :class:`FanOutMembers` runs the network on the ordinary batch ``(B, ...)`` and, at the
+first Masksembles layer a forward reaches, tiles that layer's input M times (member-major, as
+``predict_members`` would have tiled the network's input): from there on each member goes
+through its own masks, so the logits are those of the tiled pass.
+
+That is exact only if nothing computed before the fan-out is combined with something after it
+(a residual ``x + drop(f(x))`` would add ``(B, ...)`` to ``(M*B, ...)``). :func:`fan_out_members`
+checks the result against ``predict_members`` on an example batch of at least two rows (so such
+an add fails on its shapes instead of broadcasting) and, where it differs or fails, returns the
+plain tiled pass: never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..layers import Masksembles
+from ..members import repeat_members, split_members
+
+
+class FanOutMembers(nn.Module):
+    """Inference-only member logits ``(B, ...) -> (M, B, K)`` of a Masksembles model whose
+    backbone is any network; ``fan_out=False``: the whole network tiled (the fallback).
+
+    It holds a copy of the network taken when built: compile again after training.
+    """
+
+    #: predict_members and evaluate_model call it directly: it returns member logits
+    returns_member_logits = True
+
+    def __init__(self, network: nn.Module, num_members: int, *, fan_out: bool) -> None:
+        super().__init__()
+        self.network = copy.deepcopy(network).eval()
+        for parameter in self.network.parameters():
+            parameter.requires_grad_(False)
+        self.num_members = num_members
+        self.fan_out = fan_out
+        self.strategy = "fan-out" if fan_out else "tiled"
+        self._fanned = False
+        for module in self.network.modules():
+            if isinstance(module, Masksembles):
+                module.register_forward_pre_hook(self._tile_first)
+
+    def _tile_first(self, module: nn.Module, inputs: tuple) -> tuple | None:
+        if not self.fan_out or self._fanned:
+            return None
+        self._fanned = True
+        return (repeat_members(inputs[0], self.num_members), *inputs[1:])
+
+    def train(self, mode: bool = True) -> FanOutMembers:
+        if mode:
+            raise RuntimeError("compiled members are inference-only: train the original model, "
+                               "then call ensemblekit.compile_members(model) again")
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        count = self.num_members
+        self._fanned = False
+        try:
+            logits = self.network(x if self.fan_out else repeat_members(x, count))
+        finally:
+            self._fanned = False
+        return split_members(logits, count)
+
+    def extra_repr(self) -> str:
+        return f"num_members={self.num_members}, strategy={self.strategy!r}"
+
+
+def fan_out_members(model, example: torch.Tensor, check) -> FanOutMembers:
+    """:class:`FanOutMembers` for ``model`` (a Masksembles model), fanning out where that is
+    exact on ``example`` (``check(compiled, example) -> bool``), else tiled."""
+    if len(example) < 2:  # two rows: a shared/member add then fails on shapes, never broadcasts
+        example = torch.cat([example, example.flip(-1)])
+    fast = FanOutMembers(model.backbone, model.num_members, fan_out=True)
+    try:
+        if check(fast, example):
+            return fast
+    except RuntimeError:
+        pass
+    return FanOutMembers(model.backbone, model.num_members, fan_out=False)
