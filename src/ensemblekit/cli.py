@@ -24,9 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print("ensemblekit: error: a COMMAND is required (benchmark, toy, diversity, sweep, train, "
-              "evaluate or corrupt); `ensemblekit --help` describes them", file=sys.stderr)
+        print("ensemblekit: error: a COMMAND is required (benchmark, tune, toy, diversity, sweep, "
+              "train, evaluate or corrupt); `ensemblekit --help` describes them", file=sys.stderr)
         return EXIT_USAGE
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by tune's outputs
     try:
         return args.handler(args) or 0
     except (ValueError, FileNotFoundError) as error:
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         message = f"\nensemblekit {args.command}: interrupted"
-        if args.command == "benchmark" and getattr(args, "out", None):
+        if args.command in ("benchmark", "tune") and getattr(args, "out", None):
             message += (f"; finished runs are kept under {args.out}: rerun the same command "
                         "to resume")
         elif args.command == "train" and getattr(args, "out", None):
@@ -73,6 +74,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--checkpoints", action="store_true", default=None,
                        help="keep per-epoch checkpoints (resume mid-run) and save every model")
     bench.set_defaults(handler=_benchmark)
+
+    tune = sub.add_parser(
+        "tune", help="choose each method's own setting on the validation split, beside its "
+                     "cost; write the grid, Pareto fronts and a benchmark config",
+        description="Train a small grid of each method's own knob (Masksembles n x scale x "
+                    "placement x widen, MC-Dropout p x placement, BatchEnsemble init; single "
+                    "and Deep Ensembles as references), score each on the validation split "
+                    "(never the test set) beside its measured cost (parameters, FLOPs, "
+                    "latency as ratios to the single model), and write the grid table, the "
+                    "Pareto fronts and OUT/tuned.toml: the best point per method by "
+                    "validation NLL, for `ensemblekit benchmark --config`. Finished points are "
+                    "kept; rerunning with the same --out resumes.")
+    _common(tune, default_out="runs/tune-<dataset>")
+    tune.add_argument("--methods", nargs="+", type=_names, help="methods to tune (default: "
+                      "all five; single and deep_ensemble are reference points)")
+    tune.add_argument("--seeds", type=int, help="number of seeds per point (default 1)")
+    tune.add_argument("--grid", action="append", type=_grid_entry, metavar="METHOD.KEY=V1,V2",
+                      help="replace one list of the default grid, e.g. masksembles.scale=2,3 "
+                           "or masksembles.epochs_factor=1,2 (repeatable)")
+    tune.add_argument("--budget", help="pick only within it: comma-separated KIND<=RATIO, "
+                                       "KIND latency, params or flops, e.g. latency<=1.3x")
+    tune.add_argument("--ood", help="OOD set scored against the validation split: a dataset "
+                                    "name, 'auto' (default) or 'none'")
+    tune.set_defaults(handler=_tune)
 
     toy = sub.add_parser(
         "toy", help="predictive-entropy maps on a 2D problem, single model to ensemble",
@@ -190,6 +215,28 @@ def _names(text: str) -> list[str]:
     return [name for name in text.split(",") if name]
 
 
+def _grid_entry(text: str) -> dict:
+    """``--grid masksembles.scale=2,3`` -> ``{"masksembles": {"scale": [2, 3]}}``: numbers,
+    true / false, or names."""
+    target, sep, values = text.partition("=")
+    method, dot, key = target.partition(".")
+    if not (sep and dot and method and key and values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not METHOD.KEY=V1,V2 (e.g. masksembles.scale=2,3)")
+    return {method: {key: [_grid_value(item) for item in values.split(",") if item]}}
+
+
+def _grid_value(text: str):
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _flatten(values):
     if values is None:
         return None
@@ -250,6 +297,44 @@ def _benchmark(args) -> int:
     print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'report.md'} and "
           f"{out / 'figures'}/ in {time.perf_counter() - started:.0f} s")
     return 0
+
+
+def _tune(args) -> int:
+    import shlex
+
+    from .experiments.settings import TuneSettings, merge_method_options
+    from .experiments.tune import expand_grid, run_tune
+
+    args.grid = None if args.grid is None else _merged(args.grid, merge_method_options)
+    settings = _settings(args, TuneSettings, ("methods", "seeds", "grid", "budget", "ood"))
+    points = len(expand_grid(settings))
+    started = time.perf_counter()
+    print(f"tune: {points} grid points x {settings.seeds} seed(s) on {settings.dataset} "
+          f"({settings.backbone}, {settings.epochs} epochs), scored on the validation split; "
+          f"writing to {settings.out}", flush=True)
+    result = run_tune(settings, log=_log, command=shlex.join(["ensemblekit", *args.argv]))
+    out = Path(settings.out)
+    print("\npicked (lowest validation NLL per method"
+          + (f", within {settings.budget}" if settings.budget else "") + "):")
+    rows = {row["id"]: row for row in result["rows"]}
+    for method, slug in result["picks"].items():
+        if slug is None:
+            print(f"  {method}: none within the budget")
+            continue
+        row = rows[slug]
+        print(f"  {method}: {row['label']} (epochs {row['epochs']}): val NLL "
+              f"{row['nll']['mean']:.4f}, latency {row['cost']['latency_ratio']:.2f}x single")
+    print(f"\nwrote {out / 'tune.md'}, {out / 'tune.json'}, {out / 'tune.csv'}, "
+          f"{out / 'pareto.png'} and {out / 'tuned.toml'} in {time.perf_counter() - started:.0f}"
+          f" s; run `ensemblekit benchmark --config {out / 'tuned.toml'}`")
+    return 0
+
+
+def _merged(tables: list[dict], merge) -> dict:
+    merged: dict = {}
+    for table in tables:
+        merged = merge(merged, table)
+    return merged
 
 
 def _toy(args) -> int:

@@ -159,9 +159,8 @@ class Settings:
                 continue
             if key == "train":
                 values["train"] = {**values.get("train", {}), **value}
-            elif key == "method_options":
-                values["method_options"] = merge_method_options(
-                    values.get("method_options", {}), value)
+            elif key in ("method_options", "grid"):  # tables of tables: merged key by key
+                values[key] = merge_method_options(values.get(key, {}), value)
             else:
                 values[key] = value
                 if key in _GLOBAL_OPTIONS and isinstance(values.get("method_options"), dict):
