@@ -17,7 +17,11 @@ Placement (every backbone follows it through :class:`MasksemblesLayers`; see
   channels gets no masks (every member keeps all its channels there). The authors' generator
   refuses C < 10 channels; the rule here asks the same of what matters, the channels each member
   keeps (at n=4, scale 2 it masks C >= 15; at scale 4, C >= 22), so a higher scale never leaves
-  members with a handful of channels. ``scale`` near 1 simply gives (near) full masks.
+  members with a handful of channels. Measured on the digits validation split (3 seeds,
+  ``docs/experiments/skip_rule.py``) where the rules differ: LeNet x3 at scale 4, NLL 0.101 vs
+  0.209 for C >= 10 (which masks conv1's 18 channels down to 7 per member); MLP 64-32-16 at
+  scale 3, 0.509 vs 0.675; identical where they agree. ``scale`` near 1 simply gives (near)
+  full masks.
 
 Every drop site applies the backbone's ReLU itself: a Masksembles layer built with
 ``activation="relu"`` (ReLU and mask in one autograd node, which keeps a training step close to
