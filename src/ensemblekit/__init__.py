@@ -6,7 +6,8 @@ The names most users need are re-exported here; each lives in the module named b
   ``ensemblekit.layers``), :class:`BatchEnsembleLinear` / :class:`BatchEnsembleConv2d`;
 - methods on shared backbones: :func:`build_model`, :func:`predict_members` (member logits
   ``(M, B, K)`` for every method), conversions of your own model (``ensemblekit.convert``);
-- fast inference: :func:`compile_members` (``ensemblekit.compile``);
+- fast inference: :func:`compile_members` (``ensemblekit.compile``); deployment:
+  :func:`export` (ONNX / torch.export graph with the uncertainty outputs, ``ensemblekit.export``);
 - training, evaluation and checkpoints: :func:`train_model`, :func:`evaluate_model`,
   :func:`save` / :func:`load` (``ensemblekit.train``, ``.evaluate``, ``.checkpoint``);
 - metrics: :func:`evaluate_predictions`, selective prediction (:func:`aurc`, :func:`augrc`,
@@ -28,6 +29,7 @@ from .data import (
     ood_dataset,
 )
 from .evaluate import evaluate_model
+from .export import export
 from .layers import Masksembles, Masksembles1d, Masksembles2d, Masksembles3d
 from .layers.batchensemble import (
     BatchEnsembleConv2d,
@@ -80,6 +82,7 @@ __all__ = [
     "e_aurc",
     "evaluate_model",
     "evaluate_predictions",
+    "export",
     "generate_masks",
     "load",
     "load_dataset",

@@ -261,6 +261,10 @@ def _insert_after(model: nn.Module, path: str, layer: nn.Module) -> None:
     _replace(model, path, nn.Sequential(model.get_submodule(path), layer))
 
 
+def _keep_submodules(module: nn.Module, inputs: tuple) -> None:
+    """A forward pre-hook that changes nothing (see :func:`_apply_masksembles`)."""
+
+
 def _apply_masksembles(model: nn.Module, n: int, scale: float, seed: int, sites: list[dict]):
     for site in _deepest_first(sites):
         layer = _MASKSEMBLES_LAYERS[site["layer"]](
@@ -270,6 +274,14 @@ def _apply_masksembles(model: nn.Module, n: int, scale: float, seed: int, sites:
             _replace(model, site["path"], layer)
         else:
             _insert_after(model, site["path"], layer)
+    # In eval mode without gradients nn.TransformerEncoderLayer runs one fused kernel that
+    # skips its submodules, masks included (every member would be the same); torch turns that
+    # path off for a layer with forward hooks, so each one holding a site gets a no-op hook.
+    for module in model.modules():
+        if isinstance(module, nn.TransformerEncoderLayer) and any(
+            isinstance(inner, Masksembles) for inner in module.modules()
+        ) and _keep_submodules not in module._forward_pre_hooks.values():
+            module.register_forward_pre_hook(_keep_submodules)
 
 
 def to_masksembles(
