@@ -1,0 +1,49 @@
+"""Post-hoc calibration of logits, fitted on a validation split (never on test).
+
+Every scaler takes LOGITS (before any softmax) and returns logits; probabilities passed by
+mistake are refused. Fitted scalers are small ``nn.Module``s whose numbers are float64 buffers.
+
+- temperature: ``fit_temperature(logits (N, K), labels (N,)) -> float``, ``TemperatureScaler``
+  (one T; exact 1-D convex solve), ``nll_at_temperature``;
+- vector: ``fit_vector_scaling -> (scale (K,), bias (K,))``, ``VectorScaler`` (L-BFGS);
+- ensemble: ``fit_ensemble_temperature(member_logits (M, N, K), labels)`` and
+  ``EnsembleTemperatureScaler`` with mode "pool" (temperature on the log of the mean member
+  probability) or "members" (one temperature per member, then pooled), ``pooled_log_probs``;
+- storage: ``scaler_metadata`` / ``scaler_from_metadata`` / ``load_scaler`` (saved in a model
+  checkpoint's metadata);
+- evaluation: ``temperature_scaled_metrics`` (validation and test member logits -> every
+  metric of the scaled test predictions).
+"""
+
+from .ensemble import (
+    ENSEMBLE_MODES,
+    EnsembleTemperatureScaler,
+    fit_ensemble_temperature,
+    pooled_log_probs,
+)
+from .evaluation import temperature_scaled_metrics
+from .storage import load_scaler, scaler_from_metadata, scaler_metadata
+from .temperature import (
+    TEMPERATURE_BOUNDS,
+    TemperatureScaler,
+    fit_temperature,
+    nll_at_temperature,
+)
+from .vector import VectorScaler, fit_vector_scaling
+
+__all__ = [
+    "ENSEMBLE_MODES",
+    "TEMPERATURE_BOUNDS",
+    "EnsembleTemperatureScaler",
+    "TemperatureScaler",
+    "VectorScaler",
+    "fit_ensemble_temperature",
+    "fit_temperature",
+    "fit_vector_scaling",
+    "load_scaler",
+    "nll_at_temperature",
+    "pooled_log_probs",
+    "scaler_from_metadata",
+    "scaler_metadata",
+    "temperature_scaled_metrics",
+]
