@@ -107,3 +107,42 @@ def test_patience_needs_validation_data_and_a_positive_count():
         images, _ = tiny_problem(8)
         train_model(model("single"), tiny_problem(), config(epochs=1),
                     validation_data=(images, torch.full((8,), 9)))
+
+
+def test_fast_weight_decay_and_multiplier_reach_the_optimizer_groups():
+    from ensemblekit.train import _build_optimizer
+
+    net = build_model("mlp", "batchensemble", 4, 16, hidden=(32,), seed=0, n=2)
+    fast = {id(p) for name, p in net.named_parameters() if name.endswith((".r", ".s"))}
+    reference = _build_optimizer(net, config(weight_decay=5e-4))
+    seed_code = _build_optimizer(net, config(weight_decay=5e-4, fast_weight_decay=5e-4,
+                                             fast_weight_lr_multiplier=1.0))
+    for optimizer, decay, lr in ((reference, 0.0, 0.025), (seed_code, 5e-4, 0.05)):
+        groups = [g for g in optimizer.param_groups if {id(p) for p in g["params"]} == fast]
+        assert len(groups) == 1
+        assert (groups[0]["weight_decay"], groups[0]["lr"]) == (decay, lr)
+    with pytest.raises(ValueError, match="fast_weight_decay"):
+        config(fast_weight_decay=-1.0)
+
+
+def test_adam_is_coupled_l2_and_adamw_decoupled():
+    train = tiny_problem(64)
+    runs = {}
+    for name in ("adam", "adamw"):
+        net = model("single")
+        train_model(net, train, config(epochs=1, optimizer=name, lr=1e-2, weight_decay=0.1))
+        runs[name] = net
+    # One Adam run by hand: torch.optim.Adam with the same batches gives the same weights.
+    manual = model("single")
+    optimizer = torch.optim.Adam(manual.parameters(), lr=1e-2, weight_decay=0.1)
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    for index in order.split(32):
+        loss = torch.nn.functional.cross_entropy(manual(train[0][index]), train[1][index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for a, b in zip(runs["adam"].parameters(), manual.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert not all(torch.equal(a, b) for a, b in zip(runs["adam"].parameters(),
+                                                      runs["adamw"].parameters(), strict=True))

@@ -47,7 +47,7 @@ def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
         (dict(lr=0.0), "lr"),
         (dict(lr=-0.1), "lr"),
         (dict(batch_size=0), "batch_size"),
-        (dict(optimizer="adam"), "valid choices are: sgd, adamw"),
+        (dict(optimizer="adagrad"), "valid choices are: sgd, adamw, adam"),
         (dict(schedule="step"), "valid choices are: multistep, cosine, constant"),
         (dict(schedule="multistep"), "milestones=(25, 50)"),
         (dict(schedule="multistep", milestones=(5,)), "milestones"),

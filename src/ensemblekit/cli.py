@@ -113,13 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     diversity = sub.add_parser(
         "diversity", help="how alike the members are: function and parameter space",
-        description="Member similarity study (\"Is BatchEnsemble a single model?\"): pairwise "
-                    "disagreement, normalised disagreement and KL between members, and cosine "
-                    "similarity of their weights, for each method.")
+        description="Member similarity study (\"Is BatchEnsemble a single model?\"): weight "
+                    "cosine at initialisation and trained (overall and per layer), linear CKA "
+                    "of hidden representations, and disagreement, KL, JS and mutual "
+                    "information on clean, corrupted and OOD data, for each method and the "
+                    "BatchEnsemble init controls; verdicts on the paper's two claims.")
     _common(diversity, default_out="runs/diversity-<dataset>")
     diversity.add_argument("--methods", nargs="+", type=_names, help="methods (default: "
-                           "mc_dropout masksembles batchensemble deep_ensemble)")
-    diversity.add_argument("--seeds", type=int, help="number of seeds (default 1)")
+                           "single mc_dropout masksembles batchensemble deep_ensemble)")
+    diversity.add_argument("--seeds", type=int, help="number of seeds (default 3)")
+    _shift_flags(diversity)
+    diversity.add_argument("--ood", help="OOD set: a dataset name, 'auto' (default) or 'none'")
     diversity.set_defaults(handler=_diversity)
 
     sweep = sub.add_parser(
@@ -351,13 +355,14 @@ def _diversity(args) -> int:
     from .experiments.diversity import diversity_table, run_diversity
     from .experiments.settings import DiversitySettings
 
-    settings = _settings(args, DiversitySettings, ("methods", "seeds"))
+    settings = _settings(args, DiversitySettings, ("methods", "seeds", "corruptions",
+                                                   "severities", "ood"))
     results = run_diversity(settings, log=_log)
     print()
     print(diversity_table(results))
     out = Path(settings.out)
     print(f"\nwrote {out / 'diversity.json'}, {out / 'diversity.md'} and "
-          f"{out / 'diversity_heatmaps.png'}")
+          f"{', '.join(results['figures'])} in {results['seconds']:.0f} s")
     return 0
 
 

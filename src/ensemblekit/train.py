@@ -9,8 +9,8 @@ so this file knows nothing about masks, fast weights or members. What it does:
 - batches in-memory tensors by indexing (no per-item Python work), other datasets through a
   ``DataLoader`` fed the same index batches;
 - augments, then normalises, each batch of [0, 1] images on the training device;
-- SGD (momentum, Nesterov) or AdamW over ``model.parameter_groups``, with a multistep, cosine or
-  constant learning-rate schedule stepped every batch, optional linear warm-up;
+- SGD (momentum, Nesterov), AdamW or Adam over ``model.parameter_groups``, with a multistep,
+  cosine or constant learning-rate schedule stepped every batch, optional linear warm-up;
 - mixed precision on CUDA (bf16, or fp16 with a gradient scaler); plain fp32 on CPU;
 - under ``torchrun``, ``DistributedDataParallel`` with the epoch's permutation sharded by rank;
 - a checkpoint after every epoch (atomic), and exact resumption from it;
@@ -52,7 +52,7 @@ from ._validation import (
 from .samplers import MemberBatchSampler
 from .seeding import get_rng_state, seed_everything, set_rng_state
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("multistep", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CHECKPOINT_NAME = "last.pt"
@@ -89,6 +89,15 @@ class TrainConfig:
     run several times faster with ``threads=1`` than with threads that wait on each other,
     above all on a busy machine; ``None`` keeps torch's setting.
 
+    Optimizers: ``"adamw"`` decays weights decoupled from the gradient (Loshchilov & Hutter);
+    ``"adam"`` adds ``weight_decay * w`` to the gradient (L2, ``torch.optim.Adam``), as code
+    written for ``torch.optim.Adam(weight_decay=...)`` does.
+
+    BatchEnsemble fast weights ``r``, ``s`` get ``fast_weight_decay`` and
+    ``lr * fast_weight_lr_multiplier``: 0 and 0.5 by default, as in the reference
+    implementation (decay pulls them towards 0, switching members off); code that puts them in
+    one group with everything else uses ``fast_weight_decay = weight_decay`` and multiplier 1.
+
     Early stopping (``early_stopping_patience``, needs ``validation_data`` in
     :func:`train_model`): the monitored metric is the validation accuracy of the ensemble's
     prediction (argmax of the members' mean probability), measured after every epoch; training
@@ -124,6 +133,8 @@ class TrainConfig:
     normalize: Transform | None = None
     early_stopping_patience: int | None = None
     restore_best: bool = True
+    fast_weight_decay: float = 0.0
+    fast_weight_lr_multiplier: float = 0.5
 
     def __post_init__(self) -> None:
         self.epochs = check_int("epochs", self.epochs, minimum=1)
@@ -148,6 +159,11 @@ class TrainConfig:
             raise ValueError(f"betas must hold two numbers, got {self.betas}")
         self.weight_decay = check_float("weight_decay", self.weight_decay, minimum=0.0,
                                         maximum=MAX_LR)
+        self.fast_weight_decay = check_float("fast_weight_decay", self.fast_weight_decay,
+                                             minimum=0.0, maximum=MAX_LR)
+        self.fast_weight_lr_multiplier = check_float(
+            "fast_weight_lr_multiplier", self.fast_weight_lr_multiplier, minimum=0.0,
+            maximum=MAX_LR, min_inclusive=False)
         check_choice("schedule", self.schedule, SCHEDULES)
         milestones = check_sequence("milestones", self.milestones)
         self.milestones = tuple(
@@ -476,14 +492,17 @@ def _training_targets(model: nn.Module, y: torch.Tensor) -> torch.Tensor:
 
 def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     if hasattr(model, "parameter_groups"):
-        groups = model.parameter_groups(weight_decay=config.weight_decay, lr=config.lr)
+        groups = model.parameter_groups(
+            weight_decay=config.weight_decay, lr=config.lr,
+            fast_weight_lr_multiplier=config.fast_weight_lr_multiplier,
+            fast_weight_decay=config.fast_weight_decay)
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                nesterov=config.nesterov, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas,
-                             weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
 
 
 def _steps_per_epoch(num_items: int, batch_size: int, unit: int) -> int:

@@ -306,14 +306,16 @@ def batchensemble_parameter_groups(
     weight_decay: float,
     lr: float,
     fast_weight_lr_multiplier: float = 0.5,
+    fast_weight_decay: float = 0.0,
 ) -> list[dict]:
     """Optimizer parameter groups that treat BatchEnsemble fast weights as the reference does.
 
     Every parameter except the fast weights ``r``/``s`` of the BatchEnsemble layers in
     ``module`` (shared kernels, member biases, BatchNorm, everything else) gets
-    ``weight_decay``; the fast weights get none (plain decay would pull them towards 0, i.e.
-    switch members off) and the learning rate ``lr * fast_weight_lr_multiplier`` (0.5 in the
-    reference implementation).
+    ``weight_decay``; the fast weights get ``fast_weight_decay`` (0 in the reference
+    implementation: decay would pull them towards 0, i.e. switch members off; some code, e.g.
+    the 2026 BatchEnsemble study's, decays them like everything else) and the learning rate
+    ``lr * fast_weight_lr_multiplier`` (0.5 in the reference implementation).
 
     Returns:
         ``[{'params', 'weight_decay', 'lr'}, ...]`` for ``torch.optim``; a group with no
@@ -324,6 +326,7 @@ def batchensemble_parameter_groups(
     multiplier = check_float(
         "fast_weight_lr_multiplier", fast_weight_lr_multiplier, minimum=0.0, min_inclusive=False
     )
+    fast_weight_decay = check_float("fast_weight_decay", fast_weight_decay, minimum=0.0)
     fast_ids = {
         id(p)
         for layer in module.modules()
@@ -334,6 +337,6 @@ def batchensemble_parameter_groups(
     fast = [p for p in module.parameters() if id(p) in fast_ids]
     groups = [
         {"params": slow, "weight_decay": weight_decay, "lr": lr},
-        {"params": fast, "weight_decay": 0.0, "lr": lr * multiplier},
+        {"params": fast, "weight_decay": fast_weight_decay, "lr": lr * multiplier},
     ]
     return [group for group in groups if group["params"]]

@@ -56,12 +56,15 @@ class EnsembleModel(nn.Module):
         raise NotImplementedError
 
     def parameter_groups(
-        self, weight_decay: float, lr: float, fast_weight_lr_multiplier: float = 0.5
+        self, weight_decay: float, lr: float, fast_weight_lr_multiplier: float = 0.5,
+        fast_weight_decay: float = 0.0,
     ) -> list[dict]:
         """Optimizer groups: every parameter gets ``weight_decay`` (BatchNorm and biases too,
-        as in the reference implementations) except BatchEnsemble fast weights, which get no
-        decay and ``lr * fast_weight_lr_multiplier``; other methods have a single group."""
-        return batchensemble_parameter_groups(self, weight_decay, lr, fast_weight_lr_multiplier)
+        as in the reference implementations) except BatchEnsemble fast weights, which get
+        ``fast_weight_decay`` (default none) and ``lr * fast_weight_lr_multiplier``; other
+        methods have a single group."""
+        return batchensemble_parameter_groups(self, weight_decay, lr, fast_weight_lr_multiplier,
+                                              fast_weight_decay)
 
     def _check_batch(self, x: torch.Tensor, multiple: int, hint: str) -> None:
         check_tensor("x", x)
