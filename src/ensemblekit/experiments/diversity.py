@@ -1,74 +1,157 @@
-"""How alike are the members? The study of "Is BatchEnsemble a Single Model?" (2026).
+"""How alike are the members? The study of "Is BatchEnsemble a Single Model?" (2026), rebuilt.
 
-For each method with several members, trained on the same data under the same recipe, on the
-clean test set:
+Every variant (each method, plus the BatchEnsemble controls ``init="ones"`` and
+``"random_sign"`` beside the reference ``"normal"``) is built, measured at initialisation,
+trained under the common recipe and measured again, for each seed:
 
-- function space: pairwise disagreement of the members' argmax predictions, the same divided by
-  the ensemble's error rate (normalised disagreement), and pairwise KL divergence between the
-  members' predictive distributions;
-- parameter space: cosine similarity of the members' flattened effective weights
-  (``weight_similarity``; MC-Dropout members are sampled dropout masks applied to the weights,
-  Masksembles members their masked weights, BatchEnsemble members ``W * s r^T``).
+- **parameter space, against its own baseline**: cosine similarity of the members' flattened
+  effective weights (``weight_similarity`` of ``model.member_weights()``), overall and per
+  layer, at initialisation and after training, and the change between them; the relative
+  change of the weights, and for BatchEnsemble that of its fast weights. Part of every value is
+  set by construction (MC-Dropout's sampled masks, Masksembles' mask overlap, BatchEnsemble's
+  fast-weight distribution, a Deep Ensemble's independent draws): the table says which.
+- **representations**: linear CKA between members' hidden representations on the clean test
+  set, the penultimate features (the head's input) and a mid-network layer, ``(M, M)`` per
+  variant (a measure that a ReLU network's function-preserving rescalings cannot fool).
+- **function space**: pairwise disagreement, disagreement / error, KL and JS between members'
+  predictive distributions, and the per-sample mutual information, on the clean test set, the
+  corrupted test sets (all kinds of one severity pooled, per severity) and the OOD set.
 
-Each measure is summarised by its mean over the off-diagonal member pairs (mean ± std over
-seeds); the (M, M) matrices of the first seed are drawn as heatmaps.
+The single model is the **floor**: one model is identical to itself (disagreement, KL, JS and
+mutual information 0, CKA and weight cosine 1, by definition); it is trained all the same,
+because the first claim compares BatchEnsemble with it. The **Deep Ensemble** is the reference
+for independent members.
+
+Off-diagonal means over member pairs, then mean ± std over seeds. Verdicts on the seed paper's
+two claims are in :mod:`ensemblekit.experiments.diversity_verdicts`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import torch
 
 from ..atomic import atomic_write_text
 from ..report import METHOD_LABELS, mean_std
-from .pipeline import (
-    Log,
-    build,
-    check_batch_size,
-    load_experiment_data,
-    member_probabilities,
-    train,
-)
+from .member_probes import fast_weights, layer_columns, member_outputs
+from .pipeline import Log, build, check_batch_size, load_experiment_data, train
 from .settings import DiversitySettings
 
-#: (key, caption, colour scale) of each heatmap row; None: one scale shared across methods.
-MEASURES = (
+#: The function-space measures, ``(key, caption)``.
+FUNCTION_MEASURES = (
+    ("disagreement", "disagreement"),
+    ("disagreement_over_error", "disagreement / error"),
+    ("kl", "KL (nats)"),
+    ("js", "JS (nats)"),
+    ("mutual_information", "mutual information (nats)"),
+)
+#: Hidden representations compared by CKA, ``(key, caption)``.
+REPRESENTATIONS = (("penultimate", "CKA, penultimate"), ("mid", "CKA, mid layer"))
+#: What identical members give on each measure (the single-model floor, by definition).
+FLOOR = {"disagreement": 0.0, "disagreement_over_error": 0.0, "kl": 0.0, "js": 0.0,
+         "mutual_information": 0.0, "cka_penultimate": 1.0, "cka_mid": 1.0,
+         "weight_similarity": 1.0}
+#: Heatmap rows: (matrix key, caption, colour limits or None for one shared scale).
+HEATMAPS = (
     ("disagreement", "disagreement", None),
-    ("normalized_disagreement", "disagreement / error", None),
     ("kl", "KL(p_i || p_j) (nats)", None),
-    ("weight_similarity", "weight cosine", (0.0, 1.0)),
+    ("cka_penultimate", "CKA, penultimate", (0.0, 1.0)),
+    ("cka_mid", "CKA, mid layer", (0.0, 1.0)),
+    ("weight_similarity", "weight cosine (trained)", (0.0, 1.0)),
 )
 
 
-def member_similarity(model, images: torch.Tensor, labels: torch.Tensor, dataset: str, *,
-                      seed: int = 0) -> dict:
-    """Every measure of the study for one trained model: ``{measure: (M, M) tensor}`` plus
-    ``"accuracy"`` (the ensemble's) and ``"member_accuracy"`` (per member)."""
-    from ..metrics import pairwise_disagreement, pairwise_kl, weight_similarity
+def study_variants(settings: DiversitySettings) -> list[dict]:
+    """``[{"key", "method", "options", "label"}]``: each method, and after BatchEnsemble its
+    controls (``settings.batchensemble_controls``: other fast-weight inits)."""
+    variants = []
+    for method in settings.methods:
+        variants.append({"key": method, "method": method, "options": {},
+                         "label": METHOD_LABELS.get(method, method)})
+        if method == "batchensemble":
+            for init in settings.batchensemble_controls:
+                variants.append({"key": f"batchensemble_{init}", "method": method,
+                                 "options": {"init": init},
+                                 "label": f"BatchEnsemble (init {init})"})
+    return variants
 
-    probs = member_probabilities(model, images, dataset, seed=seed)
-    disagreement = pairwise_disagreement(probs)
-    error = float((probs.mean(0).argmax(-1) != labels).double().mean())
-    generator = torch.Generator().manual_seed(seed)
-    if getattr(model, "method", None) == "mc_dropout":
-        weights = model.member_weights(generator=generator)
-        similarity = weight_similarity(weights)
-    else:
-        similarity = weight_similarity(model)
-    return {
-        "disagreement": disagreement,
-        # Divided here rather than by normalized_disagreement(), which is inf for an ensemble
-        # without errors; recorded as null in that case.
-        "normalized_disagreement": disagreement / error if error > 0 else
-        torch.full_like(disagreement, math.nan),
-        "kl": pairwise_kl(probs),
-        "weight_similarity": similarity,
-        "accuracy": 1.0 - error,
-        "member_accuracy": (probs.argmax(-1) == labels).double().mean(1).tolist(),
+
+def construction_note(variant: dict, settings: DiversitySettings) -> str:
+    """What the variant's weight similarity is set to by construction, before any training."""
+    method, init = variant["method"], variant["options"].get("init", "normal")
+    if method == "single":
+        return "floor: one member, identical to itself by definition"
+    if method == "deep_ensemble":
+        return "independent initialisations (cosine ~ 0 by construction)"
+    if method == "mc_dropout":
+        keep = 1.0 - settings.dropout
+        return (f"masks sampled by construction (rate p = {settings.dropout:g}; cosine "
+                f"~ (1-p)^2 = {keep ** 2:.2f} whatever the weights)")
+    if method == "masksembles":
+        return f"masks fixed by construction (overlap set by scale = {settings.scale:g})"
+    if init == "ones":
+        return "members identical at initialisation by construction (r = s = 1, shared bias)"
+    if init == "random_sign":
+        return "fast weights +-1 by construction (cosine ~ 0 at initialisation)"
+    return ("fast weights N(1, 0.5^2) by construction: expected cosine (E r E s)^2 / "
+            "(E r^2 E s^2) = 0.64 at initialisation whatever W is")
+
+
+# -- measuring one model -------------------------------------------------------------------
+
+
+def function_space(logits: torch.Tensor, labels: torch.Tensor | None) -> dict:
+    """The function-space measures of member logits ``(M, N, K)`` (labels ``(N,)`` or None:
+    OOD), as off-diagonal means; plus the ensemble's ``accuracy``, ``nll``, ``ece`` (with
+    labels) and the per-sample arrays the verdicts bootstrap over."""
+    from ..metrics import (
+        ece,
+        mutual_information,
+        nll,
+        pairwise_disagreement,
+        pairwise_js,
+        pairwise_kl,
+    )
+
+    probs = torch.softmax(logits.double(), dim=-1)
+    mean = probs.mean(0)
+    members = probs.shape[0]
+    votes = probs.argmax(-1)
+    # Per sample: the fraction of ordered member pairs that disagree (mean over pairs).
+    pairs = members * (members - 1)
+    per_sample_disagreement = ((votes.unsqueeze(0) != votes.unsqueeze(1)).sum((0, 1)).double()
+                               / pairs if pairs else torch.zeros(votes.shape[1]))
+    information = mutual_information(probs)
+    record = {
+        "disagreement": off_diagonal_mean(pairwise_disagreement(probs)),
+        "kl": off_diagonal_mean(pairwise_kl(probs)),
+        "js": off_diagonal_mean(pairwise_js(probs)),
+        "mutual_information": float(information.mean()),
+        "per_sample": {"disagreement": per_sample_disagreement,
+                       "mutual_information": information,
+                       "msp_score": 1.0 - mean.max(-1).values},
     }
+    if labels is not None:
+        correct = mean.argmax(-1) == labels
+        error = 1.0 - float(correct.double().mean())
+        record["accuracy"] = 1.0 - error
+        record["nll"] = nll(mean, labels)
+        record["ece"] = ece(mean, labels)
+        # An ensemble without errors has no ratio (recorded as null).
+        record["disagreement_over_error"] = (record["disagreement"] / error if error > 0
+                                             else math.nan)
+        record["per_sample"].update(correct=correct, probs=mean, labels=labels)
+    return record
+
+
+def weight_record(weights: torch.Tensor, columns: list[tuple[str, slice]]) -> dict:
+    """Overall and per-layer off-diagonal weight cosine of member weights ``(M, P)``."""
+    return {"overall": _cosine(weights),
+            "layers": {name: _cosine(weights[:, cols]) for name, cols in columns}}
 
 
 def off_diagonal_mean(matrix: torch.Tensor) -> float:
@@ -80,87 +163,344 @@ def off_diagonal_mean(matrix: torch.Tensor) -> float:
     return float(matrix[mask].mean())
 
 
-def run_diversity(settings: DiversitySettings, *, log: Log = print) -> dict:
-    """Train each method per seed, measure its members; write ``diversity.json``,
-    ``diversity.md`` and ``diversity_heatmaps.png`` into ``settings.out``."""
-    from .. import plots
+def _cosine(weights: torch.Tensor) -> float:
+    from ..metrics import weight_similarity
 
-    out = Path(settings.out)
-    for method in settings.methods:
-        check_batch_size(settings, build(settings, method, seed=0))
-    data = load_experiment_data(settings, log=log)
+    try:
+        return off_diagonal_mean(weight_similarity(weights))
+    except ValueError:  # a member without weights in this layer (all dropped): undefined
+        return math.nan
+
+
+def _member_weights(model, seed: int) -> torch.Tensor:
+    with torch.no_grad():
+        if model.method == "mc_dropout":
+            # The same sampled masks before and after training: the change is the weights'.
+            return model.member_weights(generator=torch.Generator().manual_seed(seed)).cpu()
+        return model.member_weights().detach().cpu().clone()
+
+
+def _relative_change(before: torch.Tensor, after: torch.Tensor) -> float:
+    """Mean over members of ``|w_T - w_0| / |w_0|`` (rows of ``(M, P)``)."""
+    norms = before.double().norm(dim=1)
+    return float(((after.double() - before.double()).norm(dim=1) / norms).mean())
+
+
+def _fast_weight_change(before: torch.Tensor | None, after: torch.Tensor | None) -> dict | None:
+    """How far BatchEnsemble's fast weights moved: relative norm change, and the cosine between
+    their deviations from 1 before and after (1: training only rescaled the initial draw)."""
+    if before is None:
+        return None
+    before, after = before.double(), after.double()
+    change = float((after - before).norm() / before.norm())
+    deviation = before - 1.0
+    cosine = (float(torch.nn.functional.cosine_similarity(deviation, after - 1.0, dim=0))
+              if float(deviation.norm()) > 0 else math.nan)
+    return {"relative_change": change, "deviation_cosine": cosine}
+
+
+def measure_model(model, data, settings: DiversitySettings, *, seed: int,
+                  with_shift: bool = True) -> dict:
+    """Function space on every evaluation set, CKA matrices on the clean test set, member
+    weights: ``{"sets": {set: record}, "cka": {rep: (M, M)}, "matrices": {...},
+    "weights": (M, P), "fast": tensor or None}``."""
+    from ..data import normalizer, read_corrupted_folder
+    from ..metrics import pairwise_cka, pairwise_disagreement, pairwise_kl, weight_similarity
+
+    normalize = normalizer(settings.dataset)
     images, labels = data.test
-    per_method: dict[str, list[dict]] = {}
-    for method in settings.methods:
+    common = dict(normalize=normalize, batch_size=settings.eval_batch_size, seed=seed)
+    logits, features = member_outputs(model, images, **common)
+    sets = {"clean": function_space(logits, labels)}
+    cka = {}
+    for key, _ in REPRESENTATIONS:
+        if logits.shape[0] > 1:
+            cka[key] = pairwise_cka(features[key][:, : settings.cka_samples])
+        else:
+            cka[key] = torch.ones(1, 1, dtype=torch.float64)
+    probs = torch.softmax(logits.double(), -1)
+    weights = _member_weights(model, seed)
+    matrices = {"disagreement": pairwise_disagreement(probs), "kl": pairwise_kl(probs),
+                "cka_penultimate": cka["penultimate"], "cka_mid": cka["mid"],
+                "weight_similarity": weight_similarity(weights)}
+    if with_shift:
+        for severity in data.severities if data.shift_folder is not None else []:
+            blocks = [read_corrupted_folder(data.shift_folder, kind, severity).tensors
+                      for kind in data.corruptions]
+            shifted, _ = member_outputs(model, torch.cat([b[0] for b in blocks]), **common)
+            sets[f"severity_{severity}"] = function_space(shifted, torch.cat([b[1] for b in
+                                                                             blocks]))
+        if data.ood is not None:
+            ood_logits, _ = member_outputs(model, data.ood, **common)
+            sets["ood"] = function_space(ood_logits, None)
+    return {"sets": sets, "cka": {key: off_diagonal_mean(m) for key, m in cka.items()},
+            "matrices": matrices, "weights": weights, "fast": fast_weights(model),
+            "penultimate": features["penultimate"][:, : settings.cka_samples]}
+
+
+# -- the study ----------------------------------------------------------------------------
+
+
+def run_diversity(settings: DiversitySettings, *, log: Log = print) -> dict:
+    """Train every variant per seed and measure it; write ``diversity.json``, ``diversity.md``
+    and the figures (``diversity_heatmaps.png``, ``diversity_shift.png``,
+    ``diversity_layers.png``) into ``settings.out``."""
+    from .. import plots_diversity
+    from .diversity_verdicts import study_verdicts
+
+    started = time.perf_counter()
+    out = Path(settings.out)
+    variants = study_variants(settings)
+    for variant in variants:
+        check_batch_size(settings, build(settings, variant["method"], seed=0,
+                                         **variant["options"]))
+    data = load_experiment_data(settings, ood=settings.ood, corruptions=settings.corruptions,
+                                severities=settings.severities,
+                                corrupted_dir=settings.corrupted_dir, log=log)
+    runs: dict[str, list[dict]] = {}
+    for variant in variants:
         for seed in range(settings.seeds):
-            model = build(settings, method, seed=seed)
-            train(settings, model, data, seed=seed)
-            measures = member_similarity(model, images, labels, settings.dataset, seed=seed)
-            per_method.setdefault(method, []).append(measures)
-            log(f"{method} seed {seed}: accuracy {measures['accuracy']:.3f}, disagreement "
-                f"{off_diagonal_mean(measures['disagreement']):.4f}, weight cosine "
-                f"{off_diagonal_mean(measures['weight_similarity']):.4f}")
+            model = build(settings, variant["method"], seed=seed, **variant["options"])
+            columns = layer_columns(model)
+            initial = measure_model(model, data, settings, seed=seed, with_shift=False)
+            fit = train(settings, model, data, seed=seed)
+            trained = measure_model(model, data, settings, seed=seed)
+            run = summarise_run(initial, trained, columns, fit)
+            if variant["key"] in ("batchensemble", "deep_ensemble"):
+                # The CKA verdict resamples examples: it needs each member's Gram matrix.
+                features = trained["penultimate"].double()
+                run["grams"] = features @ features.transpose(1, 2)
+            runs.setdefault(variant["key"], []).append(run)
+            clean = run["sets"]["clean"]
+            log(f"{variant['key']} seed {seed}: accuracy {clean['accuracy']:.3f}, disagreement "
+                f"{clean['disagreement']:.4f}, CKA penultimate {run['cka']['penultimate']:.3f}, "
+                f"weight cosine {run['weights']['init']['overall']:.3f} -> "
+                f"{run['weights']['trained']['overall']:.3f} ({fit['epochs']} epochs)")
     results = {
         "dataset": settings.dataset,
         "seeds": list(range(settings.seeds)),
-        "protocol": {"backbone": settings.backbone, "width": settings.width,
-                     "hidden": settings.hidden, "members": settings.members,
-                     "masksembles_scale": settings.scale, "mc_dropout_p": settings.dropout,
-                     "epochs": settings.epochs, "train": settings.train,
-                     "split": "test", "pairs": "off-diagonal mean over member pairs i != j"},
-        "methods": {},
+        "protocol": protocol(settings, data),
+        "floor": FLOOR,
+        "variants": {v["key"]: summarise_variant(v, runs[v["key"]], settings) for v in variants},
     }
-    for method, runs in per_method.items():
-        entry = {"accuracy": mean_std([r["accuracy"] for r in runs])}
-        for key, _, _ in MEASURES:
-            values = [off_diagonal_mean(r[key]) for r in runs]
-            entry[key] = (mean_std(values) if all(math.isfinite(v) for v in values)
-                          else {"mean": None, "std": None})
-        entry["matrices"] = {key: _finite_or_none(runs[0][key]) for key, _, _ in MEASURES}
-        entry["member_accuracy"] = runs[0]["member_accuracy"]
-        results["methods"][method] = entry
-    atomic_write_text(out / "diversity.json", json.dumps(results, indent=1))
+    results["verdicts"] = study_verdicts(runs, seed=0)
+    for verdict in results["verdicts"]:
+        log(f"verdict: {verdict['claim']}: {verdict['verdict']}")
+    figures = plots_diversity.draw_all(results, runs, out)
+    results["figures"] = [path.name for path in figures]
+    results["seconds"] = time.perf_counter() - started
+    atomic_write_text(out / "diversity.json", json.dumps(_json_ready(results), indent=1))
     atomic_write_text(out / "diversity.md", diversity_markdown(results))
-    plots.diversity_heatmaps(
-        {m: {key: runs[0][key].numpy() for key, _, _ in MEASURES} for m, runs in
-         per_method.items()},
-        out / "diversity_heatmaps.png",
-        rows=[(key, caption, limits) for key, caption, limits in MEASURES],
-        title=f"Member similarity on the {settings.dataset} test set (seed 0)")
     return results
 
 
+def summarise_run(initial: dict, trained: dict, columns, fit: dict) -> dict:
+    """One seed of one variant: the scalars of the study and the per-sample arrays."""
+    weights = {"init": weight_record(initial["weights"], columns),
+               "trained": weight_record(trained["weights"], columns)}
+    layer_change = {name: _relative_change(initial["weights"][:, cols],
+                                           trained["weights"][:, cols])
+                    for name, cols in columns}
+    weights["relative_change"] = {
+        "overall": _relative_change(initial["weights"], trained["weights"]),
+        "layers": layer_change}
+    weights["fast_weights"] = _fast_weight_change(initial["fast"], trained["fast"])
+    return {
+        "sets": trained["sets"],
+        "init_clean": initial["sets"]["clean"],
+        "cka": trained["cka"],
+        "init_cka": initial["cka"],
+        "weights": weights,
+        "matrices": trained["matrices"],
+        "init_matrices": initial["matrices"],
+        "epochs": fit["epochs"],
+        "train_loss": fit["loss"],
+    }
+
+
+def summarise_variant(variant: dict, runs: list[dict], settings: DiversitySettings) -> dict:
+    """Mean ± std over seeds of every scalar; seed 0's matrices."""
+    single = variant["method"] == "single"
+    sets = {}
+    for name in runs[0]["sets"]:
+        keys = [key for key, _ in FUNCTION_MEASURES] + ["accuracy", "nll", "ece"]
+        sets[name] = {key: _over_seeds([r["sets"][name].get(key) for r in runs], single
+                                       and key in FLOOR, FLOOR.get(key))
+                      for key in keys if key in runs[0]["sets"][name]}
+    init_clean = {key: _over_seeds([r["init_clean"].get(key) for r in runs], single
+                                   and key in FLOOR, FLOOR.get(key))
+                  for key in ("disagreement", "mutual_information", "accuracy")}
+    cka = {key: {stage: _over_seeds([r[field][key] for r in runs], single, 1.0)
+                 for stage, field in (("init", "init_cka"), ("trained", "cka"))}
+           for key, _ in REPRESENTATIONS}
+    weights = {}
+    for stage in ("init", "trained"):
+        weights[stage] = {
+            "overall": _over_seeds([r["weights"][stage]["overall"] for r in runs], single, 1.0),
+            "layers": {name: _over_seeds([r["weights"][stage]["layers"][name] for r in runs],
+                                         single, 1.0)
+                       for name in runs[0]["weights"][stage]["layers"]}}
+    weights["change"] = {
+        "overall": _over_seeds([r["weights"]["trained"]["overall"]
+                                - r["weights"]["init"]["overall"] for r in runs], single, 0.0),
+        "layers": {name: _over_seeds([r["weights"]["trained"]["layers"][name]
+                                      - r["weights"]["init"]["layers"][name] for r in runs],
+                                     single, 0.0)
+                   for name in runs[0]["weights"]["init"]["layers"]}}
+    weights["relative_change"] = {
+        "overall": mean_std([r["weights"]["relative_change"]["overall"] for r in runs]),
+        "layers": {name: mean_std([r["weights"]["relative_change"]["layers"][name]
+                                   for r in runs])
+                   for name in runs[0]["weights"]["relative_change"]["layers"]}}
+    if runs[0]["weights"]["fast_weights"] is not None:
+        weights["fast_weights"] = {
+            key: _over_seeds([r["weights"]["fast_weights"][key] for r in runs], False, None)
+            for key in ("relative_change", "deviation_cosine")}
+    return {
+        "label": variant["label"],
+        "method": variant["method"],
+        "options": variant["options"],
+        "construction": construction_note(variant, settings),
+        "epochs": [r["epochs"] for r in runs],
+        "sets": sets,
+        "init_clean": init_clean,
+        "cka": cka,
+        "weights": weights,
+        "matrices": {key: _finite_or_none(runs[0]["matrices"][key]) for key, _, _ in HEATMAPS},
+        "init_matrices": {key: _finite_or_none(runs[0]["init_matrices"][key])
+                          for key, _, _ in HEATMAPS},
+    }
+
+
+def _over_seeds(values: list, floor: bool, floor_value) -> dict:
+    """``{"mean", "std"}`` over seeds; the floor's value for the single model (its one member
+    is identical to itself: the pairwise measures have no pairs to average); null when a seed
+    has no finite value."""
+    if floor:
+        return {"mean": floor_value, "std": 0.0, "by_definition": True}
+    if any(v is None or not math.isfinite(v) for v in values):
+        return {"mean": None, "std": None}
+    return mean_std(values)
+
+
+def protocol(settings: DiversitySettings, data) -> dict:
+    return {
+        "backbone": settings.backbone, "width": settings.width, "hidden": settings.hidden,
+        "members": settings.members, "masksembles_scale": settings.scale,
+        "mc_dropout_p": settings.dropout, "epochs": settings.epochs, "train": settings.train,
+        "method_options": settings.method_options,
+        "corruptions": data.corruptions, "severities": data.severities,
+        "ood": data.ood_name, "ood_status": data.ood_status,
+        "validation": None if data.validation is None else _size(data.validation),
+        "cka_samples": min(settings.cka_samples, len(data.test[1])),
+        "pairs": "off-diagonal mean over member pairs i != j",
+    }
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
 def diversity_table(results: dict) -> str:
-    """Markdown table: one row per method, the off-diagonal means (mean ± std over seeds)."""
-    lines = ["| method | accuracy | disagreement | disagreement / error | KL (nats) | "
-             "weight cosine |", "|---|---:|---:|---:|---:|---:|"]
-    for method, entry in results["methods"].items():
-        cells = [_pm(entry[key]) for key in ("accuracy", "disagreement",
-                                             "normalized_disagreement", "kl",
-                                             "weight_similarity")]
-        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+    """Markdown: one row per variant, clean-test function space, CKA and weight cosine."""
+    lines = ["| variant | accuracy | disagreement | disagreement / error | KL | JS | MI | "
+             "CKA penult. | CKA mid | weight cosine init -> trained | by construction |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for entry in results["variants"].values():
+        clean = entry["sets"]["clean"]
+        cells = [_pm(clean[key]) for key in ("accuracy", "disagreement",
+                                             "disagreement_over_error", "kl", "js",
+                                             "mutual_information")]
+        cells += [_pm(entry["cka"][key]["trained"]) for key, _ in REPRESENTATIONS]
+        cells.append(f"{_pm(entry['weights']['init']['overall'])} -> "
+                     f"{_pm(entry['weights']['trained']['overall'])}")
+        cells.append(entry["construction"])
+        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def shift_table(results: dict) -> str:
+    """Markdown: disagreement and mutual information on every evaluation set."""
+    names = list(next(iter(results["variants"].values()))["sets"])
+    header = " | ".join(f"{_set_caption(n)} dis. | {_set_caption(n)} MI" for n in names)
+    lines = [f"| variant | {header} |", "|---|" + "---:|" * (2 * len(names))]
+    for entry in results["variants"].values():
+        cells = []
+        for name in names:
+            cells += [_pm(entry["sets"][name]["disagreement"]),
+                      _pm(entry["sets"][name]["mutual_information"])]
+        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def layer_table(results: dict) -> str:
+    """Markdown: per layer, weight cosine at init and trained, its change, relative change."""
+    lines = ["| variant | layer | cosine init | cosine trained | change | relative weight "
+             "change |", "|---|---|---:|---:|---:|---:|"]
+    for entry in results["variants"].values():
+        if entry["method"] == "single":
+            continue
+        weights = entry["weights"]
+        for name in weights["init"]["layers"]:
+            lines.append(f"| {entry['label']} | {name} | {_pm(weights['init']['layers'][name])}"
+                         f" | {_pm(weights['trained']['layers'][name])} | "
+                         f"{_pm(weights['change']['layers'][name])} | "
+                         f"{_pm(weights['relative_change']['layers'][name])} |")
     return "\n".join(lines)
 
 
 def diversity_markdown(results: dict) -> str:
+    from .diversity_verdicts import verdict_lines
+
     p = results["protocol"]
     seeds = len(results["seeds"])
+    fast = [f"{e['label']}: {_pm(e['weights']['fast_weights']['relative_change'])} relative "
+            f"change, deviation cosine {_pm(e['weights']['fast_weights']['deviation_cosine'])}"
+            for e in results["variants"].values() if "fast_weights" in e["weights"]]
+    figures = [f"![{name}]({name})" for name in results.get("figures", [])]
     return "\n".join([
         f"# Member similarity on {results['dataset']}", "",
         f"Backbone {p['backbone']}, {p['members']} members (Masksembles scale "
-        f"{p['masksembles_scale']:g}, MC-Dropout p = {p['mc_dropout_p']:g}), {p['epochs']} "
-        f"epochs; measured on the clean test set; each value is the {p['pairs']}, mean ± std "
-        f"over {seeds} seed{'s' if seeds > 1 else ''}. Identical members: disagreement 0, "
-        "KL 0, weight cosine 1.", "",
-        diversity_table(results), "",
-        "![member x member heatmaps](diversity_heatmaps.png)", ""])
+        f"{p['masksembles_scale']:g}, MC-Dropout p = {p['mc_dropout_p']:g}), up to "
+        f"{p['epochs']} epochs; {seeds} seed{'s' if seeds > 1 else ''} (mean ± std); each "
+        f"pairwise value is the {p['pairs']}. Corrupted sets: {len(p['corruptions'])} kinds "
+        f"pooled per severity {p['severities']}; OOD: {p['ood']} ({p['ood_status']}). The "
+        "single model is the floor (identical members: disagreement, KL, JS, MI 0; CKA and "
+        "cosine 1, by definition); the Deep Ensemble the reference for independent members.",
+        "", "## Verdicts", "", *verdict_lines(results["verdicts"]), "",
+        "## Clean test set", "", diversity_table(results), "",
+        "## Disagreement and mutual information under shift", "", shift_table(results), "",
+        "## Parameter space per layer", "", layer_table(results), "",
+        "BatchEnsemble fast weights (r, s) during training: " + ("; ".join(fast) or "n/a")
+        + ".", "", *figures, "",
+        f"Run time: {results['seconds']:.0f} s.", ""])
+
+
+def _size(split) -> int:
+    """Examples in a split: ``(images, labels)`` tensors or a Dataset."""
+    return len(split[1]) if isinstance(split, tuple) else len(split)
+
+
+def _set_caption(name: str) -> str:
+    return {"clean": "clean", "ood": "OOD"}.get(name, name.replace("severity_", "sev. "))
 
 
 def _pm(value: dict) -> str:
-    if value["mean"] is None:
+    if value.get("mean") is None:
         return "n/a"
+    if value.get("by_definition"):
+        return f"{value['mean']:g} (floor)"
     return f"{value['mean']:.4f} ± {value['std']:.4f}"
 
 
 def _finite_or_none(matrix: torch.Tensor) -> list:
     return [[float(v) if math.isfinite(v) else None for v in row] for row in matrix.tolist()]
+
+
+def _json_ready(value):
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

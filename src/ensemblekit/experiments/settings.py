@@ -232,7 +232,18 @@ class Settings:
 
         check_keys(self.train, TrainConfig, source="[train] table",
                    valid=train_keys())
-        return TrainConfig(**self.train, epochs=self.method_epochs(method), seed=seed,
+        epochs = self.method_epochs(method)
+        train = dict(self.train)
+        if train.get("schedule") == "multistep" and isinstance(train.get("milestones"), list) \
+                and isinstance(epochs, int):
+            # A run shorter than the recipe (--epochs 1, a quick check of a config) drops the
+            # milestones it never reaches: the same learning rates, and a valid TrainConfig
+            # (anything but an int is left for TrainConfig to reject).
+            train["milestones"] = [m for m in train["milestones"]
+                                   if not isinstance(m, int) or m < epochs]
+            if not train["milestones"]:
+                train["schedule"] = "constant"
+        return TrainConfig(**train, epochs=epochs, seed=seed,
                            dataset=self.dataset, progress=self.progress, device=self.device,
                            threads=self.threads)
 
@@ -472,20 +483,49 @@ class BenchmarkSettings(Settings):
 
 @dataclass
 class DiversitySettings(Settings):
-    """``ensemblekit diversity``: how alike the members of each method are (function and
-    parameter space), on the clean test set."""
+    """``ensemblekit diversity``: how alike the members of each method are (parameter space at
+    initialisation and trained, CKA of hidden representations, function space on clean,
+    corrupted and OOD data), with the single model as the floor.
 
-    methods: list[str] = field(default_factory=lambda: list(DIVERSITY_METHODS))
-    seeds: int = 1
+    ``batchensemble_controls``: fast-weight inits trained beside BatchEnsemble's own
+    (``"ones"``: identical members at the start; ``"random_sign"``; ``[]`` for none).
+    ``corruptions`` / ``severities`` / ``ood`` / ``corrupted_dir`` as in the benchmark;
+    ``cka_samples``: CKA on the first this many test inputs; ``eval_batch_size``: inference
+    batch.
+    """
+
+    methods: list[str] = field(default_factory=lambda: ["single", *DIVERSITY_METHODS])
+    seeds: int = 3
+    batchensemble_controls: list[str] = field(default_factory=lambda: ["ones", "random_sign"])
+    corruptions: list[str] | str = "all"
+    severities: list[int] = field(default_factory=lambda: [3, 5])
+    ood: str = "auto"
+    corrupted_dir: str | None = None
+    cka_samples: int = 2000
+    eval_batch_size: int = 500
 
     command = "diversity"
 
     def validate(self) -> None:
+        from ..layers.batchensemble import FAST_WEIGHT_INITS
+
         super().validate()
         self.methods = check_methods(self.methods, ALL_METHODS)
         self.seeds = check_int("seeds", self.seeds, minimum=1)
         if self.members < 2:
             raise ValueError(f"members must be >= 2 to compare members, got {self.members}")
+        self.batchensemble_controls = as_list(self.batchensemble_controls)
+        for init in self.batchensemble_controls:
+            check_choice("batchensemble_controls", init,
+                         [name for name in FAST_WEIGHT_INITS if name != "normal"])
+        if len(set(self.batchensemble_controls)) != len(self.batchensemble_controls):
+            raise ValueError(f"batchensemble_controls lists an init twice: "
+                             f"{self.batchensemble_controls}; list each once")
+        self.corruptions, self.severities = check_shift(self.dataset, self.corruptions,
+                                                        self.severities)
+        self.ood = check_ood(self.dataset, self.ood)
+        self.cka_samples = check_int("cka_samples", self.cka_samples, minimum=2)
+        self.eval_batch_size = check_int("eval_batch_size", self.eval_batch_size, minimum=1)
 
 
 @dataclass

@@ -1,0 +1,137 @@
+"""What the members of a model compute inside, and which weights belong to which layer.
+
+Two probes for the member-similarity study, both method-agnostic:
+
+- :func:`member_outputs`: member logits ``(M, N, K)`` together with two hidden representations
+  per member, ``(M, N, D)`` each, captured with forward pre-hooks in the same pass: the
+  ``penultimate`` features (the input of the backbone's head) and a ``mid`` layer (the input of
+  the middle conv / linear layer, :func:`mid_layer_name`). Tiled methods (MC-Dropout,
+  Masksembles, BatchEnsemble) run one member-major pass of ``M*B`` rows (member m owns rows
+  ``m*B:(m+1)*B``); a Deep Ensemble runs each member's own backbone.
+- :func:`layer_columns`: which columns of ``model.member_weights()`` (M, P) hold which layer, so
+  that weight similarity can be read per layer as well as overall.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers.batchensemble import BATCHENSEMBLE_LAYERS
+from ..models.base import layer_sizes
+
+#: Feature maps are average-pooled to at most this many positions per side before the CKA, so
+#: that a ResNet's mid-network map (e.g. 128 x 16 x 16) does not need a 32768-wide covariance.
+MAX_POOLED_SIDE = 4
+
+
+def member_backbones(model) -> list[nn.Module]:
+    """The backbone(s) whose modules see the members' rows: one per member for a Deep
+    Ensemble, else the one shared backbone (which reads a member-major batch)."""
+    if getattr(model, "method", None) == "deep_ensemble":
+        return list(model.members)
+    return [model.backbone]
+
+
+def mid_layer_name(backbone: nn.Module) -> str:
+    """The middle conv / linear layer (BatchNorm aside) of ``backbone``, in ``named_modules``
+    order: index ``L // 2`` of its L such layers (LeNet: ``fc1``, the MLP 64-32-16: the third
+    hidden layer, reading the second one's output)."""
+    names = [name for name, module in backbone.named_modules()
+             if layer_sizes(module) is not None
+             and not isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    if not names:
+        raise ValueError(f"{type(backbone).__name__} has no conv or linear layer to probe")
+    return names[len(names) // 2]
+
+
+def member_outputs(model, images: torch.Tensor, *, normalize=None, batch_size: int = 500,
+                   seed: int = 0, num_samples: int | None = None
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Member logits ``(M, N, K)`` and ``{"penultimate", "mid"}`` representations ``(M, N, D)``
+    (float32, CPU) of the [0, 1] images ``(N, ...)``, normalised by ``normalize``.
+
+    Eval mode (MC-Dropout keeps dropout on, as in ``predict_members``); stochastic members draw
+    from ``seed`` in forked RNG streams. Feature maps are pooled to at most
+    ``MAX_POOLED_SIDE`` x ``MAX_POOLED_SIDE`` positions, then flattened.
+    """
+    from ..methods import predict_members
+
+    backbones = member_backbones(model)
+    names = {"penultimate": getattr(backbones[0], "head_name", "head"),
+             "mid": mid_layer_name(backbones[0])}
+    captured = {key: [[] for _ in backbones] for key in names}
+    handles = []
+    for index, backbone in enumerate(backbones):
+        for key, name in names.items():
+            handles.append(backbone.get_submodule(name).register_forward_pre_hook(
+                _recorder(captured[key][index])))
+    device = next(model.parameters()).device
+    deep = len(backbones) > 1
+    chunks = []
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                torch.no_grad():
+            torch.manual_seed(seed)
+            for start in range(0, images.shape[0], batch_size):
+                batch = images[start:start + batch_size].to(device)
+                batch = normalize(batch) if normalize is not None else batch
+                if deep:  # each member's own backbone (vmap would bypass the hooks)
+                    model.eval()
+                    chunks.append(model.forward_members_loop(batch).float().cpu())
+                else:
+                    chunks.append(predict_members(model, batch, num_samples=num_samples)
+                                  .float().cpu())
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes:
+            module.training = training
+    logits = torch.cat(chunks, dim=1)
+    members = logits.shape[0]
+    features = {}
+    for key, per_backbone in captured.items():
+        if deep:
+            features[key] = torch.stack([torch.cat(rows) for rows in per_backbone])
+        else:  # one member-major stream: chunk c holds M blocks of that chunk's rows
+            blocks = [rows.reshape(members, -1, rows.shape[-1]) for rows in per_backbone[0]]
+            features[key] = torch.cat(blocks, dim=1)
+    return logits, features
+
+
+def _recorder(store: list):
+    def hook(module, inputs):
+        x = inputs[0].detach()
+        if x.ndim == 4 and max(x.shape[-2:]) > MAX_POOLED_SIDE:
+            x = F.adaptive_avg_pool2d(x, (min(x.shape[-2], MAX_POOLED_SIDE),
+                                          min(x.shape[-1], MAX_POOLED_SIDE)))
+        store.append(x.flatten(1).float().cpu())
+    return hook
+
+
+def layer_columns(model) -> list[tuple[str, slice]]:
+    """``(layer name, columns)`` of every layer with parameters, in the column order of
+    ``model.member_weights()``: a BatchEnsemble layer holds its effective weight and its
+    member bias (the fast weights are folded in), every other layer its own parameters."""
+    backbone = member_backbones(model)[0]
+    columns, start = [], 0
+    for name, module in backbone.named_modules():
+        if isinstance(module, BATCHENSEMBLE_LAYERS):
+            width = module.weight.numel() + (module.bias.shape[1] if module.bias is not None
+                                             else 0)
+        else:
+            width = sum(p.numel() for p in module.parameters(recurse=False))
+        if width:
+            columns.append((name, slice(start, start + width)))
+            start += width
+    return columns
+
+
+def fast_weights(model) -> torch.Tensor | None:
+    """All BatchEnsemble fast weights ``r`` and ``s`` of ``model``, flattened (a copy); None for
+    a model without BatchEnsemble layers."""
+    pieces = [p.detach().reshape(-1).cpu().clone() for module in model.modules()
+              if isinstance(module, BATCHENSEMBLE_LAYERS) for p in module.fast_weights()]
+    return torch.cat(pieces) if pieces else None
