@@ -141,7 +141,8 @@ PREFIX_KINDS = (
     ("tiled", None),
     ("compile_members (stacked, shared prefix)", {"strategy": "stacked"}),
     ("compile_members (stacked, no sharing)", {"strategy": "stacked", "share_prefix": False}),
-    ("compile_members (loop)", {"strategy": "loop"}),
+    ("compile_members (loop, shared prefix)", {"strategy": "loop"}),
+    ("compile_members (loop, no sharing)", {"strategy": "loop", "share_prefix": False}),
 )
 
 

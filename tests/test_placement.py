@@ -194,6 +194,15 @@ def test_shared_prefix_runs_the_unmasked_trunk_once(name):
     assert stem.weight.shape == model.backbone.get_submodule(stem_name).weight.shape
     shared_work = conv_work(shared.networks[0], test)
     assert shared_work < 0.6 * conv_work(unshared.networks[0], test)
+    # the loop: the first member computes the prefix, the others reuse it
+    loop = ek.compile_members(model, strategy="loop", example_input=test)
+    loop_alone = ek.compile_members(model, strategy="loop", share_prefix=False,
+                                    example_input=test)
+    with torch.no_grad():
+        for fast in (loop, loop_alone):
+            assert float((fast(test) - expected).abs().max() / expected.abs().max()) < 1e-5
+        assert torch.equal(loop(test), loop(test))  # the replay store is cleared per call
+    assert conv_work(loop, test) < 0.6 * conv_work(loop_alone, test)
 
 
 def test_wide_resnet_inner_masks_compile_without_sharing_and_stay_exact():

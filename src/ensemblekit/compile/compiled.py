@@ -16,7 +16,7 @@ from ..methods.base import predict_members
 from ..methods.masksembles import MasksemblesModel
 from .fan_out import fan_out_members
 from .folding import conv_batchnorm_pairs, fold_batchnorm
-from .shared_prefix import shared_input_layers, with_shared_prefix
+from .shared_prefix import share_prefix_across, shared_input_layers, with_shared_prefix
 from .stacking import member_channels, stack_members
 
 #: "stacked": all members at once on (B, M*P, ...) activations (grouped convolutions, batched
@@ -45,10 +45,12 @@ class CompiledMembers(nn.Module):
     returns_member_logits = True
 
     def __init__(
-        self, networks: list[nn.Module], num_members: int, strategy: str, channels_last: bool
+        self, networks: list[nn.Module], num_members: int, strategy: str, channels_last: bool,
+        prefix_store=None,
     ) -> None:
         super().__init__()
         self.networks = nn.ModuleList(networks)
+        self._prefix_store = prefix_store  # the loop's shared-prefix outputs (shared_prefix)
         self.num_members = num_members
         self.strategy = strategy
         self.channels_last = channels_last
@@ -70,7 +72,11 @@ class CompiledMembers(nn.Module):
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         if len(self.networks) > 1:  # one thin member each: (B, K) per member
-            return torch.stack([network(x) for network in self.networks])
+            try:
+                return torch.stack([network(x) for network in self.networks])
+            finally:
+                if self._prefix_store is not None:
+                    self._prefix_store.outputs.clear()
         logits = self.networks[0](x)  # (B, M*K), member-major on dim 1
         # unflatten, not view: B may be 0
         return logits.unflatten(1, (self.num_members, -1)).transpose(0, 1).contiguous()
@@ -194,8 +200,9 @@ def compile_members(
         example_input: a small batch ``(b, ...)`` like the ones you will predict on, used for
             the dry run and for a self-check against ``predict_members``; default: 2 random
             examples of ``model.backbone.input_shape`` (32 for a free spatial size).
-        share_prefix: with ``strategy="stacked"``, run every layer before the first mask once
-            for all members (:mod:`ensemblekit.compile.shared_prefix`): with
+        share_prefix: run every layer before the first mask once for all members
+            (:mod:`ensemblekit.compile.shared_prefix`; with ``strategy="loop"`` the first
+            member computes it and the others reuse its outputs): with
             ``placement="dropout"`` N members cost about one trunk plus N thin heads. A
             backbone whose shared and member activations meet in an add compiles without
             it. Only the speed changes.
@@ -270,7 +277,7 @@ def compile_members(
     count = model.num_members
     groups = [list(range(count))] if strategy == "stacked" else [[m] for m in range(count)]
     stacked_masks, kept = masks, set()
-    if strategy == "stacked" and share_prefix:
+    if share_prefix:
         shared = shared_input_layers(model, example_input)
         stacked_masks, kept = with_shared_prefix(masks, shared, model.backbone.head_name)
         if kept and not _runs(stack_members(model.backbone, stacked_masks, groups[0], kept=kept),
@@ -286,6 +293,7 @@ def compile_members(
         if channels_last:
             network.to(memory_format=torch.channels_last)
         networks.append(network)
-    compiled = CompiledMembers(networks, count, strategy, channels_last)
+    store = share_prefix_across(networks, kept) if strategy == "loop" and kept else None
+    compiled = CompiledMembers(networks, count, strategy, channels_last, store)
     _check_against_tiled(model, compiled, example_input)
     return compiled

@@ -81,3 +81,50 @@ def with_shared_prefix(
         else:
             stacked.append(dataclasses.replace(entry, in_masks=None))
     return stacked, kept
+
+
+class _PrefixStore:
+    """Outputs of the shared-prefix layers, written by the first member's network and read by
+    the others within one forward (cleared by :class:`~.compiled.CompiledMembers`)."""
+
+    def __init__(self) -> None:
+        self.outputs: dict[str, torch.Tensor] = {}
+
+
+class RecordOutput(nn.Module):
+    """The first member's shared-prefix layer: computes, and keeps its output for the others."""
+
+    def __init__(self, layer: nn.Module, store: _PrefixStore, name: str) -> None:
+        super().__init__()
+        self.layer, self.store, self.name = layer, store, name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layer(x)
+        self.store.outputs[self.name] = out
+        return out
+
+
+class ReplayOutput(nn.Module):
+    """Another member's shared-prefix layer: the first member's output, not computed again."""
+
+    def __init__(self, store: _PrefixStore, name: str) -> None:
+        super().__init__()
+        self.store, self.name = store, name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.store.outputs[self.name]
+
+
+def share_prefix_across(networks: list[nn.Module], kept: set[str]) -> _PrefixStore:
+    """Make the loop strategy's member networks compute the shared prefix once: member 0's
+    kept layers record their outputs, the other members' replay them (same forward code, same
+    call order). Returns the store to clear after each forward."""
+    from .stacking import replace_module
+
+    store = _PrefixStore()
+    for name in sorted(kept):
+        replace_module(networks[0], name,
+                       RecordOutput(networks[0].get_submodule(name), store, name))
+        for network in networks[1:]:
+            replace_module(network, name, ReplayOutput(store, name))
+    return store
