@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--mc-samples", dest="mc_samples", type=int)
     evaluate.add_argument("--out", help="JSON file (default: evaluation.json beside the "
                                         "checkpoint)")
+    evaluate.add_argument("--calibrate", action="store_true",
+                          help="also report the metrics after temperature scaling fitted on "
+                               "the validation split (held out of the training split)")
     evaluate.set_defaults(handler=_evaluate)
 
     corrupt = sub.add_parser(
@@ -393,7 +396,8 @@ def _evaluate(args) -> int:
     run_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
                  corruptions=_flatten(args.corruptions) or "all",
                  severities=args.severities or (1, 2, 3, 4, 5), ood=args.ood, out=args.out,
-                 batch_size=args.batch_size, mc_samples=args.mc_samples, log=_log)
+                 batch_size=args.batch_size, mc_samples=args.mc_samples,
+                 calibrate=args.calibrate, log=_log)
     return 0
 
 

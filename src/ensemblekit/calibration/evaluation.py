@@ -36,8 +36,8 @@ def temperature_scaled_metrics(
     see ``ensemblekit.calibration.ensemble``).
 
     Returns the ``evaluate_predictions`` dict with one more key, ``"calibration"``: ``{"mode",
-    "temperatures": [T, ...], "validation_nll": {"before", "after"}}`` (NLL of the pooled
-    prediction on validation, natural log, no probability floor).
+    "temperatures": [T, ...], "n_validation", "validation_nll": {"before", "after"}}`` (NLL of
+    the pooled prediction on validation, natural log, no probability floor).
     """
     check_tensor("val_member_logits", val_member_logits, ndim=3)
     for name, logits in (("test_member_logits", test_member_logits),
@@ -53,6 +53,7 @@ def temperature_scaled_metrics(
     results["calibration"] = {
         "mode": mode,
         "temperatures": scaler.temperatures.tolist(),
+        "n_validation": int(labels.numel()),
         "validation_nll": {"before": _pooled_nll(val_member_logits, labels),
                            "after": _pooled_nll(scaler(val_member_logits), labels)},
     }

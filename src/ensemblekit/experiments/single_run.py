@@ -63,10 +63,16 @@ def run_evaluate(
     batch_size: int = 500,
     mc_samples: int | None = None,
     seed: int = 0,
+    calibrate: bool = False,
     log: Log = print,
 ) -> dict:
     """Evaluate the model saved at ``checkpoint_path`` (clean, shift, OOD); write the record to
-    ``out`` (default: ``evaluation.json`` beside the checkpoint) and return it."""
+    ``out`` (default: ``evaluation.json`` beside the checkpoint) and return it.
+
+    ``calibrate``: also fit a temperature on the validation split (the part of the training
+    split that ``ensemblekit train`` holds out) and add the scaled clean-test and OOD metrics
+    as ``record["calibrated"]`` (see :mod:`ensemblekit.experiments.calibrated`).
+    """
     from .. import checkpoint
 
     checkpoint_path = Path(checkpoint_path)
@@ -84,11 +90,17 @@ def run_evaluate(
         mc_samples = check_int("mc_samples", mc_samples, minimum=1)
     model = checkpoint.load(checkpoint_path)
     data = load_experiment_data(settings, ood=ood, corruptions=corruptions,
-                                severities=severities, with_train=False, log=log)
+                                severities=severities, with_train=bool(calibrate), log=log)
     record = {"checkpoint": str(checkpoint_path), "dataset": dataset,
               "model_config": model.config, "ood_name": data.ood_name,
               "ood_status": data.ood_status,
               **evaluate(model, data, seed=seed, batch_size=batch_size, num_samples=mc_samples)}
+    if calibrate:
+        from .calibrated import calibrated_evaluation
+
+        record["calibrated"] = calibrated_evaluation(model, data, seed=seed,
+                                                     batch_size=batch_size,
+                                                     num_samples=mc_samples)
     atomic_write_text(out, json.dumps(record, indent=1))
     test = record["test"]
     log(f"{checkpoint_path}: accuracy {test['accuracy']:.4f}, NLL {test['nll']:.4f}, Brier "
@@ -102,6 +114,11 @@ def run_evaluate(
             continue
         log(f"  OOD vs {ood} by {score}: AUROC {metrics['auroc']:.4f}, AUPR "
             f"{metrics['aupr']:.4f}, FPR@95%TPR {metrics['fpr95']:.4f}")
+    if calibrate:
+        scaled, fitted = record["calibrated"]["test"], record["calibrated"]["calibration"]
+        log(f"  temperature-scaled (T = {fitted['temperatures'][0]:.4f}, fitted on "
+            f"{fitted['n_validation']} validation samples): accuracy {scaled['accuracy']:.4f}, "
+            f"NLL {scaled['nll']:.4f}, Brier {scaled['brier']:.4f}, ECE {scaled['ece']:.4f}")
     log(f"wrote {out}")
     return record
 
