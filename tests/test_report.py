@@ -6,11 +6,13 @@ import csv
 import io
 import statistics
 
+import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ensemblekit import report
+from ensemblekit import metrics, report
 
 
 @given(st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=20))
@@ -41,6 +43,9 @@ def _results(shift_ece: dict[str, float], *, std=0.001, ood=True):
             "shift_overall": {key: _value(value, std) for key in report.SHIFT_METRICS},
             "inference_ms_per_sample": 0.1,
             "train_seconds": 1.0,
+            "train": {"loss": _value(0.25, 0.01), "accuracy": _value(0.9125, 0.002),
+                      "epochs": _value(3)},
+            "validation": {key: _value(0.375) for key in report.VALIDATION_METRICS},
         }
         entry["test"]["accuracy"] = _value(0.95)
         if ood:
@@ -58,50 +63,146 @@ def _results(shift_ece: dict[str, float], *, std=0.001, ood=True):
     return {"dataset": "digits", "seeds": [0, 1, 2], "protocol": protocol, "methods": methods}
 
 
-def _verdicts(results):
-    return {check["claim"].split(" ")[0] + " " + check["claim"].split(" ")[-1]: check["holds"]
-            for check in report.orderings(results)}
+def _predictions(quality: dict[str, float], *, seeds=3, n=600, k=4, jitter=None, ood=True,
+                 shift=True):
+    """Synthetic per-example predictions ``{(method, seed): predictions}``: a method of
+    quality q is right on the first round(q * n) examples of one fixed order (nested: a better
+    method is right wherever a worse one is) with confidence 0.95 on its prediction, so a
+    higher q means higher accuracy, lower NLL and lower ECE; under shift it is right on
+    q - 0.1 of them; its OOD entropy scores separate in from out by 2 q. ``jitter``:
+    ``{method: amount}`` moves that method's q by -amount, 0, +amount over three seeds."""
+    rng = np.random.default_rng(0)
+    labels = torch.from_numpy(rng.integers(0, k, size=n))
+    order = torch.from_numpy(rng.permutation(n))
+    base_in, base_out = rng.normal(size=n), rng.normal(size=300)
+    predictions = {}
+    for method, q in quality.items():
+        for seed in range(seeds):
+            q_seed = q + (jitter or {}).get(method, 0.0) * (seed - 1)
+
+            def confident(fraction):
+                right = torch.zeros(n, dtype=torch.bool)
+                right[order[: round(fraction * n)]] = True
+                predicted = torch.where(right, labels, (labels + 1) % k)
+                probs = torch.full((n, k), 0.05 / (k - 1), dtype=torch.float64)
+                probs[torch.arange(n), predicted] = 0.95
+                return probs, right
+
+            probs, _ = confident(q_seed)
+            entry = {"labels": labels, "test_probs": probs}
+            if shift:
+                _, right = confident(q_seed - 0.1)
+                entry["shift"] = {"severities": ["1", "5"], "kinds": ["fog"],
+                                  "confidence": torch.full((2, 1, n), 0.95, dtype=torch.float64),
+                                  "correct": right.expand(2, 1, n).clone()}
+            if ood:
+                entry["ood_scores"] = {"entropy": {
+                    "in": torch.from_numpy(base_in), "out": torch.from_numpy(base_out + 2 * q)}}
+            predictions[(method, seed)] = entry
+    return predictions
+
+
+def _by_claim(checks):
+    return {check["claim"].split(" (")[0]: check for check in checks}
+
+
+MASKSEMBLES_BETWEEN = "Masksembles lies between the single model and Deep Ensembles"
 
 
 def test_orderings_hold_when_the_numbers_say_so():
-    results = _results({"single": 0.10, "mc_dropout": 0.09, "masksembles": 0.06,
-                        "batchensemble": 0.095, "deep_ensemble": 0.04})
-    checks = report.orderings(results)
-    assert [check["holds"] for check in checks] == [True, True, True, True, True]
-    first = checks[0]["detail"]
-    assert "0.0400 ± 0.0010" in first and "0.1000 ± 0.0010" in first
-    assert "lower at 5 of 5 severities" in first
-    assert "larger than the spread over seeds" in first
+    checks = report.orderings(_predictions({"single": 0.80, "mc_dropout": 0.83,
+                                            "masksembles": 0.86, "batchensemble": 0.81,
+                                            "deep_ensemble": 0.90}), n_boot=400)
+    assert [check["verdict"] for check in checks] == ["holds"] * 5
+    between = _by_claim(checks)[MASKSEMBLES_BETWEEN]
+    assert [c["metric"] for c in between["comparisons"]] == [
+        m for m in report.CLAIM_METRICS for _ in range(2)]
+    first = checks[0]["comparisons"][0]
+    assert first["metric"] == "ece" and first["claimed"] == "negative"
+    # ECE = |accuracy - 0.95| here: 0.05 for Deep Ensembles, 0.15 for the single model.
+    assert first["values"] == {"deep_ensemble": pytest.approx(0.05),
+                               "single": pytest.approx(0.15)}
+    difference = first["difference"]
+    assert difference["estimate"] == pytest.approx(-0.10)
+    assert difference["low"] <= difference["estimate"] <= difference["high"] < 0
+    assert difference["n_boot"] == 400 and difference["level"] == 0.95
 
 
 def test_orderings_fail_when_the_numbers_say_so():
-    results = _results({"single": 0.04, "mc_dropout": 0.03, "masksembles": 0.09,
-                        "batchensemble": 0.05, "deep_ensemble": 0.06})
-    checks = {check["claim"]: check for check in report.orderings(results)}
-    assert not checks["Deep Ensembles are better calibrated than the single model"]["holds"]
-    masks = checks["Masksembles lies between the single model and Deep Ensembles"]
-    assert not masks["holds"] and "worse than both" in masks["detail"]
-    assert not checks["Deep Ensembles are better calibrated than MC-Dropout"]["holds"]
-    assert not checks["Deep Ensembles detect OOD inputs better than the single model"]["holds"]
+    checks = _by_claim(report.orderings(_predictions({
+        "single": 0.90, "mc_dropout": 0.92, "masksembles": 0.70, "batchensemble": 0.86,
+        "deep_ensemble": 0.80}), n_boot=400))
+    for claim in ("Deep Ensembles are better calibrated than the single model",
+                  "Deep Ensembles are better calibrated than MC-Dropout",
+                  "Deep Ensembles detect OOD inputs better than the single model",
+                  MASKSEMBLES_BETWEEN):
+        assert checks[claim]["verdict"] == "does not hold", claim
+
+
+def test_between_in_the_wrong_order_does_not_hold_although_the_old_check_passed():
+    # Deep Ensembles worse than the single model, Masksembles in the middle: numerically
+    # "between", but in the opposite order to the claim (single < Masksembles < DE).
+    quality = {"single": 0.90, "masksembles": 0.85, "deep_ensemble": 0.80}
+    predictions = _predictions(quality, ood=False, shift=False)
+    ece = {m: metrics.ece(predictions[(m, 0)]["test_probs"], predictions[(m, 0)]["labels"])
+           for m in quality}
+    low, high = sorted([ece["deep_ensemble"], ece["single"]])
+    assert low <= ece["masksembles"] <= high  # the old check: "holds"
+    between = _by_claim(report.orderings(predictions, n_boot=400))[MASKSEMBLES_BETWEEN]
+    assert between["verdict"] == "does not hold"
+    for comparison in between["comparisons"]:  # accuracy, NLL, ECE: each comparison reversed
+        assert comparison["verdict"] == "does not hold"
+    # Masksembles better than both: not between either.
+    better = _predictions({"single": 0.80, "masksembles": 0.92, "deep_ensemble": 0.86},
+                          ood=False, shift=False)
+    verdicts = [c["verdict"] for c in _by_claim(report.orderings(better, n_boot=400))[
+        MASKSEMBLES_BETWEEN]["comparisons"]]
+    assert verdicts == ["holds", "does not hold"] * 3
 
 
 def test_orderings_need_their_methods():
-    assert report.orderings(_results({"single": 0.1, "masksembles": 0.05})) == []
+    assert report.orderings(_predictions({"single": 0.8, "masksembles": 0.85})) == []
 
 
-def test_a_gap_within_the_spread_is_called_so():
-    results = _results({"single": 0.050, "deep_ensemble": 0.049}, std=0.01)
-    assert "smaller than the spread over seeds" in report.orderings(results)[0]["detail"]
+def test_a_gap_within_the_noise_is_inconclusive():
+    # Two examples' difference out of 600 on average, and seeds that disagree on its sign.
+    checks = report.orderings(_predictions({"single": 0.850, "deep_ensemble": 0.853},
+                                           jitter={"deep_ensemble": 0.03}, ood=False,
+                                           shift=False), n_boot=400)
+    assert checks[0]["verdict"] == "inconclusive"
+    difference = checks[0]["comparisons"][0]["difference"]
+    assert difference["low"] < 0 < difference["high"]
+
+
+def _with_orderings(results, quality):
+    results["orderings"] = report.orderings(_predictions(quality), n_boot=200)
+    results["bootstrap"] = {"n_boot": 200, "seed": 0, "level": 0.95,
+                            "resampled": "seeds and test examples"}
+    return results
 
 
 def test_markdown_states_protocol_tables_verdicts_and_figures():
-    text = report.markdown(_results({"single": 0.10, "masksembles": 0.06,
-                                     "deep_ensemble": 0.04}))
+    results = _with_orderings(_results({"single": 0.10, "masksembles": 0.06,
+                                        "deep_ensemble": 0.04}),
+                              {"single": 0.80, "masksembles": 0.86, "deep_ensemble": 0.90})
+    text = report.markdown(results)
     for fact in ("## Protocol", "3 epochs", "severities 1, 2, 3, 4, 5", "letters test set",
                  "| Masksembles | 1,000 |", "### ECE by severity",
-                 "Deep Ensembles are better calibrated than the single model: **holds**",
+                 "**Deep Ensembles are better calibrated than the single model: holds.**",
+                 "| ECE | Deep Ensemble better than Single model (difference < 0) | Deep "
+                 "Ensemble 0.0500 vs Single model 0.1500 | -0.1000 [",
+                 "paired bootstrap (200 replicates, seed 0)",
                  "figures/ece_vs_severity.png", "figures/reliability.png"):
         assert fact in text
+    # Training fit next to the test metrics.
+    assert ("| Masksembles | 3 | 0.2500 ± 0.0100 | 0.9125 ± 0.0020 | 0.3750 ± 0.0000 | "
+            "0.3750 ± 0.0000 | 0.5000 ± 0.0000 | 0.9500 ± 0.0000 |") in text
+    assert text.index("### Training fit") < text.index("## Under shift")
+
+
+def test_markdown_without_predictions_checks_nothing():
+    text = report.markdown(_results({"single": 0.1, "deep_ensemble": 0.05}))
+    assert "Not checked: these need the single model" in text
 
 
 def test_markdown_says_when_ood_was_off():
@@ -116,7 +217,12 @@ def test_csv_has_one_number_per_row():
     ece3 = [r for r in rows if (r["method"], r["section"], r["group"], r["metric"])
             == ("deep_ensemble", "shift", "3", "ece")]
     assert len(ece3) == 1 and float(ece3[0]["mean"]) == pytest.approx(0.05)
-    assert {r["section"] for r in rows} == {"test", "shift", "ood", "cost"}
+    assert {r["section"] for r in rows} == {"test", "train", "validation", "shift", "ood",
+                                            "cost"}
+    fit = {(r["method"], r["section"], r["metric"]): float(r["mean"]) for r in rows
+           if r["section"] in ("train", "validation")}
+    assert fit[("single", "train", "accuracy")] == 0.9125
+    assert fit[("deep_ensemble", "validation", "nll")] == 0.375
 
 
 def test_summary_table_lists_every_method_with_mean_and_std():

@@ -4,8 +4,12 @@ Input: one record per (method, seed) run, as written by
 :func:`ensemblekit.experiments.benchmark.run_one`. Output: every metric as
 ``{"mean", "std"}`` over seeds (``std`` is the sample standard deviation, n - 1 in the
 denominator; 0 for a single seed). Shift metrics are first averaged over corruption kinds per
-severity within each run, then over seeds. The report's verdicts on the papers' orderings are
-computed from these numbers, never written in advance.
+severity within each run, then over seeds. Training fit (the last epoch's training loss and
+accuracy) and the validation metrics sit beside the test metrics, so under-fitting shows.
+
+The report's verdicts on the papers' orderings (:func:`orderings`) come from a paired bootstrap
+over seeds and test examples (:mod:`ensemblekit.experiments.verdicts`) on each run's
+per-example predictions, never written in advance.
 """
 
 from __future__ import annotations
@@ -16,9 +20,15 @@ import json
 import math
 from pathlib import Path
 
+import torch
+
 from .atomic import atomic_write_text
 
 TEST_METRICS = ("accuracy", "nll", "brier", "ece", "adaptive_ece", "mce")
+#: The ensemble prediction's metrics on the validation split (as in the run records).
+VALIDATION_METRICS = ("accuracy", "nll", "brier", "ece")
+#: The seed of the bootstrap draws behind the verdicts (fixed: the same report twice).
+BOOTSTRAP_SEED = 0
 SHIFT_METRICS = ("accuracy", "nll", "brier", "ece")
 OOD_METRICS = ("auroc", "aupr", "fpr95")
 
@@ -62,8 +72,15 @@ def mean_std(values) -> dict:
     return {"mean": mean, "std": math.sqrt(variance)}
 
 
-def aggregate(records: dict, settings) -> dict:
-    """Results over seeds from ``{(method, seed): record}``: the ``results.json`` content."""
+def aggregate(records: dict, settings, predictions: dict | None = None) -> dict:
+    """Results over seeds from ``{(method, seed): record}``: the ``results.json`` content.
+
+    Per method: ``train`` (``loss``, ``accuracy`` of the last training epoch, ``epochs``) and,
+    when every run has one, ``validation`` (:data:`VALIDATION_METRICS` of the ensemble
+    prediction on the validation split), each ``{"mean", "std"}``. With ``predictions``
+    (``{(method, seed): predictions}`` as saved by the benchmark) also ``orderings`` (see
+    :func:`orderings`) and ``bootstrap`` (how the intervals were drawn).
+    """
     methods = list(dict.fromkeys(method for method, _ in records))
     seeds = sorted({seed for _, seed in records})
     ood_records = [r for r in records.values() if "ood" in r]
@@ -100,7 +117,20 @@ def aggregate(records: dict, settings) -> dict:
             }
         entry["inference_ms_per_sample"] = _mean([r["inference_ms_per_sample"] for r in runs])
         entry["train_seconds"] = _mean([r["train"]["seconds"] for r in runs])
+        entry["train"] = {key: mean_std([r["train"][key] for r in runs])
+                          for key in ("loss", "accuracy", "epochs")}
+        if all(r.get("validation") for r in runs):
+            entry["validation"] = {key: mean_std([r["validation"][key] for r in runs])
+                                   for key in VALIDATION_METRICS}
         results["methods"][method] = entry
+    if predictions is not None:
+        from .experiments.verdicts import DEFAULT_N_BOOT
+
+        results["bootstrap"] = {"n_boot": DEFAULT_N_BOOT, "seed": BOOTSTRAP_SEED, "level": 0.95,
+                                "resampled": "seeds and test examples with replacement, the "
+                                             "same draws for every method (OOD: in- and "
+                                             "out-of-distribution examples separately)"}
+        results["orderings"] = orderings(predictions)
     return results
 
 
@@ -146,6 +176,9 @@ def results_csv(results: dict) -> str:
     for method, entry in results["methods"].items():
         for metric, value in entry["test"].items():
             writer.writerow([method, "test", "", metric, value["mean"], value["std"]])
+        for section in ("train", "validation"):
+            for metric, value in entry.get(section, {}).items():
+                writer.writerow([method, section, "", metric, value["mean"], value["std"]])
         for severity, metrics in entry.get("shift", {}).items():
             for metric, value in metrics.items():
                 writer.writerow([method, "shift", severity, metric, value["mean"], value["std"]])
@@ -169,6 +202,9 @@ def summary_table(results: dict) -> str:
         header += ["shift acc", "shift ECE"]
     if has_ood:
         header += ["OOD AUROC"]
+    has_fit = all("train" in e for e in results["methods"].values())
+    if has_fit:
+        header += ["train acc"]
     header += ["ms/sample"]
     rows = []
     for method, entry in results["methods"].items():
@@ -180,6 +216,8 @@ def summary_table(results: dict) -> str:
         if has_ood:
             ood = entry.get("ood", {}).get("entropy")
             row += [_pm(ood["auroc"]) if ood else "-"]
+        if has_fit:
+            row += [_pm(entry["train"]["accuracy"])]
         row += [f"{entry['inference_ms_per_sample']:.4f}"]
         rows.append(row)
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -193,6 +231,8 @@ def summary_table(results: dict) -> str:
         notes.append("shift: mean over corruption kinds and severities")
     if has_ood:
         notes.append(f"OOD AUROC: entropy of the mean prediction, vs {results['protocol']['ood']}")
+    if has_fit:
+        notes.append("train acc: last training epoch")
     text = [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
     seeds = len(results["seeds"])
     text.append(f"(mean ± std over {seeds} seed{'s' if seeds > 1 else ''}"
@@ -200,86 +240,161 @@ def summary_table(results: dict) -> str:
     return "\n".join(text)
 
 
-def orderings(results: dict) -> list[dict]:
-    """The orderings the papers report, checked on these results.
+#: What each claim is tested on, with its label in the report.
+CLAIM_METRICS = ("accuracy", "nll", "ece", "shift_ece", "auroc")
+_CLAIM_METRIC_LABELS = {"accuracy": "accuracy", "nll": "NLL", "ece": "ECE",
+                        "shift_ece": "shift ECE", "auroc": "OOD AUROC"}
+#: The OOD score whose AUROC the claims use.
+CLAIM_OOD_SCORE = "entropy"
 
-    Each item: ``{"claim", "holds"}`` (True, False, or None when it cannot be checked here)
-    and ``"detail"``: the numbers behind the verdict. Calibration under shift is the ECE
-    averaged over all corruption kinds and severities (each seed's mean, then over seeds).
+
+def orderings(predictions: dict, *, n_boot: int | None = None, seed: int = BOOTSTRAP_SEED,
+              level: float = 0.95) -> list[dict]:
+    """The orderings the papers report, each tested by a paired bootstrap over seeds and test
+    examples (:mod:`ensemblekit.experiments.verdicts`) on every metric it speaks of.
+
+    ``predictions``: ``{(method, seed): predictions}`` as saved by the benchmark
+    (:func:`~ensemblekit.experiments.pipeline.evaluate_run`); methods are compared on the seeds
+    they all ran. Metrics (where present in every run): clean ``accuracy``, ``nll``, ``ece``;
+    ``shift_ece`` (mean ECE over every corruption kind and severity); ``auroc`` (OOD, entropy of
+    the mean prediction). Each claim: ``{"claim", "verdict", "comparisons": [...]}``, its
+    verdict the conjunction of its comparisons' (:func:`~ensemblekit.experiments.verdicts.
+    combine`); a comparison: ``{"metric", "statement", "values": {method: mean over seeds},
+    "difference": {"estimate", "low", "high", "level", "n_boot"}, "claimed": "positive" |
+    "negative", "verdict"}``. Claims whose methods did not all run are left out.
     """
-    methods = results["methods"]
-    shifted = all("shift_overall" in entry for entry in methods.values())
-    key, where = (("shift_overall", "under shift (mean ECE over all corruptions and "
-                   "severities)") if shifted else ("test", "on the clean test set (no "
-                                                   "corruptions were run)"))
+    from .experiments import verdicts
 
-    def ece(method):
-        return methods[method][key]["ece"]
-
-    def have(*names):
-        return all(name in methods for name in names)
-
-    checks = []
+    table = _BootstrapTable(predictions, n_boot=n_boot or verdicts.DEFAULT_N_BOOT, seed=seed,
+                            level=level)
+    have = table.have
+    claims = []
     if have("deep_ensemble", "single"):
-        de, single = ece("deep_ensemble"), ece("single")
-        detail = (f"Deep Ensemble {_pm(de)} vs single model {_pm(single)} {where}; "
-                  f"{_margin(single, de)}")
-        if shifted:
-            lower = _count_lower(methods, "deep_ensemble", "single")
-            detail += f"; lower at {lower} of {len(methods['single']['shift'])} severities"
-        checks.append({"claim": "Deep Ensembles are better calibrated than the single model",
-                       "holds": de["mean"] < single["mean"], "detail": detail})
+        claims.append(table.claim(
+            "Deep Ensembles are better calibrated than the single model",
+            [("deep_ensemble", "single", m) for m in ("ece", "shift_ece")]))
     if have("deep_ensemble", "single", "masksembles"):
-        de, single, masks = ece("deep_ensemble"), ece("single"), ece("masksembles")
-        low, high = sorted([de["mean"], single["mean"]])
-        holds = low <= masks["mean"] <= high
-        position = ("between them" if holds else
-                    "better than both" if masks["mean"] < low else "worse than both")
-        accuracy_gap = (methods["masksembles"]["test"]["accuracy"]["mean"]
-                        - methods["single"]["test"]["accuracy"]["mean"])
-        checks.append({
-            "claim": "Masksembles lies between the single model and Deep Ensembles",
-            "holds": holds,
-            "detail": f"Masksembles {_pm(masks)}: {position} (Deep Ensemble {_pm(de)}, single "
-                      f"model {_pm(single)}) {where}; clean accuracy "
-                      f"{accuracy_gap * 100:+.2f} points vs the single model",
-        })
+        claims.append(table.claim(
+            "Masksembles lies between the single model and Deep Ensembles (single model worse "
+            "than Masksembles, Masksembles worse than Deep Ensembles)",
+            [pair for m in CLAIM_METRICS
+             for pair in (("masksembles", "single", m), ("deep_ensemble", "masksembles", m))]))
     if have("batchensemble", "single", "deep_ensemble"):
-        be, single, de = ece("batchensemble"), ece("single"), ece("deep_ensemble")
-        to_single = abs(be["mean"] - single["mean"])
-        to_de = abs(be["mean"] - de["mean"])
-        accuracy_gap = (methods["batchensemble"]["test"]["accuracy"]["mean"]
-                        - methods["single"]["test"]["accuracy"]["mean"])
-        detail = (f"BatchEnsemble {_pm(be)} {where}: {to_single:.4f} from the single model, "
-                  f"{to_de:.4f} from Deep Ensembles")
-        if abs(to_single - to_de) < be["std"]:
-            detail += (f" (a tie: the two distances differ by less than BatchEnsemble's spread "
-                       f"over seeds, {be['std']:.4f})")
-        checks.append({
-            "claim": "BatchEnsemble stays close to the single model (closer to it than to Deep "
-                     "Ensembles)",
-            "holds": to_single < to_de,
-            "detail": f"{detail}; clean accuracy {accuracy_gap * 100:+.2f} points vs the single "
-                      "model",
-        })
+        claims.append(table.closer_claim(
+            "BatchEnsemble stays close to the single model (closer to it than to Deep "
+            "Ensembles)", "batchensemble", "single", "deep_ensemble"))
     if have("deep_ensemble", "mc_dropout"):
-        de, mc = ece("deep_ensemble"), ece("mc_dropout")
-        checks.append({
-            "claim": "Deep Ensembles are better calibrated than MC-Dropout",
-            "holds": de["mean"] < mc["mean"],
-            "detail": f"Deep Ensemble {_pm(de)} vs MC-Dropout {_pm(mc)} {where}; "
-                      f"{_margin(mc, de)}",
-        })
-    if have("deep_ensemble", "single") and all("ood" in e for e in methods.values()):
-        de = methods["deep_ensemble"]["ood"]["entropy"]["auroc"]
-        single = methods["single"]["ood"]["entropy"]["auroc"]
-        checks.append({
-            "claim": "Deep Ensembles detect OOD inputs better than the single model",
-            "holds": de["mean"] > single["mean"],
-            "detail": f"AUROC (entropy of the mean prediction) {_pm(de)} vs {_pm(single)}; "
-                      f"{_margin(de, single)}",
-        })
-    return checks
+        claims.append(table.claim(
+            "Deep Ensembles are better calibrated than MC-Dropout",
+            [("deep_ensemble", "mc_dropout", m) for m in ("ece", "shift_ece")]))
+    if have("deep_ensemble", "single"):
+        claims.append(table.claim(
+            "Deep Ensembles detect OOD inputs better than the single model",
+            [("deep_ensemble", "single", "auroc")]))
+    return [claim for claim in claims if claim["comparisons"]]
+
+
+class _BootstrapTable:
+    """Each (method, metric)'s mean over seeds and bootstrap replicates, computed once on
+    draws shared by every method (clean and shift metrics: one set of draws over the test
+    examples; AUROC: one over in- and out-of-distribution examples, resampled separately)."""
+
+    def __init__(self, predictions: dict, *, n_boot: int, seed: int, level: float):
+        from .experiments import verdicts
+
+        self.verdicts, self.level = verdicts, level
+        methods = list(dict.fromkeys(method for method, _ in predictions))
+        seeds = sorted({s for _, s in predictions})
+        self.runs = {m: [predictions[(m, s)] for s in seeds] for m in methods
+                     if all((m, s) in predictions for s in seeds)}
+        self.cache: dict = {}
+        self.data = {}  # metric -> (Metric, labels, resamples, {method: [values per seed]})
+        if not self.runs:
+            return
+        first = next(iter(self.runs.values()))[0]
+        labels = first["labels"]
+        clean = verdicts.draw_resamples(len(labels), len(seeds), n_boot=n_boot, seed=seed)
+        for name, metric in (("accuracy", verdicts.ACCURACY), ("nll", verdicts.NLL),
+                             ("ece", verdicts.ECE)):
+            self.data[name] = (metric, labels, clean,
+                               {m: [p["test_probs"] for p in runs]
+                                for m, runs in self.runs.items()})
+        if all("shift" in p for runs in self.runs.values() for p in runs):
+            self.data["shift_ece"] = (verdicts.SHIFT_ECE, labels, clean, {
+                m: [(p["shift"]["confidence"].flatten(0, 1).T,
+                     p["shift"]["correct"].flatten(0, 1).T) for p in runs]
+                for m, runs in self.runs.items()})
+        if all(CLAIM_OOD_SCORE in p.get("ood_scores", {}) for runs in self.runs.values()
+               for p in runs):
+            scores = first["ood_scores"][CLAIM_OOD_SCORE]
+            is_ood = torch.cat([torch.zeros(len(scores["in"]), dtype=torch.bool),
+                                torch.ones(len(scores["out"]), dtype=torch.bool)])
+            draws = verdicts.draw_resamples(len(is_ood), len(seeds), n_boot=n_boot, seed=seed,
+                                            strata=is_ood)
+            self.data["auroc"] = (verdicts.AUROC, is_ood, draws, {
+                m: [torch.cat([p["ood_scores"][CLAIM_OOD_SCORE]["in"],
+                               p["ood_scores"][CLAIM_OOD_SCORE]["out"]]) for p in runs]
+                for m, runs in self.runs.items()})
+
+    def have(self, *methods: str) -> bool:
+        return all(method in self.runs for method in methods)
+
+    def value(self, method: str, name: str):
+        """(mean over seeds, replicates (B,)) of ``method`` on metric ``name``."""
+        if (method, name) not in self.cache:
+            metric, labels, resamples, values = self.data[name]
+            self.cache[(method, name)] = (
+                self.verdicts.observed(metric, values[method], labels),
+                self.verdicts.replicates(metric, values[method], labels, resamples))
+        return self.cache[(method, name)]
+
+    def claim(self, text: str, pairs) -> dict:
+        """``better`` better than ``worse`` on each ``(better, worse, metric)`` present."""
+        comparisons = []
+        for better, worse, name in pairs:
+            if name not in self.data:
+                continue
+            (a, a_reps), (b, b_reps) = self.value(better, name), self.value(worse, name)
+            result = self.verdicts.compare_replicates(
+                self.data[name][0], names=(better, worse), observed_values=(a, b),
+                replicate_values=(a_reps, b_reps), level=self.level)
+            comparisons.append({
+                "metric": name,
+                "statement": f"{METHOD_LABELS.get(better, better)} better than "
+                             f"{METHOD_LABELS.get(worse, worse)}",
+                "values": {better: a, worse: b},
+                "difference": result.difference.to_dict(),
+                "claimed": "positive" if self.data[name][0].higher_is_better else "negative",
+                "verdict": result.verdict,
+            })
+        return self._finish(text, comparisons)
+
+    def closer_claim(self, text: str, method: str, near: str, far: str) -> dict:
+        """``|method - near| - |method - far| < 0`` on every metric present."""
+        comparisons = []
+        for name in CLAIM_METRICS:
+            if name not in self.data:
+                continue
+            (m, m_reps), (n, n_reps), (f, f_reps) = (self.value(x, name)
+                                                     for x in (method, near, far))
+            difference = self.verdicts.interval(
+                abs(m - n) - abs(m - f), (m_reps - n_reps).abs() - (m_reps - f_reps).abs(),
+                level=self.level)
+            comparisons.append({
+                "metric": name,
+                "statement": f"|{METHOD_LABELS[method]} - {METHOD_LABELS[near]}| - "
+                             f"|{METHOD_LABELS[method]} - {METHOD_LABELS[far]}| < 0",
+                "values": {method: m, near: n, far: f},
+                "difference": difference.to_dict(),
+                "claimed": "negative",
+                "verdict": self.verdicts.verdict(difference, claimed="negative"),
+            })
+        return self._finish(text, comparisons)
+
+    def _finish(self, text: str, comparisons: list[dict]) -> dict:
+        verdict = (self.verdicts.combine([c["verdict"] for c in comparisons]) if comparisons
+                   else None)
+        return {"claim": text, "verdict": verdict, "comparisons": comparisons}
 
 
 def markdown(results: dict) -> str:
@@ -343,6 +458,7 @@ def markdown(results: dict) -> str:
                      f"{_pm(t['accuracy'])} | {_pm(t['nll'])} | {_pm(t['brier'])} | "
                      f"{_pm(t['ece'])} | {entry['inference_ms_per_sample']:.4f} | "
                      f"{entry['train_seconds']:.1f} |")
+    lines += ["", *training_fit_table(results)]
 
     if all("shift" in entry for entry in methods.values()):
         severities = list(next(iter(methods.values()))["shift"])
@@ -369,15 +485,8 @@ def markdown(results: dict) -> str:
                              f"{_pm(values['fpr95'])} |")
         lines.append("")
 
-    lines += ["## Do the papers' orderings hold here?", ""]
-    checks = orderings(results)
-    if not checks:
-        lines.append("Not checked: these need the single model, Deep Ensembles and the method "
-                     "in question in the same run.")
-    for check in checks:
-        verdict = {True: "holds", False: "does not hold", None: "not checked"}[check["holds"]]
-        lines.append(f"- {check['claim']}: **{verdict}**. {check['detail']}.")
-    lines += ["", "## Figures", ""]
+    lines += ["## Do the papers' orderings hold here?", "", *verdict_lines(results),
+              "", "## Figures", ""]
     drawn = benchmark_figure_names(results)
     for name, caption in _FIGURES:
         if name in drawn:
@@ -398,20 +507,65 @@ def _pm(value: dict) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _margin(worse: dict, better: dict) -> str:
-    """How the gap between two means compares with the spread over seeds."""
-    gap = worse["mean"] - better["mean"]
-    spread = math.sqrt(worse["std"] ** 2 + better["std"] ** 2)
-    if spread == 0:
-        return f"gap {gap:+.4f} (one seed: no spread to compare with)"
-    relation = "larger" if abs(gap) > spread else "smaller"
-    return f"gap {gap:+.4f}, {relation} than the spread over seeds ({spread:.4f})"
+def training_fit_table(results: dict) -> list[str]:
+    """Markdown lines: per method the last epoch's training loss and accuracy, the validation
+    NLL and accuracy, beside the test ones (mean ± std over seeds)."""
+    methods = results["methods"]
+    with_validation = all("validation" in entry for entry in methods.values())
+    header = "| method | epochs | train loss | train accuracy |"
+    rule = "|---|---:|---:|---:|"
+    if with_validation:
+        header += " validation NLL | validation accuracy |"
+        rule += "---:|---:|"
+    lines = ["### Training fit", "",
+             "Training loss and accuracy: means over the last epoch's batches, in training mode "
+             "(augmentation and drop sites active)"
+             + ("; validation: the ensemble prediction on the held-out validation split."
+                if with_validation else "; no validation split (validation_fraction 0)."),
+             "", header + " test NLL | test accuracy |", rule + "---:|---:|"]
+    for method, entry in methods.items():
+        fit = entry.get("train")
+        if fit is None:  # results written before training fit was recorded
+            continue
+        cells = [f"{fit['epochs']['mean']:g}", _pm(fit["loss"]), _pm(fit["accuracy"])]
+        if with_validation:
+            cells += [_pm(entry["validation"]["nll"]), _pm(entry["validation"]["accuracy"])]
+        cells += [_pm(entry["test"]["nll"]), _pm(entry["test"]["accuracy"])]
+        lines.append(f"| {METHOD_LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+    return lines
 
 
-def _count_lower(methods: dict, a: str, b: str) -> int:
-    """At how many severities method ``a`` has a lower mean ECE than ``b``."""
-    return sum(methods[a]["shift"][s]["ece"]["mean"] < methods[b]["shift"][s]["ece"]["mean"]
-               for s in methods[b]["shift"])
+def verdict_lines(results: dict) -> list[str]:
+    """Markdown lines of ``results["orderings"]``: per claim its verdict and a table of its
+    comparisons, each difference with its bootstrap interval."""
+    claims = results.get("orderings") or []
+    if not claims:
+        return ["Not checked: these need the single model, Deep Ensembles and the method in "
+                "question in the same run, with their per-example predictions."]
+    boot = results["bootstrap"]
+    lines = [f"Each verdict comes from a paired bootstrap ({boot['n_boot']} replicates, seed "
+             f"{boot['seed']}): {boot['resampled']}; every metric is recomputed on each "
+             "replicate (ECE and AUROC on the resampled set) and averaged over the drawn "
+             f"seeds. Intervals: {boot['level']:.0%} percentile intervals of the difference. "
+             "**holds**: the interval lies entirely on the claimed side of 0; **does not "
+             "hold**: entirely on the other side; **inconclusive**: it contains 0. A claim made "
+             "of several comparisons holds only if every one holds. Shift ECE: the mean ECE over "
+             "every corruption kind and severity; OOD AUROC: entropy of the mean prediction.",
+             ""]
+    for claim in claims:
+        lines += [f"**{claim['claim']}: {claim['verdict']}.**", "",
+                  "| metric | claim | values | difference [95% interval] | verdict |",
+                  "|---|---|---|---|---|"]
+        for c in claim["comparisons"]:
+            values = " vs ".join(f"{METHOD_LABELS.get(m, m)} {v:.4f}"
+                                 for m, v in c["values"].items())
+            d = c["difference"]
+            side = "< 0" if c["claimed"] == "negative" else "> 0"
+            lines.append(f"| {_CLAIM_METRIC_LABELS[c['metric']]} | {c['statement']} "
+                         f"(difference {side}) | {values} | {d['estimate']:+.4f} "
+                         f"[{d['low']:+.4f}, {d['high']:+.4f}] | {c['verdict']} |")
+        lines.append("")
+    return lines[:-1]
 
 
 def _mean(values) -> float:

@@ -1,8 +1,11 @@
 """The one-command benchmark: every method x seed, trained and evaluated under one protocol.
 
 Each finished (method, seed) run is written at once, atomically, to
-``<out>/runs/<method>/seed-<seed>.json``; a rerun with the same ``--out`` reads those back and
-trains only what is missing, so an interrupted benchmark loses at most the run in progress.
+``<out>/runs/<method>/seed-<seed>.json`` (the record) and, first, ``seed-<seed>.pt`` beside it
+(its per-example predictions, which the report's paired bootstrap resamples); a rerun with the
+same ``--out`` reads those back and trains only what is missing -- a run whose predictions file
+is missing or unreadable counts as missing -- so an interrupted benchmark loses at most the run
+in progress.
 A rerun whose settings would change a finished run's result is refused (naming the keys that
 differ) instead of mixing two protocols in one table. When every run is there, the results are
 aggregated over seeds into ``results.json``, ``results.csv``, ``report.md`` and the figures.
@@ -11,17 +14,22 @@ aggregated over seeds into ``results.json``, ``results.csv``, ``report.md`` and 
 from __future__ import annotations
 
 import json
+import pickle
 import time
+import zipfile
 from pathlib import Path
 
+import torch
+
 from .. import plots, report
-from ..atomic import atomic_write_text
+from ..atomic import atomic_torch_save, atomic_write_text
 from .pipeline import (
     Log,
     build,
     check_batch_size,
     count_parameters,
-    evaluate,
+    evaluate_run,
+    evaluate_validation,
     load_experiment_data,
     train,
 )
@@ -33,12 +41,30 @@ def run_path(out: str | Path, method: str, seed: int) -> Path:
     return Path(out) / "runs" / method / f"seed-{seed}.json"
 
 
+def predictions_path(out: str | Path, method: str, seed: int) -> Path:
+    """Where the per-example predictions of one run are kept (beside its record)."""
+    return run_path(out, method, seed).with_suffix(".pt")
+
+
+def load_predictions(out: str | Path, method: str, seed: int) -> dict | None:
+    """The predictions :func:`run_one` saved for a run (see
+    :func:`~ensemblekit.experiments.pipeline.evaluate_run`), or None if missing or
+    unreadable."""
+    path = predictions_path(out, method, seed)
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile):
+        return None  # a damaged file: the run is recomputed
+
+
 def run_benchmark(settings: BenchmarkSettings, *, log: Log = print) -> dict:
     """Train and evaluate ``settings.methods`` x ``settings.seeds``; write everything to
     ``settings.out``; return the aggregated results (the content of ``results.json``)."""
     out = Path(settings.out)
     runs = [(method, seed) for method in settings.methods for seed in settings.seed_list]
-    finished = finished_runs(settings)
+    finished, predictions = finished_runs(settings, with_predictions=True)
     # Every model is built once up front: a batch size its member groups do not divide is
     # refused here, before any data is read or any training starts.
     for method in settings.methods:
@@ -55,20 +81,29 @@ def run_benchmark(settings: BenchmarkSettings, *, log: Log = print) -> dict:
             severities=settings.severities, corrupted_dir=settings.corrupted_dir, log=log)
         started = time.perf_counter()
         for index, (method, seed) in enumerate(todo, start=1):
-            record = run_one(settings, method, seed, data)
+            record, predictions[(method, seed)] = run_one(settings, method, seed, data)
+            # Predictions first: a record on disk always has its predictions beside it.
+            atomic_torch_save(predictions[(method, seed)], predictions_path(out, method, seed))
             atomic_write_text(run_path(out, method, seed), json.dumps(record, indent=1))
             finished[(method, seed)] = record
             log(f"[{index}/{len(todo)}] {_summary(record)} "
                 f"({time.perf_counter() - started:.0f} s elapsed)")
     records = {run: finished[run] for run in runs}
-    results = report.aggregate(records, settings)
+    results = report.aggregate(records, settings,
+                               predictions={run: predictions[run] for run in runs})
     report.write_reports(out, results, records)
     plots.benchmark_figures(out / "figures", results, records)
     return results
 
 
-def run_one(settings: BenchmarkSettings, method: str, seed: int, data) -> dict:
-    """Build, train and evaluate one (method, seed) run; return its JSON-ready record."""
+def run_one(settings: BenchmarkSettings, method: str, seed: int, data) -> tuple[dict, dict]:
+    """Build, train and evaluate one (method, seed) run; return its JSON-ready record and its
+    per-example predictions.
+
+    The record's ``train`` holds the last epoch's training loss and accuracy (and ``epochs``,
+    ``seconds``); ``validation`` the ensemble prediction's metrics on the validation split
+    (None without one), so that under-fitting shows next to the test metrics.
+    """
     from .. import checkpoint
 
     model = build(settings, method, seed=seed)
@@ -76,6 +111,9 @@ def run_one(settings: BenchmarkSettings, method: str, seed: int, data) -> dict:
     if settings.checkpoints:
         checkpoint_dir = Path(settings.out) / "checkpoints" / method / f"seed-{seed}"
     training = train(settings, model, data, seed=seed, checkpoint_dir=checkpoint_dir)
+    evaluation, predictions = evaluate_run(model, data, seed=seed,
+                                           batch_size=settings.eval_batch_size,
+                                           num_samples=settings.mc_samples)
     record = {
         "method": method,
         "seed": seed,
@@ -84,32 +122,43 @@ def run_one(settings: BenchmarkSettings, method: str, seed: int, data) -> dict:
         "params": count_parameters(model),
         "num_members": model.num_members,
         "train": training,
+        "validation": evaluate_validation(model, data, seed=seed,
+                                          batch_size=settings.eval_batch_size,
+                                          num_samples=settings.mc_samples),
         "ood_name": data.ood_name,
         "ood_status": data.ood_status,
-        **evaluate(model, data, seed=seed, batch_size=settings.eval_batch_size,
-                   num_samples=settings.mc_samples),
+        **evaluation,
     }
     if settings.checkpoints:
         checkpoint.save(model, Path(settings.out) / "models" / f"{method}-seed-{seed}.pt",
                         metadata={"dataset": settings.dataset, "seed": seed,
                                   "test": record["test"]})
-    return record
+    return record, predictions
 
 
-def finished_runs(settings: BenchmarkSettings) -> dict[tuple[str, int], dict]:
-    """The records already in ``settings.out`` for the requested runs.
+def finished_runs(settings: BenchmarkSettings, *, with_predictions: bool = False):
+    """The records already in ``settings.out`` for the requested runs:
+    ``{(method, seed): record}``. With ``with_predictions``, ``(records, predictions)`` with
+    ``{(method, seed): predictions}``, and a run without a readable predictions file is left
+    out of both (the benchmark recomputes it: its verdicts need the predictions).
 
     Raises ``ValueError`` if one was computed under settings that change its result.
     """
-    found = {}
+    found, predictions = {}, {}
     expected = settings.fingerprint()
     for method in settings.methods:
         for seed in settings.seed_list:
             record = read_finished(run_path(settings.out, method, seed), expected,
                                    settings.out)
-            if record is not None:
-                found[(method, seed)] = record
-    return found
+            if record is None:
+                continue
+            if with_predictions:
+                saved = load_predictions(settings.out, method, seed)
+                if saved is None:
+                    continue
+                predictions[(method, seed)] = saved
+            found[(method, seed)] = record
+    return (found, predictions) if with_predictions else found
 
 
 def read_finished(path: Path, expected: dict, out) -> dict | None:

@@ -312,7 +312,7 @@ def _brier(probs, labels, weights):
 def _binned_gaps(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int) -> torch.Tensor:
     """``(N, J)`` confidences and correctness of J sets -> ``(N, J * n_bins)``: example n's
     ``correct - confidence`` in the column of its set and equal-width bin, 0 elsewhere."""
-    confidence = confidence.double()
+    confidence = confidence.double().contiguous()  # bucketize copies strided input
     _, index = _bin_index(confidence, n_bins)
     n, sets = confidence.shape
     gaps = torch.zeros(n, sets * n_bins, dtype=torch.float64)

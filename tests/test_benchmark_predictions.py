@@ -1,0 +1,117 @@
+"""The benchmark keeps each run's per-example predictions beside its record, reports training
+and validation fit, bootstraps its verdicts from them, and recomputes a run whose predictions
+file is missing or damaged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ensemblekit import metrics
+from ensemblekit.experiments import BenchmarkSettings, run_benchmark
+from ensemblekit.experiments.benchmark import load_predictions, predictions_path, run_path
+
+METHODS = ["single", "masksembles", "deep_ensemble"]
+
+
+def settings(out):
+    return BenchmarkSettings.from_sources(overrides={
+        "methods": METHODS, "seeds": 1, "epochs": 1, "corruptions": ["gaussian_noise"],
+        "severities": [1, 5], "members": 2, "threads": 1, "out": str(out)})
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "run"
+    results = run_benchmark(settings(out), log=lambda message: None)
+    return out, results
+
+
+def test_records_hold_training_and_validation_fit(bench):
+    out, results = bench
+    record = json.loads(run_path(out, "masksembles", 0).read_text())
+    assert set(record["train"]) >= {"loss", "accuracy", "epochs", "seconds"}
+    assert record["train"]["epochs"] == 1 and 0 <= record["train"]["accuracy"] <= 1
+    assert set(record["validation"]) == {"accuracy", "nll", "brier", "ece"}
+    entry = results["methods"]["masksembles"]
+    assert entry["train"]["accuracy"]["mean"] == record["train"]["accuracy"]
+    assert entry["validation"]["nll"]["mean"] == record["validation"]["nll"]
+    report = (out / "report.md").read_text()
+    assert "### Training fit" in report and "validation NLL" in report
+    csv = (out / "results.csv").read_text()
+    assert "masksembles,train,,accuracy," in csv and "masksembles,validation,,nll," in csv
+
+
+def test_saved_predictions_reproduce_the_recorded_metrics(bench):
+    out, _ = bench
+    for method in METHODS:
+        record = json.loads(run_path(out, method, 0).read_text())
+        saved = torch.load(predictions_path(out, method, 0), weights_only=True)
+        probs, labels = saved["test_probs"], saved["labels"]
+        assert probs.shape == (539, 10) and labels.shape == (539,)
+        test = record["test"]
+        assert metrics.accuracy(probs, labels) == test["accuracy"]
+        assert metrics.ece(probs, labels) == pytest.approx(test["ece"], abs=1e-9)
+        assert metrics.nll(probs, labels) == pytest.approx(test["nll"], abs=1e-9)
+        entropy = saved["ood_scores"]["entropy"]
+        assert metrics.auroc(entropy["in"], entropy["out"]) == pytest.approx(
+            record["ood"]["entropy"]["auroc"], abs=1e-12)
+        shift = saved["shift"]
+        assert shift["severities"] == ["1", "5"] and shift["kinds"] == ["gaussian_noise"]
+        assert shift["confidence"].shape == shift["correct"].shape == (2, 1, 539)
+        for index, severity in enumerate(shift["severities"]):
+            recorded = record["shift"][severity]["gaussian_noise"]
+            assert shift["correct"][index, 0].double().mean().item() == pytest.approx(
+                recorded["accuracy"], abs=1e-12)
+
+
+def test_results_carry_bootstrapped_verdicts(bench):
+    out, results = bench
+    claims = {claim["claim"]: claim for claim in results["orderings"]}
+    assert "Deep Ensembles are better calibrated than the single model" in claims
+    between = next(c for c in results["orderings"] if c["claim"].startswith("Masksembles"))
+    assert [c["metric"] for c in between["comparisons"]] == [
+        "accuracy", "accuracy", "nll", "nll", "ece", "ece", "shift_ece", "shift_ece",
+        "auroc", "auroc"]
+    for comparison in between["comparisons"]:
+        d = comparison["difference"]
+        assert d["low"] <= d["high"] and comparison["verdict"] in (
+            "holds", "does not hold", "inconclusive")
+    # The means the bootstrap starts from are the table's means.
+    ece = between["comparisons"][4]["values"]
+    assert ece["masksembles"] == pytest.approx(
+        results["methods"]["masksembles"]["test"]["ece"]["mean"], abs=1e-9)
+    assert "difference [95% interval]" in (out / "report.md").read_text()
+
+
+def test_a_run_without_readable_predictions_is_recomputed(bench, tmp_path):
+    out, results = bench
+    # A copy of the finished folder, with one predictions file gone and one damaged.
+    copy = tmp_path / "copy"
+    for path in out.rglob("*"):
+        if path.is_file() and "corrupted" not in path.parts:
+            target = copy / path.relative_to(out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    predictions_path(copy, "single", 0).unlink()
+    predictions_path(copy, "masksembles", 0).write_bytes(b"not a torch file")
+    assert load_predictions(copy, "masksembles", 0) is None
+    kept = run_path(copy, "deep_ensemble", 0).read_bytes()
+    messages = []
+    again = run_benchmark(settings(copy), log=messages.append)
+    assert any("1 of 3 runs already finished (deep_ensemble/seed-0)" in m for m in messages)
+    assert run_path(copy, "deep_ensemble", 0).read_bytes() == kept
+    for method in ("single", "masksembles"):
+        assert load_predictions(copy, method, 0) is not None
+    # Training on CPU is deterministic: the recomputed runs give the same numbers.
+    assert again["methods"]["single"]["test"] == results["methods"]["single"]["test"]
+    # Same verdicts and intervals (matrix products on reloaded tensors may round the last bit
+    # differently).
+    for claim, before in zip(again["orderings"], results["orderings"], strict=True):
+        assert claim["verdict"] == before["verdict"]
+        for comparison, earlier in zip(claim["comparisons"], before["comparisons"], strict=True):
+            assert comparison["verdict"] == earlier["verdict"]
+            assert comparison["difference"] == pytest.approx(earlier["difference"], abs=1e-12)
+
