@@ -130,7 +130,9 @@ def _members_module(model: EnsembleModel, example: torch.Tensor, members: str) -
     from .compile import compile_members
 
     try:
-        return compile_members(model, example_input=example)
+        # Standard layout: a graph file has no memory format, and torch.export.save cannot
+        # store channels-last weights whole.
+        return compile_members(model, example_input=example, channels_last=False)
     except (NotImplementedError, ValueError) as error:
         if members == "compiled":
             raise ValueError(f"members='compiled': compile_members refused: {error}") from error
