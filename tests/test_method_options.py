@@ -168,3 +168,35 @@ def test_fingerprint_holds_the_tables_and_resume_refuses_other_ones(config, tmp_
 
 def test_no_tables_keep_the_fingerprint_of_before():
     assert "method_options" not in BenchmarkSettings.from_sources().fingerprint()
+
+
+@pytest.fixture
+def recipe_with_tables(monkeypatch):
+    from ensemblekit.experiments.settings import RECIPES
+
+    tables = {"masksembles": {"scale": 3.0, "epochs": 9}, "mc_dropout": {"p": 0.2}}
+    monkeypatch.setitem(RECIPES, "digits", {**RECIPES["digits"], "method_options": tables})
+    return tables
+
+
+def test_a_recipes_tables_are_the_default_and_lie_under_config_and_flags(recipe_with_tables,
+                                                                         tmp_path):
+    default = BenchmarkSettings.from_sources()
+    assert default.model_options("masksembles", seed=0)["scale"] == 3.0
+    assert default.train_config(seed=0, method="masksembles").epochs == 9
+    assert default.model_options("mc_dropout", seed=0)["p"] == 0.2
+    assert default.fingerprint()["method_options"] == {"masksembles": {"epochs": 9,
+                                                                       "scale": 3.0},
+                                                       "mc_dropout": {"p": 0.2}}
+    flagged = BenchmarkSettings.from_sources(overrides={"scale": 1.5, "epochs": 2})
+    assert flagged.model_options("masksembles", seed=0)["scale"] == 1.5
+    assert flagged.train_config(seed=0, method="masksembles").epochs == 2
+    assert flagged.model_options("mc_dropout", seed=0)["p"] == 0.2
+    path = tmp_path / "config.toml"
+    path.write_text("dropout = 0.05\n[method_options.masksembles]\nscale = 4.0\n")
+    configured = BenchmarkSettings.from_sources(path)
+    assert configured.model_options("masksembles", seed=0)["scale"] == 4.0  # its table
+    assert configured.train_config(seed=0, method="masksembles").epochs == 9  # the recipe's
+    assert configured.model_options("mc_dropout", seed=0)["p"] == 0.05  # its global
+    other = BenchmarkSettings.from_sources(overrides={"backbone": "mlp"})
+    assert other.method_options == {}  # tuned for the recipe's backbone only

@@ -59,7 +59,8 @@ _RUN_OWNED = ("epochs", "seed", "progress", "device", "threads", "dataset", "aug
 #: What suits each dataset when neither the config nor the command line says otherwise. The
 #: digits recipe is sized so that the default benchmark (5 methods x 3 seeds, 15 corruptions x
 #: 5 severities, OOD) finishes in under four minutes on two CPU cores (213-232 s measured on
-#: 2026-12-01).
+#: 2026-12-01). A recipe's optional ``method_options`` (``{method: {option: value}}``, e.g. the
+#: tables of an ``ensemblekit tune`` run's tuned.toml) apply with the recipe's backbone only.
 RECIPES: dict[str, dict] = {
     "digits": {
         "backbone": "lenet",
@@ -152,11 +153,17 @@ class Settings:
         ``"method_options"`` entry method by method and key by key. An override of
         ``members``, ``scale``, ``dropout`` or ``epochs`` also removes the entry it stands for
         (``n``, ``scale``, ``p``, ``epochs``) from the config's ``[method_options]`` tables.
+        The recipe's ``method_options`` (tables of the dataset's validated settings) lie under
+        the config's, and lose every entry whose global key the config or an override sets.
         """
         values = load_config(config, cls) if config is not None else {}
-        for key, value in (overrides or {}).items():
-            if value is None:
-                continue
+        overrides = {key: value for key, value in (overrides or {}).items()
+                     if value is not None}
+        recipe_options = _recipe_method_options(cls, {**values, **overrides})
+        if recipe_options:
+            values["method_options"] = merge_method_options(
+                recipe_options, values.get("method_options", {}))
+        for key, value in overrides.items():
             if key == "train":
                 values["train"] = {**values.get("train", {}), **value}
             elif key in ("method_options", "grid"):  # tables of tables: merged key by key
@@ -305,6 +312,17 @@ class Settings:
     def to_dict(self) -> dict:
         """All keys as JSON-friendly values (what the report records as the protocol)."""
         return json_ready(dataclasses.asdict(self))
+
+
+def _recipe_method_options(settings_class, given: dict) -> dict:
+    """The recipe's ``method_options`` for the dataset and backbone in ``given`` (none for a
+    backbone other than the recipe's), less the entries of the global keys ``given`` sets."""
+    recipe = recipe_for(given.get("dataset", settings_class.dataset))
+    if given.get("backbone", recipe["backbone"]) != recipe["backbone"]:
+        return {}
+    dropped = {_GLOBAL_OPTIONS[key] for key in given if key in _GLOBAL_OPTIONS}
+    return {method: {key: value for key, value in table.items() if key not in dropped}
+            for method, table in recipe.get("method_options", {}).items()}
 
 
 def recipe_for(dataset: str) -> dict:
