@@ -12,9 +12,12 @@ The names most users need are re-exported here; each lives in the module named b
   :func:`save` / :func:`load` (``ensemblekit.train``, ``.evaluate``, ``.checkpoint``);
 - metrics: :func:`evaluate_predictions`, selective prediction (:func:`aurc`, :func:`augrc`,
   :func:`e_aurc`, :func:`risk_coverage_curve`) and the rest of ``ensemblekit.metrics``;
+- post-hoc calibration on logits: :func:`fit_temperature`, :class:`TemperatureScaler` and the
+  rest of ``ensemblekit.calibration`` (vector scaling, ensemble temperature, saving);
 - data: :func:`load_dataset`, :func:`corrupt`, :func:`ood_dataset` (``ensemblekit.data``).
 """
 
+from .calibration import TemperatureScaler, fit_temperature
 from .checkpoint import load, load_into, save
 from .compile import CompiledMembers, compile_members
 from .convert import to_batchensemble, to_masksembles, to_mc_dropout
@@ -68,6 +71,7 @@ __all__ = [
     "Masksembles3d",
     "MemberBatchSampler",
     "PredictionAccumulator",
+    "TemperatureScaler",
     "TrainConfig",
     "augrc",
     "aurc",
@@ -82,6 +86,7 @@ __all__ = [
     "e_aurc",
     "evaluate_model",
     "evaluate_predictions",
+    "fit_temperature",
     "export",
     "generate_masks",
     "load",
