@@ -129,3 +129,18 @@ def test_within_budget_checks_every_limit():
     assert within_budget(cost, {"latency": 1.3, "params": 1.0})
     assert not within_budget(cost, {"latency": 1.2})
     assert not within_budget(cost, {"latency": 1.3, "flops": 2.0})
+
+
+def test_masksembles_can_be_timed_tiled_beside_compiled():
+    x = torch.randn(8, 1, 8, 8)
+    single = build_model("lenet", "single", 10, 1, **LENET)
+    masksembles = build_model("lenet", "masksembles", 10, 1, n=2, scale=2.0, **LENET)
+    costs = measure_costs({"single": single, "compiled": masksembles, "tiled": masksembles},
+                          x, reference="single", min_seconds=0.0, rounds=1, tiled=["tiled"])
+    entries = costs["models"]
+    assert (entries["compiled"]["inference"], entries["tiled"]["inference"]) == (
+        "compile_members", "predict_members")
+    assert entries["tiled"]["inference_flops_ratio"] == 2.0
+    assert entries["tiled"]["latency_ratio"] == entries["tiled"]["latency_ratio_to_single"]
+    with pytest.raises(ValueError, match="tiled names \\['other'\\]"):
+        measure_costs({"single": single}, x, reference="single", tiled=["other"])

@@ -60,16 +60,17 @@ def flops_per_sample(forward: Callable[[torch.Tensor], object], x: torch.Tensor)
     return counter.get_total_flops() / x.shape[0]
 
 
-def inference_function(model: nn.Module, example: torch.Tensor) -> tuple[Callable, str]:
+def inference_function(model: nn.Module, example: torch.Tensor, *,
+                       tiled: bool = False) -> tuple[Callable, str]:
     """``(forward, name)``: how ``model`` predicts members at inference, ``x -> (M, B, K)``.
 
     Masksembles: :func:`ensemblekit.compile_members` (checked against ``predict_members`` on
-    ``example[:2]`` as it builds); every other model: ``predict_members``.
+    ``example[:2]`` as it builds) unless ``tiled``; every other model: ``predict_members``.
     """
     from ..compile import compile_members
     from ..methods import MasksemblesModel, predict_members
 
-    if isinstance(model, MasksemblesModel):
+    if isinstance(model, MasksemblesModel) and not tiled:
         return compile_members(model, example_input=example[:2]), "compile_members"
     return (lambda x: predict_members(model, x)), "predict_members"
 
@@ -126,6 +127,7 @@ def measure_costs(
     min_seconds: float = 0.3,
     rounds: int = 5,
     threads: int | None = None,
+    tiled: tuple[str, ...] | list[str] = (),
 ) -> dict:
     """Parameters, FLOPs per sample and latency of every model, and their ratios to
     ``models[reference]`` (the single model), all measured here, in one process.
@@ -137,6 +139,8 @@ def measure_costs(
         reference: the key of the model the ratios divide by.
         min_seconds, rounds: see :func:`interleaved_latency`.
         threads: torch CPU threads while measuring (None: unchanged).
+        tiled: names of Masksembles models to time through ``predict_members`` instead of
+            ``compile_members`` (e.g. the same model under a second name, to report both).
 
     Returns:
         ``{"protocol": {...}, "models": {name: {"params", "flops_per_sample",
@@ -144,8 +148,11 @@ def measure_costs(
         "inference", "params_ratio", "flops_ratio", "inference_flops_ratio",
         "latency_ratio" (like for like, module docstring), "latency_ratio_to_single"}}}``.
     """
-    from ..methods import MasksemblesModel, build_model, predict_members
+    from ..methods import build_model, predict_members
 
+    unknown = sorted(set(tiled) - set(models))
+    if unknown:
+        raise ValueError(f"tiled names {unknown} that are not models: {', '.join(models)}")
     if reference not in models:
         raise ValueError(f"reference {reference!r} is not one of the models: "
                          f"{', '.join(models)}; pass the name of the single model")
@@ -158,7 +165,7 @@ def measure_costs(
     with cpu_threads(threads), torch.no_grad():
         for name, model in models.items():
             model.eval()
-            forward, kind = inference_function(model, example)
+            forward, kind = inference_function(model, example, tiled=name in tiled)
             entries[name] = {
                 "params": count_parameters(model),
                 "flops_per_sample": flops_per_sample(lambda x, m=model: predict_members(m, x),
@@ -168,7 +175,7 @@ def measure_costs(
             }
             candidates[name] = lambda f=forward: f(example)
         compiled_single = None
-        if any(isinstance(model, MasksemblesModel) for model in models.values()):
+        if any(entry["inference"] == "compile_members" for entry in entries.values()):
             # the single network through compile_members: one full mask changes nothing
             config = {**models[reference].config, "method": "masksembles", "n": 1,
                       "scale": 1.0}
