@@ -99,3 +99,19 @@ def test_evaluate_model_accepts_compiled_members():
     assert fast["nll"] == pytest.approx(plain["nll"], abs=1e-6)
     with pytest.raises(ValueError, match="num_samples=None"):
         ek.predict_members(compiled, digits(2), num_samples=3)
+
+
+@pytest.mark.parametrize("converted", [False, True])
+def test_mc_dropout_compiles_to_its_seeded_members_with_the_trunk_once(converted):
+    if converted:
+        model = ek.to_mc_dropout(nested_cnn(), num_samples=6, seed=5)
+        fast = ek.compile_members(model, example_input=digits(2))
+    else:
+        model = ek.build_model("lenet", "mc_dropout", 10, 1, input_size=8, n=6, p=0.2,
+                               placement="dropout", seed=0)
+        fast = ek.compile_members(model)
+    assert fast.strategy == "fan-out"
+    x = digits(7)
+    with torch.no_grad():
+        assert torch.equal(fast(x), ek.predict_members(model, x))
+    assert conv_work(fast, x) * 6 == conv_work(model.backbone, digits(42))

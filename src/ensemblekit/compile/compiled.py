@@ -14,6 +14,7 @@ from torch import nn
 from .._validation import check_choice, check_finite, check_tensor
 from ..methods.base import predict_members
 from ..methods.masksembles import MasksemblesModel
+from ..methods.mc_dropout import MCDropoutModel
 from .fan_out import fan_out_members
 from .folding import conv_batchnorm_pairs, fold_batchnorm
 from .shared_prefix import share_prefix_across, shared_input_layers, with_shared_prefix
@@ -228,17 +229,19 @@ def compile_members(
     Masksembles layer runs once and the members fan out there
     (:class:`~ensemblekit.compile.fan_out.FanOutMembers`), where a check on ``example_input``
     shows that this is exact; otherwise (a residual add across the mask) the network runs tiled.
-    The returned module's ``strategy`` says which ("fan-out" or "tiled").
+    The returned module's ``strategy`` says which ("fan-out" or "tiled"). **MC-Dropout** models
+    (built or converted) compile the same way: the layers before the first dropout run once,
+    and the members' seeded masks are those of ``predict_members``.
 
     The result holds copies of the weights taken now, in the model's device and dtype: call
     ``compile_members`` again after the weights change. It cannot be trained: ``.train()``
     raises. Wrap calls in ``torch.no_grad()`` (or ``torch.inference_mode()``) as for any
     inference.
     """
-    if not isinstance(model, MasksemblesModel):
+    if not isinstance(model, MasksemblesModel | MCDropoutModel):
         raise TypeError(
-            "compile_members needs a Masksembles model (ensemblekit.build_model(..., "
-            f"method='masksembles')), got {type(model).__name__}"
+            "compile_members needs a Masksembles or MC-Dropout model (ensemblekit.build_model"
+            "(..., method='masksembles') or a converter), got " + type(model).__name__
         )
     strategy = check_choice("strategy", strategy, STRATEGIES)
     for name, flag in (
@@ -248,7 +251,10 @@ def compile_members(
     ):
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}")
-    if not hasattr(model.backbone, "layer_widths"):  # your own network, converted
+    generic = isinstance(model, MCDropoutModel) or not hasattr(model.backbone, "layer_widths")
+    if generic and example_input is None and hasattr(model.backbone, "input_shape"):
+        example_input = _example_input(model)
+    if generic:  # your own network, converted, or MC-Dropout: fan out at the first mask
         if example_input is None:
             raise ValueError(
                 "compile_members of a converted network needs example_input=x[:2] (a batch "

@@ -13,6 +13,10 @@ That is exact only if nothing computed before the fan-out is combined with somet
 checks the result against ``predict_members`` on an example batch of at least two rows (so such
 an add fails on its shapes instead of broadcasting) and, where it differs or fails, returns the
 plain tiled pass: never a wrong answer.
+
+MC-Dropout models compile the same way: they fan out at their first dropout layer, and each
+member's seeded dropout masks (:mod:`ensemblekit.methods.seeded_dropout`) are drawn as in
+``predict_members``, so the compiled members equal its output.
 """
 
 from __future__ import annotations
@@ -24,6 +28,17 @@ from torch import nn
 
 from ..layers import Masksembles
 from ..members import repeat_members, split_members
+from ..methods.mc_dropout import MCDropoutModel
+from ..methods.seeded_dropout import member_dropout, seeded_mask_source
+
+
+def _fan_out_layers(model) -> list[nn.Module]:
+    """Where the members start to differ: Masksembles layers, or an MC-Dropout model's
+    dropout layers with ``p > 0``."""
+    if isinstance(model, MCDropoutModel):
+        return [m for m in model.backbone.modules()
+                if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+    return [m for m in model.backbone.modules() if isinstance(m, Masksembles)]
 
 
 class FanOutMembers(nn.Module):
@@ -36,18 +51,21 @@ class FanOutMembers(nn.Module):
     #: predict_members and evaluate_model call it directly: it returns member logits
     returns_member_logits = True
 
-    def __init__(self, network: nn.Module, num_members: int, *, fan_out: bool) -> None:
+    def __init__(self, model, *, fan_out: bool) -> None:
+        """``model``: a Masksembles or MC-Dropout model (its backbone is copied)."""
         super().__init__()
-        self.network = copy.deepcopy(network).eval()
+        copied = copy.deepcopy(model).eval()
+        self.network = copied.backbone
         for parameter in self.network.parameters():
             parameter.requires_grad_(False)
-        self.num_members = num_members
+        self.num_members = model.num_members
         self.fan_out = fan_out
         self.strategy = "fan-out" if fan_out else "tiled"
+        # MC-Dropout: the seed of its per-call mask generator (None for Masksembles)
+        self.sampling_seed = getattr(model, "sampling_seed", None)
         self._fanned = False
-        for module in self.network.modules():
-            if isinstance(module, Masksembles):
-                module.register_forward_pre_hook(self._tile_first)
+        for module in _fan_out_layers(copied):
+            module.register_forward_pre_hook(self._tile_first)
 
     def _tile_first(self, module: nn.Module, inputs: tuple) -> tuple | None:
         if not self.fan_out or self._fanned:
@@ -65,7 +83,12 @@ class FanOutMembers(nn.Module):
         count = self.num_members
         self._fanned = False
         try:
-            logits = self.network(x if self.fan_out else repeat_members(x, count))
+            if self.sampling_seed is None:
+                logits = self.network(x if self.fan_out else repeat_members(x, count))
+            else:
+                masks = seeded_mask_source(count, self.sampling_seed, x.device)
+                with member_dropout(self.network, count, masks):
+                    logits = self.network(x if self.fan_out else repeat_members(x, count))
         finally:
             self._fanned = False
         return split_members(logits, count)
@@ -75,14 +98,14 @@ class FanOutMembers(nn.Module):
 
 
 def fan_out_members(model, example: torch.Tensor, check) -> FanOutMembers:
-    """:class:`FanOutMembers` for ``model`` (a Masksembles model), fanning out where that is
-    exact on ``example`` (``check(compiled, example) -> bool``), else tiled."""
+    """:class:`FanOutMembers` for ``model`` (Masksembles or MC-Dropout), fanning out where that
+    is exact on ``example`` (``check(compiled, example) -> bool``), else tiled."""
     if len(example) < 2:  # two rows: a shared/member add then fails on shapes, never broadcasts
         example = torch.cat([example, example.flip(-1)])
-    fast = FanOutMembers(model.backbone, model.num_members, fan_out=True)
+    fast = FanOutMembers(model, fan_out=True)
     try:
         if check(fast, example):
             return fast
     except RuntimeError:
         pass
-    return FanOutMembers(model.backbone, model.num_members, fan_out=False)
+    return FanOutMembers(model, fan_out=False)
