@@ -254,3 +254,18 @@ def test_into_is_for_converted_models_and_bare_state_dicts_load_into(saved, tmp_
     load_into(other, bare)
     for key, value in model.state_dict().items():
         assert torch.equal(other.state_dict()[key], value)
+
+
+def test_a_tampered_recipe_is_a_value_error_naming_the_file(tmp_path):
+    images, _ = digits_like(4)
+    path = save(CONVERTERS["masksembles"](small_net(), images), tmp_path / "converted.pt")
+    payload = torch.load(path, weights_only=True)
+    for broken in ({**payload["recipe"], "converter": "to_magic"},
+                   {**payload["recipe"], "sites": [{"path": "5", "action": "insert",
+                                                    "layer": "Masksembles", "channels": "wide",
+                                                    "dim": 1}]},
+                   {key: value for key, value in payload["recipe"].items() if key != "scale"}):
+        tampered = tmp_path / "tampered.pt"
+        torch.save({**payload, "recipe": broken}, tampered)
+        with pytest.raises(ValueError, match=r"tampered\.pt: cannot rebuild"):
+            load(tampered, into=small_net())
