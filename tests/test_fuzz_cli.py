@@ -32,7 +32,7 @@ from ensemblekit.models import available_backbones
 
 FUZZ = settings(max_examples=120, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-TRAINING = ("benchmark", "toy", "diversity", "sweep", "train")
+TRAINING = ("benchmark", "toy", "diversity", "sweep", "train", "tune")
 NAME = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=10)
 
 
@@ -107,16 +107,24 @@ FLAGS = {
              r"\blr\b"),
     "--device": (TRAINING, st.sampled_from(BAD_DEVICES), "device"),
     "--threads": (TRAINING, below(1) | st.sampled_from(["100000", str(2**40)]), "threads"),
-    "--methods": (("benchmark", "diversity"), unknown(available_methods()), "method"),
+    "--methods": (("benchmark", "diversity", "tune"), unknown(available_methods()), "method"),
     "--method": (("train",), unknown(available_methods()), "method"),
     "--references": (("sweep",), unknown(available_methods()), "method"),
-    "--seeds": (("benchmark", "diversity", "sweep"), below(1), "seeds"),
+    "--seeds": (("benchmark", "diversity", "sweep", "tune"), below(1), "seeds"),
     "--seed": (("toy", "train", "corrupt"), below(0), "seed"),
     "--corruptions": (("benchmark", "sweep", "evaluate", "corrupt"), unknown(CORRUPTIONS),
                       "corruption"),
     "--severities": (("benchmark", "sweep", "evaluate", "corrupt"),
                      below(1) | st.integers(min_value=6).map(str), "severit"),
-    "--ood": (("benchmark", "sweep", "evaluate"), unknown(available_datasets()), "ood"),
+    "--ood": (("benchmark", "sweep", "evaluate", "tune"), unknown(available_datasets()), "ood"),
+    "--budget": (("tune",), NAME | st.sampled_from(["latency<1.3x", "latency<=0", "params<=-1x",
+                                                    "flops<=inf", "latency<=1,latency<=2",
+                                                    "speed<=2x", "latency<=1.3x,"]), "budget"),
+    "--grid": (("tune",), st.sampled_from(["masksembles.scale=0.5", "mc_dropout.p=1.5",
+                                           "masksembles.sacle=2", "bogus.n=2",
+                                           "masksembles=2", "masksembles.scale=",
+                                           "batchensemble.init=3", "masksembles.n=0"]),
+               "grid|scale|sacle|bogus|init|METHOD.KEY"),
     "--mc-samples": (("benchmark", "evaluate"), below(1), "mc.samples"),
     "--scales": (("sweep", "toy"), bad_real(1.0), "scale"),
     "--ns": (("sweep",), below(1), r"\bn\b|--ns"),

@@ -24,7 +24,8 @@ from ensemblekit.experiments.tune import (
 TINY = {
     "epochs": 1,
     "methods": ["single", "masksembles", "mc_dropout"],
-    "grid": {"masksembles": {"scale": [2.0, 3.0], "placement": ["all"], "widen": [False]},
+    "grid": {"masksembles": {"scale": [2.0, 3.0], "placement": ["all"], "widen": [False],
+                             "epochs_factor": [1.0]},
              "mc_dropout": {"p": [0.1, 0.3], "placement": ["all"]}},
     "cost_seconds": 0.01,
     "cost_rounds": 2,
@@ -66,8 +67,10 @@ def test_the_grid_is_the_product_of_each_methods_lists():
         {"epochs_factor": point["epochs_factor"]} if point["method"] == "masksembles" else {})})
         for point in points]
     assert found == expected
-    assert len(points) == 4 * 2 * 2 + 4 * 2 + 2 + 1  # the default grid
-    assert all(point["epochs"] == settings.epochs for point in points)
+    assert len(points) == 4 * 2 * 2 * 2 + 4 * 2 + 2 + 1  # the default grid
+    assert all(point["epochs"] == round(point["epochs_factor"] * settings.epochs)
+               for point in points)
+    assert {point["epochs"] for point in points} == {settings.epochs, 2 * settings.epochs}
 
 
 def test_epochs_factors_scale_the_methods_epochs_and_coinciding_points_are_kept_once():
@@ -89,8 +92,9 @@ def test_epochs_factors_scale_the_methods_epochs_and_coinciding_points_are_kept_
                                         "epochs_factor"),
     ({"masksembles": {"scale": []}}, "grid.masksembles.scale is empty"),
     ({"masksembles": {"scale": [2, 2.0]}}, "lists a value twice"),
-    ({"masksembles": {"scale": [0.5]}}, "method_options.masksembles.scale"),
-    ({"mc_dropout": {"p": [1.5]}}, "method_options.mc_dropout.p"),
+    ({"masksembles": {"scale": [0.5]}}, "grid.masksembles.scale must"),
+    ({"mc_dropout": {"p": [1.5]}}, "grid.mc_dropout.p must"),
+    ({"masksembles": {"widen": ["yes"]}}, "grid.masksembles.widen must be true or false"),
     ({"masksembles": {"epochs_factor": [0]}}, "grid.masksembles.epochs_factor"),
     ({"masksembles": 3}, "grid.masksembles must be a table"),
 ])

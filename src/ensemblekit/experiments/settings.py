@@ -398,20 +398,24 @@ def check_method_options(method_options) -> dict:
             raise ValueError(f"{where} must be a table ([{where}] in TOML, a dict in Python), "
                              f"got {table!r}")
         check_keys(table, None, source=f"[{where}]", valid=method_option_keys(method))
-        values = {}
-        for key in sorted(table):
-            value, name = table[key], f"{where}.{key}"
-            if key in (METHOD_EPOCHS, "n"):
-                value = check_int(name, value, minimum=1)
-            elif key == "scale":
-                value = check_float(name, value, minimum=1.0)
-            elif key == "p":
-                value = check_float(name, value, minimum=0.0, maximum=1.0, max_inclusive=False)
-            elif key == "widen":
-                value = check_toml_flag(name, value)
-            values[key] = value
-        checked[method] = values
+        checked[method] = {key: check_option_value(f"{where}.{key}", key, table[key])
+                           for key in sorted(table)}
     return checked
+
+
+def check_option_value(name: str, key: str, value):
+    """One ``[method_options]`` value checked (``epochs``, ``n``: int >= 1; ``scale``:
+    >= 1; ``p``: in [0, 1); ``widen``: true/false); other keys are left to ``build_model``.
+    ``name`` is how the error calls it."""
+    if key in (METHOD_EPOCHS, "n"):
+        return check_int(name, value, minimum=1)
+    if key == "scale":
+        return check_float(name, value, minimum=1.0)
+    if key == "p":
+        return check_float(name, value, minimum=0.0, maximum=1.0, max_inclusive=False)
+    if key == "widen":
+        return check_toml_flag(name, value)
+    return value
 
 
 def merge_method_options(base: dict, extra: dict) -> dict:
@@ -625,10 +629,13 @@ class TrainSettings(Settings):
 
 
 #: ``ensemblekit tune``'s default grid: each method's own knobs (a method absent here, such as
-#: single or deep_ensemble, is one reference point). ``epochs_factor`` multiplies ``epochs``.
+#: single or deep_ensemble, is one reference point). ``epochs_factor`` multiplies ``epochs``:
+#: Masksembles trains each member on 1/n of every batch and under-fits at the recipe's epochs
+#: (digits, LeNet x3, one seed: validation NLL 0.103 -> 0.041 at scale 2 with masks
+#: everywhere, 0.028 -> 0.016 with placement "dropout", from 30 to 60 epochs).
 TUNE_GRID: dict[str, dict[str, list]] = {
     "masksembles": {"scale": [1.5, 2.0, 3.0, 4.0], "placement": ["all", "dropout"],
-                    "widen": [False, True], "epochs_factor": [1.0]},
+                    "widen": [False, True], "epochs_factor": [1.0, 2.0]},
     "mc_dropout": {"p": [0.05, 0.1, 0.2, 0.3], "placement": ["all", "dropout"]},
     "batchensemble": {"init": ["normal", "random_sign"]},
 }
@@ -723,7 +730,7 @@ def check_grid(grid) -> dict:
                 items = [check_float(f"grid.{method}.{key}", item, minimum=0.0,
                                      min_inclusive=False) for item in items]
             else:
-                items = [check_method_options({method: {key: item}})[method][key]
+                items = [check_option_value(f"grid.{method}.{key}", key, item)
                          for item in items]
             if len({json_key(item) for item in items}) != len(items):
                 raise ValueError(f"grid.{method}.{key} lists a value twice: {items}; list "

@@ -488,9 +488,9 @@ def tune_markdown(result: dict, out: Path) -> str:
                      f"{row['cost']['latency_ratio']:.2f} | {row['cost']['params_ratio']:.2f} |")
     lines += ["", "## Every grid point", "",
               "| method | setting | epochs | val NLL | val ECE | val acc | OOD AUROC | train "
-              "loss | train acc | params x | FLOPs x (predict_members) | FLOPs x (inference) | "
-              "latency x | latency x plain | marks |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "loss | train acc | train s | params x | FLOPs x (predict_members) | FLOPs x "
+              "(inference) | latency x | latency x plain | marks |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         marks = (["picked"] if row["picked"] else []) + (
             [] if row["within_budget"] else ["over budget"]) + [
@@ -500,7 +500,8 @@ def tune_markdown(result: dict, out: Path) -> str:
         lines.append(
             f"| {row['method']} | {row['label']} | {row['epochs']} | {_pm(row['nll'])} | "
             f"{_pm(row['ece'])} | {_pm(row['accuracy'])} | {ood} | {_pm(row['train_loss'])} | "
-            f"{_pm(row['train_accuracy'])} | {c['params_ratio']:.2f} | {c['flops_ratio']:.2f} "
+            f"{_pm(row['train_accuracy'])} | {row['train_seconds']['mean']:.1f} | "
+            f"{c['params_ratio']:.2f} | {c['flops_ratio']:.2f} "
             f"| {c['inference_flops_ratio']:.2f} | {c['latency_ratio']:.2f} | "
             f"{c['latency_ratio_to_single']:.2f} | {', '.join(marks)} |")
     for kind in ("latency", "flops", "params"):
