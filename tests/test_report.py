@@ -200,6 +200,16 @@ def test_markdown_states_protocol_tables_verdicts_and_figures():
     assert text.index("### Training fit") < text.index("## Under shift")
 
 
+def test_markdown_escapes_the_bars_of_the_closeness_claim():
+    results = _with_orderings(_results({"single": 0.1, "batchensemble": 0.09,
+                                        "deep_ensemble": 0.05}),
+                              {"single": 0.80, "batchensemble": 0.81, "deep_ensemble": 0.90})
+    line = next(line for line in report.markdown(results).splitlines()
+                if line.startswith("| accuracy | \\|BatchEnsemble"))
+    # Six cells: a bare | inside the claim would have split it.
+    assert line.replace("\\|", "").count("|") == 6 and line.endswith("| holds |")
+
+
 def test_markdown_without_predictions_checks_nothing():
     text = report.markdown(_results({"single": 0.1, "deep_ensemble": 0.05}))
     assert "Not checked: these need the single model" in text

@@ -196,3 +196,14 @@ def test_unpaired_inputs_are_refused():
         v.replicates(v.ACCURACY, [probs], labels, resamples)
     with pytest.raises(ValueError, match="strata must have shape"):
         v.draw_resamples(5, 1, strata=torch.zeros(4))
+
+
+def test_closeness_is_the_difference_of_absolute_gaps_per_replicate():
+    reps = (torch.tensor([0.50, 0.52, 0.49, 0.51]), torch.tensor([0.50, 0.50, 0.50, 0.50]),
+            torch.tensor([0.40, 0.60, 0.45, 0.55]))
+    result = v.closeness((0.5, 0.5, 0.45), reps)
+    m, near, far = (x.numpy() for x in reps)
+    expected = np.abs(m - near) - np.abs(m - far)
+    assert result.estimate == pytest.approx(-0.05)
+    assert (result.low, result.high) == pytest.approx(tuple(np.percentile(expected, [2.5, 97.5])))
+    assert v.verdict(result, claimed="negative") == v.HOLDS

@@ -377,9 +377,8 @@ class _BootstrapTable:
                 continue
             (m, m_reps), (n, n_reps), (f, f_reps) = (self.value(x, name)
                                                      for x in (method, near, far))
-            difference = self.verdicts.interval(
-                abs(m - n) - abs(m - f), (m_reps - n_reps).abs() - (m_reps - f_reps).abs(),
-                level=self.level)
+            difference = self.verdicts.closeness((m, n, f), (m_reps, n_reps, f_reps),
+                                                 level=self.level)
             comparisons.append({
                 "metric": name,
                 "statement": f"|{METHOD_LABELS[method]} - {METHOD_LABELS[near]}| - "
@@ -561,7 +560,8 @@ def verdict_lines(results: dict) -> list[str]:
                                  for m, v in c["values"].items())
             d = c["difference"]
             side = "< 0" if c["claimed"] == "negative" else "> 0"
-            lines.append(f"| {_CLAIM_METRIC_LABELS[c['metric']]} | {c['statement']} "
+            statement = c["statement"].replace("|", "\\|")  # a bare | would end the cell
+            lines.append(f"| {_CLAIM_METRIC_LABELS[c['metric']]} | {statement} "
                          f"(difference {side}) | {values} | {d['estimate']:+.4f} "
                          f"[{d['low']:+.4f}, {d['high']:+.4f}] | {c['verdict']} |")
         lines.append("")

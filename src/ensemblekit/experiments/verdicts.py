@@ -277,6 +277,19 @@ def compare_replicates(metric: Metric, *, names: tuple[str, str],
                       float(observed_values[1]), difference, verdict(difference, claimed=claimed))
 
 
+def closeness(observed_values: tuple[float, float, float],
+              replicate_values: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *,
+              level: float = 0.95) -> Interval:
+    """``|m - near| - |m - far|`` for a metric's values of ``(m, near, far)`` (means over
+    seeds, and replicates (B,) on the same resamples): negative when ``m`` is closer to
+    ``near`` than to ``far`` -- e.g. "BatchEnsemble tracks the single model rather than Deep
+    Ensembles" holds when ``verdict(closeness(...), claimed="negative")`` does."""
+    m, near, far = observed_values
+    m_reps, near_reps, far_reps = replicate_values
+    return interval(abs(m - near) - abs(m - far),
+                    (m_reps - near_reps).abs() - (m_reps - far_reps).abs(), level=level)
+
+
 def paired_bootstrap(metric: Metric, a: Sequence, b: Sequence, labels: torch.Tensor, *,
                      n_boot: int = DEFAULT_N_BOOT, seed: int = 0, level: float = 0.95,
                      strata=None) -> Interval:
