@@ -279,7 +279,7 @@ def aggregate(points: list[dict], settings: TuneSettings, finished: dict) -> lis
 def point_costs(settings: TuneSettings, points: list[dict], images: torch.Tensor) -> dict:
     """:func:`~ensemblekit.experiments.cost.measure_costs` of every point (built afresh at
     seed 0: cost does not depend on the weights) and of the single model, on the first
-    ``cost_batch`` validation images."""
+    ``cost_batch`` validation images, on the training device."""
     from ..data import normalizer
 
     example = images[:settings.cost_batch]
@@ -291,7 +291,8 @@ def point_costs(settings: TuneSettings, points: list[dict], images: torch.Tensor
     reference = singles[0] if singles else "single"
     if not singles:
         models[reference] = build(settings, "single", seed=0)
-    device = next(models[reference].parameters()).device
+    # where the models trained (and will be deployed): the settings' device, else as training
+    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     costs = measure_costs({name: model.to(device) for name, model in models.items()},
                           example.to(device), reference=reference,
                           min_seconds=settings.cost_seconds, rounds=settings.cost_rounds,
