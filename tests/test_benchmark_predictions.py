@@ -83,7 +83,9 @@ def test_results_carry_bootstrapped_verdicts(bench):
     ece = between["comparisons"][4]["values"]
     assert ece["masksembles"] == pytest.approx(
         results["methods"]["masksembles"]["test"]["ece"]["mean"], abs=1e-9)
-    assert "difference [95% interval]" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "difference [95% interval]" in report and "figures/verdicts.png" in report
+    assert (out / "figures" / "verdicts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_run_without_readable_predictions_is_recomputed(bench, tmp_path):

@@ -76,7 +76,71 @@ def benchmark_figures(folder: str | os.PathLike, results: dict, records: dict) -
             folder / "ood_histograms.png", score="entropy",
             title=f"Entropy of the mean prediction: {results['dataset']} test (in) vs {ood} "
                   "(out)"))
+    if "verdicts.png" in drawn:
+        written.append(verdict_intervals(results["orderings"], folder / "verdicts.png"))
     return written
+
+
+#: Colours of the three verdicts.
+VERDICT_COLORS = {"holds": "#2ca02c", "does not hold": "#d62728", "inconclusive": "#7f7f7f"}
+
+
+def verdict_intervals(orderings: list[dict], path: str | os.PathLike) -> Path:
+    """One panel per metric: every comparison of the report's orderings as its difference
+    with the 95 % bootstrap interval, oriented so that the claimed direction is to the right
+    of 0 (differences whose claim is "lower" are negated), coloured by verdict."""
+    from .report import _CLAIM_METRIC_LABELS, CLAIM_METRICS
+
+    rows: dict[str, list] = {}
+    for claim in orderings:
+        for comparison in claim["comparisons"]:
+            sign = 1.0 if comparison["claimed"] == "positive" else -1.0
+            d = comparison["difference"]
+            low, high = sorted((sign * d["low"], sign * d["high"]))
+            rows.setdefault(comparison["metric"], []).append(
+                (comparison["statement"], sign * d["estimate"], low, high,
+                 comparison["verdict"]))
+    metrics = [m for m in CLAIM_METRICS if m in rows]
+    counts = [len(rows[m]) for m in metrics]
+    figure = new_figure(7.0, 0.32 * sum(counts) + 0.75 * len(metrics) + 0.9)
+    axes = figure.subplots(len(metrics), 1, squeeze=False,
+                           gridspec_kw={"height_ratios": [n + 1.2 for n in counts]})[:, 0]
+    for axis, metric in zip(axes, metrics, strict=True):
+        entries = rows[metric]
+        ys = np.arange(len(entries))[::-1]
+        for y, (_, estimate, low, high, verdict) in zip(ys, entries, strict=True):
+            colour = VERDICT_COLORS[verdict]
+            axis.plot([low, high], [y, y], color=colour, linewidth=2.2)
+            axis.plot([estimate], [y], marker="o", color=colour, markersize=5)
+        axis.axvline(0.0, color="black", linewidth=0.8)
+        axis.set_title(_CLAIM_METRIC_LABELS[metric], fontsize=9, loc="left")
+        axis.grid(axis="x", alpha=0.3)
+        axis.set_yticks(ys, [_short_statement(e[0]) for e in entries], fontsize=8)
+        axis.set_ylim(-0.6, len(entries) - 0.4)
+        axis.tick_params(axis="x", labelsize=8)
+    axes[-1].set_xlabel("difference, oriented so that the claimed direction is > 0", fontsize=8)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colour, linewidth=2.2, label=verdict)
+               for verdict, colour in VERDICT_COLORS.items()]
+    figure.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False,
+                  fontsize=8)
+    figure.suptitle("Paired bootstrap: differences and 95 % intervals of the papers' orderings",
+                    fontsize=10)
+    return save_figure(figure, path)
+
+
+def _short_statement(statement: str) -> str:
+    """Method labels shortened so that a comparison fits beside its panel."""
+    if statement.startswith("|"):  # |m - near| - |m - far| < 0
+        method, near = statement[1:].split("|")[0].split(" - ")
+        far = statement.split("|")[3].split(" - ")[1]
+        statement = f"{method} nearer {near} than {far}"
+    for long, short in (("Single model", "single"), ("Deep Ensemble", "DE"),
+                        ("MC-Dropout", "MCD"), ("Masksembles", "MS"),
+                        ("BatchEnsemble", "BE"), (" better than ", " > ")):
+        statement = statement.replace(long, short)
+    return statement
 
 
 def ece_vs_severity(results: dict, path: str | os.PathLike, *, metric: str = "ece") -> Path:

@@ -46,16 +46,21 @@ _FIGURES = (
     ("ece_vs_severity.png", "ECE against corruption severity (mean ± std over seeds)"),
     ("reliability.png", "Reliability diagrams on the clean test set (all seeds pooled)"),
     ("ood_histograms.png", "OOD scores, in- vs out-of-distribution (all seeds pooled)"),
+    ("verdicts.png", "The orderings' differences with their 95% bootstrap intervals"),
 )
 
 
 def benchmark_figure_names(results: dict) -> list[str]:
-    """The figures a benchmark's results allow: severity curves need shift metrics and the
-    histograms OOD metrics for every method; the reliability diagrams always exist."""
+    """The figures a benchmark's results allow: severity curves need shift metrics, the
+    histograms OOD metrics for every method, the verdicts' intervals at least one checked
+    ordering; the reliability diagrams always exist."""
     entries = results["methods"].values()
     needs = {"ece_vs_severity.png": "shift", "ood_histograms.png": "ood"}
-    return [name for name, _ in _FIGURES
-            if name not in needs or all(needs[name] in entry for entry in entries)]
+    names = [name for name, _ in _FIGURES
+             if name not in needs or all(needs[name] in entry for entry in entries)]
+    if not results.get("orderings"):
+        names.remove("verdicts.png")
+    return names
 
 
 def mean_std(values) -> dict:
