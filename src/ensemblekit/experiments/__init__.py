@@ -7,6 +7,8 @@
 - :mod:`~ensemblekit.experiments.sweep`: Masksembles over a grid of scale x number of masks.
 - :mod:`~ensemblekit.experiments.single_run`: train one model, evaluate a checkpoint, write
   corrupted test sets.
+- :mod:`~ensemblekit.experiments.tune`: each method's own setting chosen on the validation
+  split, beside its cost (:mod:`~ensemblekit.experiments.cost`); writes a benchmark config.
 - :mod:`~ensemblekit.experiments.settings`: defaults, TOML configs, command-line overrides.
 """
 
@@ -18,11 +20,13 @@ from .settings import (
     SweepSettings,
     ToySettings,
     TrainSettings,
+    TuneSettings,
     load_config,
 )
 from .single_run import run_corrupt, run_evaluate, run_train
 from .sweep import run_sweep
 from .toy import run_toy
+from .tune import run_tune
 
 __all__ = [
     "BenchmarkSettings",
@@ -30,6 +34,7 @@ __all__ = [
     "SweepSettings",
     "ToySettings",
     "TrainSettings",
+    "TuneSettings",
     "load_config",
     "run_benchmark",
     "run_corrupt",
@@ -38,4 +43,5 @@ __all__ = [
     "run_sweep",
     "run_toy",
     "run_train",
+    "run_tune",
 ]

@@ -367,7 +367,7 @@ def tuned_toml(result: dict, settings: TuneSettings) -> str:
         "training split, held out",
         f"# from training) over {settings.seeds} seed(s){budget}; the test set was not used to "
         "choose anything.",
-        f"# Produced by: {result['command'] or 'ensemblekit.experiments.run_tune (Python)'}",
+        f"# Produced by: {result['command'] or 'ensemblekit.experiments.run_tune (from Python)'}",
         f"# The grid, its fronts and costs: {Path(settings.out) / 'tune.md'}",
         f"# Run: ensemblekit benchmark --config {Path(settings.out) / 'tuned.toml'}",
         'command = "benchmark"',
