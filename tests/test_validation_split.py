@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,15 @@ def test_settings_resolve_the_dataset_default_and_check_the_fraction():
         BenchmarkSettings.from_sources(overrides={"validation_fraction": 1.5})
     # The fraction decides what a run trained on: part of the resume fingerprint.
     assert BenchmarkSettings.from_sources().fingerprint()["validation_fraction"] == 0.2
+
+
+def test_train_command_early_stops_on_the_validation_split(tmp_path):
+    from ensemblekit.experiments import TrainSettings, run_train
+
+    settings = TrainSettings.from_sources(overrides={
+        "method": "single", "epochs": 3, "threads": 1, "out": str(tmp_path),
+        "train": {"early_stopping_patience": 1}})
+    run_train(settings, log=lambda message: None)
+    history = json.loads((tmp_path / "train.json").read_text())["history"]
+    assert 1 <= len(history) <= 3
+    assert all(0.0 <= row["val_accuracy"] <= 1.0 for row in history)

@@ -34,9 +34,11 @@ def run_train(settings: TrainSettings, *, log: Log = print) -> Path:
     check_batch_size(settings, model)
     data = load_experiment_data(settings, log=log)
     started = time.perf_counter()
-    history = train_model(model, data.train, settings.train_config(seed=settings.seed,
-                                                                method=settings.method),
-                          checkpoint_dir=checkpoint_dir, resume=settings.resume)
+    config = settings.train_config(seed=settings.seed, method=settings.method)
+    # Early stopping watches the validation split (held out of data.train).
+    validation = data.validation if config.early_stopping_patience is not None else None
+    history = train_model(model, data.train, config, checkpoint_dir=checkpoint_dir,
+                          resume=settings.resume, validation_data=validation)
     seconds = time.perf_counter() - started
     path = checkpoint.save(model, out / "model.pt",
                            metadata={"dataset": settings.dataset, "seed": settings.seed,
