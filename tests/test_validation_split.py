@@ -132,3 +132,18 @@ def test_train_command_early_stops_on_the_validation_split(tmp_path):
     history = json.loads((tmp_path / "train.json").read_text())["history"]
     assert 1 <= len(history) <= 3
     assert all(0.0 <= row["val_accuracy"] <= 1.0 for row in history)
+
+
+def test_validation_fraction_flag_reaches_the_benchmark(tmp_path, capsys):
+    from ensemblekit import cli
+
+    out = tmp_path / "run"
+    status = cli.main(["benchmark", "--methods", "single", "--seeds", "1", "--epochs", "1",
+                       "--corruptions", "none", "--ood", "none", "--threads", "1",
+                       "--validation-fraction", "0", "--out", str(out)])
+    assert status == 0
+    record = json.loads((out / "runs" / "single" / "seed-0.json").read_text())
+    assert record["validation"] is None and record["settings"]["validation_fraction"] == 0.0
+    assert "no validation split (validation_fraction 0)" in (out / "report.md").read_text()
+    assert cli.main(["benchmark", "--validation-fraction", "1", "--out", str(out)]) == 2
+    assert "validation_fraction must satisfy" in capsys.readouterr().err

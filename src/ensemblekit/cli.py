@@ -204,6 +204,10 @@ def _common(parser, *, default_out: str, default_dataset: str = "digits") -> Non
     parser.add_argument("--dropout", type=float, help="MC-Dropout rate p (default 0.1)")
     parser.add_argument("--batch-size", dest="batch_size", type=int, help="training batch size")
     parser.add_argument("--lr", type=float, help="learning rate")
+    parser.add_argument("--validation-fraction", dest="validation_fraction", type=float,
+                        help="part of the training split held out for validation, the same "
+                             "for every method and seed (default: digits 0.2, others 0.1; 0: "
+                             "none)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1... (default: cuda if available)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--progress", action="store_true", default=None,
@@ -266,7 +270,8 @@ def _overrides(args, keys: tuple[str, ...]) -> dict:
 
 
 _COMMON_KEYS = ("dataset", "data_dir", "download", "backbone", "width", "epochs", "members",
-                "scale", "dropout", "device", "threads", "progress", "out")
+                "scale", "dropout", "device", "threads", "progress", "out",
+                "validation_fraction")
 
 
 def _settings(args, settings_class, extra: tuple[str, ...]):
