@@ -89,7 +89,7 @@ def verdict_intervals(orderings: list[dict], path: str | os.PathLike) -> Path:
     """One panel per metric: every comparison of the report's orderings as its difference
     with the 95 % bootstrap interval, oriented so that the claimed direction is to the right
     of 0 (differences whose claim is "lower" are negated), coloured by verdict."""
-    from .report import _CLAIM_METRIC_LABELS, CLAIM_METRICS
+    from .report import CLAIM_METRIC_LABELS, CLAIM_METRICS
 
     rows: dict[str, list] = {}
     for claim in orderings:
@@ -113,7 +113,7 @@ def verdict_intervals(orderings: list[dict], path: str | os.PathLike) -> Path:
             axis.plot([low, high], [y, y], color=colour, linewidth=2.2)
             axis.plot([estimate], [y], marker="o", color=colour, markersize=5)
         axis.axvline(0.0, color="black", linewidth=0.8)
-        axis.set_title(_CLAIM_METRIC_LABELS[metric], fontsize=9, loc="left")
+        axis.set_title(CLAIM_METRIC_LABELS[metric], fontsize=9, loc="left")
         axis.grid(axis="x", alpha=0.3)
         axis.set_yticks(ys, [_short_statement(e[0]) for e in entries], fontsize=8)
         axis.set_ylim(-0.6, len(entries) - 0.4)

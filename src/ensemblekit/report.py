@@ -247,7 +247,7 @@ def summary_table(results: dict) -> str:
 
 #: What each claim is tested on, with its label in the report.
 CLAIM_METRICS = ("accuracy", "nll", "ece", "shift_ece", "auroc")
-_CLAIM_METRIC_LABELS = {"accuracy": "accuracy", "nll": "NLL", "ece": "ECE",
+CLAIM_METRIC_LABELS = {"accuracy": "accuracy", "nll": "NLL", "ece": "ECE",
                         "shift_ece": "shift ECE", "auroc": "OOD AUROC"}
 #: The OOD score whose AUROC the claims use.
 CLAIM_OOD_SCORE = "entropy"
@@ -566,7 +566,7 @@ def verdict_lines(results: dict) -> list[str]:
             d = c["difference"]
             side = "< 0" if c["claimed"] == "negative" else "> 0"
             statement = c["statement"].replace("|", "\\|")  # a bare | would end the cell
-            lines.append(f"| {_CLAIM_METRIC_LABELS[c['metric']]} | {statement} "
+            lines.append(f"| {CLAIM_METRIC_LABELS[c['metric']]} | {statement} "
                          f"(difference {side}) | {values} | {d['estimate']:+.4f} "
                          f"[{d['low']:+.4f}, {d['high']:+.4f}] | {c['verdict']} |")
         lines.append("")
