@@ -59,7 +59,8 @@ def _results(shift_ece: dict[str, float], *, std=0.001, ood=True):
                 "corruptions": ["fog"], "severities": [1, 2, 3, 4, 5], "ood": "letters",
                 "ood_status": "ok" if ood else "off", "ece_bins": 15,
                 "aggregation": "softmax per member, then the mean over members",
-                "std": "sample standard deviation over seeds (n - 1; 0 for one seed)"}
+                "std": "sample standard deviation over seeds (n - 1; 0 for one seed)",
+                "validation_fraction": 0.2}
     return {"dataset": "digits", "seeds": [0, 1, 2], "protocol": protocol, "methods": methods}
 
 
@@ -194,6 +195,7 @@ def test_markdown_states_protocol_tables_verdicts_and_figures():
                  "paired bootstrap (200 replicates, seed 0)",
                  "figures/ece_vs_severity.png", "figures/reliability.png"):
         assert fact in text
+    assert "- Validation: 20% of the training split held out" in text
     # Training fit next to the test metrics.
     assert ("| Masksembles | 3 | 0.2500 ± 0.0100 | 0.9125 ± 0.0020 | 0.3750 ± 0.0000 | "
             "0.3750 ± 0.0000 | 0.5000 ± 0.0000 | 0.9500 ± 0.0000 |") in text

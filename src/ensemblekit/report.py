@@ -162,6 +162,7 @@ def protocol(settings, records: dict) -> dict:
         "ece_bins": 15,
         "aggregation": "softmax per member, then the mean over members",
         "std": "sample standard deviation over seeds (n - 1; 0 for one seed)",
+        "validation_fraction": getattr(settings, "validation_fraction", None),
     }
 
 
@@ -434,6 +435,13 @@ def markdown(results: dict) -> str:
         f"- Predictions: {p['aggregation']}; ECE with {p['ece_bins']} equal-width bins on the "
         "top-label confidence.",
     ]
+    if p.get("validation_fraction"):
+        lines.append(f"- Validation: {p['validation_fraction']:.0%} of the training split held "
+                     "out (stratified, fixed split seed: the same images for every method and "
+                     "seed); training uses the rest; the test set chooses nothing.")
+    elif "validation_fraction" in p:
+        lines.append("- Validation: none (validation_fraction 0); training uses the whole "
+                     "training split.")
     if p["corruptions"]:
         lines.append(
             f"- Shift: {len(p['corruptions'])} corruption kinds ({', '.join(p['corruptions'])}) "
