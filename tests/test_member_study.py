@@ -69,7 +69,8 @@ def test_layer_columns_cover_the_member_weights(method):
     weights = (model.member_weights(generator=torch.Generator().manual_seed(0))
                if method == "mc_dropout" else model.member_weights())
     columns = layer_columns(model)
-    assert [name for name, _ in columns] == ["conv1", "conv2", "fc1", "fc2", "head"]
+    assert [name for name, _, _ in columns] == ["conv1", "conv2", "fc1", "fc2", "head"]
+    assert not any(is_norm for _, _, is_norm in columns)
     assert columns[-1][1].stop == weights.shape[1]
     assert all(a[1].stop == b[1].start for a, b in zip(columns, columns[1:], strict=False))
     if method == "batchensemble":  # each layer's block is its effective weight, then bias
@@ -149,3 +150,21 @@ def test_diversity_study_writes_everything(tmp_path):
     for name in ("diversity_heatmaps.png", "diversity_shift.png", "diversity_layers.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
         assert f"]({name})" in markdown
+
+
+def test_overall_weight_cosine_leaves_batchnorm_out():
+    """BatchNorm scales start at 1 in every member: counted in, independent ResNet members
+    would look alike; the overall value is over the conv and linear layers."""
+    from ensemblekit.experiments.diversity import weight_record
+
+    model = ek.build_model("resnet20", "deep_ensemble", 10, 3, n=2, seed=0)
+    columns = layer_columns(model)
+    norms = [name for name, _, is_norm in columns if is_norm]
+    member = model.members[0]
+    assert norms == [name for name, module in member.named_modules()
+                     if isinstance(module, torch.nn.BatchNorm2d)]
+    weights = model.member_weights()
+    record = weight_record(weights, columns)
+    everything = float(ek.weight_similarity(weights)[0, 1])
+    assert abs(record["overall"]) < 0.05 < everything
+    assert record["layers"][norms[0]] == pytest.approx(1.0)

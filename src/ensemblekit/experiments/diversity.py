@@ -5,14 +5,17 @@ Every variant (each method, plus the BatchEnsemble controls ``init="ones"`` and
 trained under the common recipe and measured again, for each seed:
 
 - **parameter space, against its own baseline**: cosine similarity of the members' flattened
-  effective weights (``weight_similarity`` of ``model.member_weights()``), overall and per
-  layer, at initialisation and after training, and the change between them; the relative
-  change of the weights, and for BatchEnsemble that of its fast weights. Part of every value is
+  effective weights (``weight_similarity`` of ``model.member_weights()``), per layer and
+  overall (the conv and linear layers; normalisation layers only per layer), at
+  initialisation and after training, and the change between them; the relative change of the
+  weights, and for BatchEnsemble that of its fast weights. Part of every value is
   set by construction (MC-Dropout's sampled masks, Masksembles' mask overlap, BatchEnsemble's
   fast-weight distribution, a Deep Ensemble's independent draws): the table says which.
 - **representations**: linear CKA between members' hidden representations on the clean test
   set, the penultimate features (the head's input) and a mid-network layer, ``(M, M)`` per
-  variant (a measure that a ReLU network's function-preserving rescalings cannot fool).
+  variant: it compares what the members compute on the data rather than how their weights are
+  parametrised (a ReLU network's rescalings that move a factor from one layer to the next
+  leave the function unchanged but the weight cosine not).
 - **function space**: pairwise disagreement, disagreement / error, KL and JS between members'
   predictive distributions, and the per-sample mutual information, on the clean test set, the
   corrupted test sets (all kinds of one severity pooled, per severity) and the OOD set.
@@ -148,10 +151,16 @@ def function_space(logits: torch.Tensor, labels: torch.Tensor | None) -> dict:
     return record
 
 
-def weight_record(weights: torch.Tensor, columns: list[tuple[str, slice]]) -> dict:
-    """Overall and per-layer off-diagonal weight cosine of member weights ``(M, P)``."""
-    return {"overall": _cosine(weights),
-            "layers": {name: _cosine(weights[:, cols]) for name, cols in columns}}
+def weight_record(weights: torch.Tensor, columns: list[tuple[str, slice, bool]]) -> dict:
+    """Off-diagonal weight cosine of member weights ``(M, P)`` per layer, and ``overall``: over
+    the conv and linear layers together. Normalisation layers are left out of the overall
+    value (listed per layer): their scales start at 1 in every member, and in a ResNet-18 those
+    ~10^4 ones outweigh the ~10^7 small conv weights in the norm (independent members would
+    read as a cosine of 0.75 at initialisation)."""
+    weighted = torch.cat([weights[:, cols] for _, cols, is_norm in columns if not is_norm],
+                         dim=1)
+    return {"overall": _cosine(weighted),
+            "layers": {name: _cosine(weights[:, cols]) for name, cols, _ in columns}}
 
 
 def off_diagonal_mean(matrix: torch.Tensor) -> float:
@@ -272,10 +281,13 @@ def run_diversity(settings: DiversitySettings, *, log: Log = print) -> dict:
                 run["grams"] = features @ features.transpose(1, 2)
             runs.setdefault(variant["key"], []).append(run)
             clean = run["sets"]["clean"]
-            log(f"{variant['key']} seed {seed}: accuracy {clean['accuracy']:.3f}, disagreement "
-                f"{clean['disagreement']:.4f}, CKA penultimate {run['cka']['penultimate']:.3f}, "
-                f"weight cosine {run['weights']['init']['overall']:.3f} -> "
-                f"{run['weights']['trained']['overall']:.3f} ({fit['epochs']} epochs)")
+            members = ("one member: the floor" if variant["method"] == "single" else
+                       f"disagreement {clean['disagreement']:.4f}, CKA penultimate "
+                       f"{run['cka']['penultimate']:.3f}, weight cosine "
+                       f"{run['weights']['init']['overall']:.3f} -> "
+                       f"{run['weights']['trained']['overall']:.3f}")
+            log(f"{variant['key']} seed {seed}: accuracy {clean['accuracy']:.3f}, {members} "
+                f"({fit['epochs']} epochs)")
     results = {
         "dataset": settings.dataset,
         "seeds": list(range(settings.seeds)),
@@ -300,7 +312,7 @@ def summarise_run(initial: dict, trained: dict, columns, fit: dict) -> dict:
                "trained": weight_record(trained["weights"], columns)}
     layer_change = {name: _relative_change(initial["weights"][:, cols],
                                            trained["weights"][:, cols])
-                    for name, cols in columns}
+                    for name, cols, _ in columns}
     weights["relative_change"] = {
         "overall": _relative_change(initial["weights"], trained["weights"]),
         "layers": layer_change}

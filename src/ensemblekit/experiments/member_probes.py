@@ -111,10 +111,11 @@ def _recorder(store: list):
     return hook
 
 
-def layer_columns(model) -> list[tuple[str, slice]]:
-    """``(layer name, columns)`` of every layer with parameters, in the column order of
-    ``model.member_weights()``: a BatchEnsemble layer holds its effective weight and its
-    member bias (the fast weights are folded in), every other layer its own parameters."""
+def layer_columns(model) -> list[tuple[str, slice, bool]]:
+    """``(layer name, columns, is_norm)`` of every layer with parameters, in the column order
+    of ``model.member_weights()``: a BatchEnsemble layer holds its effective weight and its
+    member bias (the fast weights are folded in), every other layer its own parameters;
+    ``is_norm`` marks normalisation layers (BatchNorm scale and shift)."""
     backbone = member_backbones(model)[0]
     columns, start = [], 0
     for name, module in backbone.named_modules():
@@ -124,7 +125,9 @@ def layer_columns(model) -> list[tuple[str, slice]]:
         else:
             width = sum(p.numel() for p in module.parameters(recurse=False))
         if width:
-            columns.append((name, slice(start, start + width)))
+            is_norm = isinstance(module, nn.modules.batchnorm._NormBase | nn.GroupNorm
+                                 | nn.LayerNorm)
+            columns.append((name, slice(start, start + width), is_norm))
             start += width
     return columns
 

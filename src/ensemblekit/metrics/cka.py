@@ -7,9 +7,11 @@ How alike two representations of the same N inputs are, whatever their widths:
 
 with :math:`X_c, Y_c` the column-centred ``(N, D1)`` and ``(N, D2)`` feature matrices. In [0, 1];
 1 for identical representations; unchanged by an orthogonal transform or an isotropic scaling
-of either side -- so, unlike a cosine of flattened weights, it cannot be fooled by the
-function-preserving rescalings a ReLU network allows (a layer's output scaled up, the next
-layer's input scaled down), as long as they are isotropic.
+of either side. It compares what two networks compute on the data, not how their weights are
+parametrised: a rescaling that a ReLU network absorbs (one layer's output scaled up, the next
+layer's input scaled down) leaves the logits and the representations after it unchanged,
+while it moves a cosine of flattened weights. (A per-channel rescaling does change the
+representation between the two layers it is moved across.)
 """
 
 from __future__ import annotations
