@@ -132,7 +132,7 @@ def verdict_intervals(orderings: list[dict], path: str | os.PathLike) -> Path:
 
 def _short_statement(statement: str) -> str:
     """Method labels shortened so that a comparison fits beside its panel."""
-    if statement.startswith("|"):  # |m - near| - |m - far| < 0
+    if statement.startswith("|"):  # |m - near| - |m - far|
         method, near = statement[1:].split("|")[0].split(" - ")
         far = statement.split("|")[3].split(" - ")[1]
         statement = f"{method} nearer {near} than {far}"

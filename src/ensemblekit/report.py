@@ -388,7 +388,7 @@ class _BootstrapTable:
             comparisons.append({
                 "metric": name,
                 "statement": f"|{METHOD_LABELS[method]} - {METHOD_LABELS[near]}| - "
-                             f"|{METHOD_LABELS[method]} - {METHOD_LABELS[far]}| < 0",
+                             f"|{METHOD_LABELS[method]} - {METHOD_LABELS[far]}|",
                 "values": {method: m, near: n, far: f},
                 "difference": difference.to_dict(),
                 "claimed": "negative",
