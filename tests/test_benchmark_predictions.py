@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -117,3 +118,87 @@ def test_a_run_without_readable_predictions_is_recomputed(bench, tmp_path):
             assert comparison["verdict"] == earlier["verdict"]
             assert comparison["difference"] == pytest.approx(earlier["difference"], abs=1e-12)
 
+
+
+def test_every_method_has_a_ts_row_whose_validation_nll_did_not_rise(bench):
+    out, results = bench
+    report = (out / "report.md").read_text()
+    csv = (out / "results.csv").read_text()
+    for method, label in (("single", "Single model"), ("masksembles", "Masksembles"),
+                          ("deep_ensemble", "Deep Ensemble")):
+        record = json.loads(run_path(out, method, 0).read_text())
+        fit = record["calibrated"]["calibration"]
+        assert fit["mode"] == "pool" and fit["n_validation"] == 250
+        assert fit["validation_nll"]["after"] <= fit["validation_nll"]["before"] + 1e-9
+        # accuracy is unchanged by one temperature on the pooled prediction
+        assert record["calibrated"]["test"]["accuracy"] == pytest.approx(
+            record["test"]["accuracy"], abs=1e-12)
+        entry = results["methods"][method]["calibrated"]
+        assert entry["validation_nll_fell"] is True
+        assert entry["temperature"]["mean"] == fit["temperatures"][0]
+        assert f"| {label} +TS | " in report
+        assert f"{method},test+TS,,nll," in csv and f"{method},calibration,,temperature," in csv
+    assert "Validation NLL after scaling <= before for every method and seed." in report
+
+
+def test_per_corruption_cells_are_the_saved_predictions(bench):
+    out, results = bench
+    for method in METHODS:
+        saved = torch.load(predictions_path(out, method, 0), weights_only=True)
+        cells = results["methods"][method]["shift_by_kind"]
+        assert set(cells) == {"1", "5"} and set(cells["5"]) == {"gaussian_noise"}
+        for index, severity in enumerate(("1", "5")):
+            cell = cells[severity]["gaussian_noise"]
+            assert set(cell) == {"accuracy", "nll", "brier", "ece"}
+            assert cell["accuracy"]["mean"] == pytest.approx(
+                saved["shift"]["correct"][index, 0].double().mean().item(), abs=1e-12)
+    csv = (out / "results.csv").read_text()
+    assert "deep_ensemble,shift_kind,gaussian_noise/5,brier," in csv
+    assert "### Per corruption kind at severity 5" in (out / "report.md").read_text()
+
+
+def test_selective_metrics_and_risk_coverage_from_the_predictions(bench):
+    out, results = bench
+    for method in METHODS:
+        saved = torch.load(predictions_path(out, method, 0), weights_only=True)
+        probs, labels = saved["test_probs"].numpy(), saved["labels"].numpy()
+        confidence, wrong = probs.max(1), probs.argmax(1) != labels
+        order = np.argsort(-confidence, kind="stable")
+        if len(np.unique(confidence)) == len(confidence):  # no ties: the plain formula
+            reference = np.mean(np.cumsum(wrong[order]) / np.arange(1, len(order) + 1))
+            assert results["methods"][method]["test"]["aurc"]["mean"] == pytest.approx(
+                reference, abs=1e-9)
+        curve = results["methods"][method]["risk_coverage"]
+        assert curve["coverage"][-1] == 1.0
+        assert curve["risk"][-1] == pytest.approx(wrong.mean(), abs=1e-12)
+    assert (out / "figures" / "risk_coverage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cost_is_measured_once_in_one_process_as_ratios_to_the_single_model(bench):
+    out, results = bench
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost == results["cost"]
+    models = cost["models"]
+    assert set(models) == {"single", "masksembles", "masksembles_tiled", "deep_ensemble"}
+    assert models["masksembles"]["inference"] == "compile_members"
+    assert models["masksembles_tiled"]["inference"] == "predict_members"
+    single = models["single"]
+    assert single["latency_ratio"] == single["params_ratio"] == 1.0
+    # two members: twice the single model's parameters and FLOPs, exactly
+    assert models["deep_ensemble"]["params"] == 2 * single["params"]
+    assert models["deep_ensemble"]["flops_ratio"] == 2.0
+    assert cost["protocol"]["threads"] == 1 and cost["protocol"]["min_seconds"] >= 1.0
+    for entry in models.values():
+        assert entry["timed_calls"] * entry["latency_ms_per_batch"] / 1000 >= 0.5
+    report = (out / "report.md").read_text()
+    assert "### Inference cost" in report and "| Masksembles (tiled) | predict_members |" in report
+    assert "inference_ms_per_sample" not in (out / "results.csv").read_text()
+
+
+def test_report_states_each_method_setting(bench):
+    out, results = bench
+    settings_table = results["protocol"]["method_settings"]
+    assert settings_table["masksembles"]["n"] == 2 and settings_table["masksembles"]["epochs"] == 1
+    report = (out / "report.md").read_text()
+    assert "### Method settings" in report
+    assert "| Masksembles | n=2, scale=2, placement=all, widen=False | 1 |" in report

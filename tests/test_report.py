@@ -41,7 +41,6 @@ def _results(shift_ece: dict[str, float], *, std=0.001, ood=True):
             "shift": {str(s): {key: _value(value + 0.01 * (s - 3), std)
                                for key in report.SHIFT_METRICS} for s in range(1, 6)},
             "shift_overall": {key: _value(value, std) for key in report.SHIFT_METRICS},
-            "inference_ms_per_sample": 0.1,
             "train_seconds": 1.0,
             "train": {"loss": _value(0.25, 0.01), "accuracy": _value(0.9125, 0.002),
                       "epochs": _value(3)},
@@ -60,7 +59,10 @@ def _results(shift_ece: dict[str, float], *, std=0.001, ood=True):
                 "ood_status": "ok" if ood else "off", "ece_bins": 15,
                 "aggregation": "softmax per member, then the mean over members",
                 "std": "sample standard deviation over seeds (n - 1; 0 for one seed)",
-                "validation_fraction": 0.2}
+                "validation_fraction": 0.2,
+                "method_settings": {m: {"n": 4, "scale": 2.0, "epochs": 3,
+                                        "drop_fraction": 0.4667, "member_width": 0.5333}
+                                    for m in shift_ece}}
     return {"dataset": "digits", "seeds": [0, 1, 2], "protocol": protocol, "methods": methods}
 
 
@@ -188,18 +190,24 @@ def test_markdown_states_protocol_tables_verdicts_and_figures():
                               {"single": 0.80, "masksembles": 0.86, "deep_ensemble": 0.90})
     text = report.markdown(results)
     for fact in ("## Protocol", "3 epochs", "severities 1, 2, 3, 4, 5", "letters test set",
-                 "| Masksembles | 1,000 |", "### ECE by severity",
+                 "| Masksembles | n=4, scale=2 | 3 | 0.467 | 0.533 | 1,000 |",
+                 "not chosen by a tune run", "### ECE by severity",
                  "**Deep Ensembles are better calibrated than the single model: holds.**",
                  "| ECE | Deep Ensemble better than Single model (difference < 0) | Deep "
                  "Ensemble 0.0500 vs Single model 0.1500 | -0.1000 [",
                  "paired bootstrap (200 replicates, seed 0)",
-                 "figures/ece_vs_severity.png", "figures/reliability.png"):
+                 "figures/shift_vs_severity.png", "figures/reliability.png"):
         assert fact in text
     assert "- Validation: 20% of the training split held out" in text
     # Training fit next to the test metrics.
     assert ("| Masksembles | 3 | 0.2500 ± 0.0100 | 0.9125 ± 0.0020 | 0.3750 ± 0.0000 | "
             "0.3750 ± 0.0000 | 0.5000 ± 0.0000 | 0.9500 ± 0.0000 |") in text
     assert text.index("### Training fit") < text.index("## Under shift")
+    # Settings from a tune run say so, naming the config and the command.
+    results["protocol"]["tuned"] = "configs/digits_tuned.toml (`ensemblekit tune --dataset digits`)"
+    text = report.markdown(results)
+    assert ("chosen on the validation split (never the test set) by `ensemblekit tune`: "
+            "configs/digits_tuned.toml") in text
 
 
 def test_markdown_escapes_the_bars_of_the_closeness_claim():
@@ -263,7 +271,8 @@ def test_markdown_links_only_the_figures_the_results_allow():
     assert report.benchmark_figure_names(results) == ["reliability.png"]
     text = report.markdown(results)
     assert "figures/reliability.png" in text
-    assert "figures/ece_vs_severity.png" not in text and "figures/ood_histograms.png" not in text
+    assert "figures/shift_vs_severity.png" not in text
+    assert "figures/ood_histograms.png" not in text and "figures/risk_coverage.png" not in text
 
 
 def test_an_undefined_metric_stays_none_and_prints_as_na():
@@ -274,7 +283,157 @@ def test_an_undefined_metric_stays_none_and_prints_as_na():
         key: report.mean_std([None]) for key in report.OOD_METRICS}
     results["methods"]["deep_ensemble"]["ood"]["mutual_information"] = {
         key: _value(0.7) for key in report.OOD_METRICS}
-    assert "| Single model | mutual_information | n/a | n/a | n/a |" in report.markdown(results)
+    text = report.markdown(results)
+    assert "| Single model | mutual_information | n/a | n/a | n/a |" in text
+    # The AUROC table: one column per score, n/a where undefined (a score a method lacks too).
+    header = next(line for line in text.splitlines() if line.startswith("| method | entropy"))
+    assert header == "| method | entropy | mutual_information |"
+    assert "| Single model | 0.8000 ± 0.0000 | n/a |" in text
     rows = list(csv.DictReader(io.StringIO(report.results_csv(results))))
     undefined = [r for r in rows if r["method"] == "single" and r["group"] == "mutual_information"]
-    assert len(undefined) == 3 and all(r["mean"] == r["std"] == "" for r in undefined)
+    assert len(undefined) == 3 and all(r["mean"] == r["std"] == "n/a" for r in undefined)
+    assert all(r["mean"] not in ("", "None", "nan") for r in rows)
+
+
+def _one_seed(results):
+    """``results`` as a one-seed run: every std 0 (as mean_std gives for one value)."""
+    results["seeds"] = [0]
+
+    def zero(node):
+        if isinstance(node, dict):
+            if set(node) == {"mean", "std"} and node["std"] is not None:
+                node["std"] = 0.0
+            for value in node.values():
+                zero(value)
+    zero(results["methods"])
+    return results
+
+
+def test_one_seed_prints_the_value_alone():
+    results = _one_seed(_results({"single": 0.10, "deep_ensemble": 0.04}))
+    text = report.markdown(results)
+    assert "±" not in text.split("## Figures")[0].replace("mean ± std over seeds", "")
+    assert "one seed: every number is that run's value" in text
+    assert "| Single model | 0.9500 | 0.5000 | 0.5000 | 0.5000 |" in text
+    table = report.summary_table(results)
+    assert "±" not in table and "(one seed" in table.splitlines()[-1]
+    # Several seeds keep the spread.
+    assert "0.9500 ± 0.0000" in report.markdown(_results({"single": 0.1}))
+
+
+def _calibrated(test_nll, *, before, after, temperature, n_validation=250):
+    return {"mode": "pool", "n_validation": n_validation, "temperature": _value(temperature),
+            "validation_nll": {"before": _value(before), "after": _value(after)},
+            "validation_nll_fell": after <= before + report.NLL_TOLERANCE,
+            "test": {key: _value(test_nll if key == "nll" else 0.25)
+                     for key in report.CALIBRATED_METRICS}}
+
+
+def test_ts_rows_temperature_table_and_the_honest_sentence():
+    results = _results({"single": 0.1, "deep_ensemble": 0.05})
+    for entry in results["methods"].values():
+        entry["test"].update({key: _value(0.125) for key in report.SELECTIVE_METRICS})
+    single, ensemble = results["methods"]["single"], results["methods"]["deep_ensemble"]
+    single["test"]["nll"] = _value(0.066)
+    single["validation"]["accuracy"] = _value(0.996)
+    # Validation improves, test worsens: T < 1 fitted on a validation set of few errors.
+    single["calibrated"] = _calibrated(0.118, before=0.030, after=0.020, temperature=0.6)
+    ensemble["calibrated"] = _calibrated(0.4, before=0.6, after=0.45, temperature=1.4)
+    text = report.markdown(results)
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| method | accuracy | NLL | Brier"))
+    assert header.endswith("| AURC | E-AURC | AUGRC | risk @ 90% coverage | train s |")
+    raw = lines.index(next(line for line in lines if line.startswith("| Single model | 0.9500")))
+    assert lines[raw + 1] == ("| Single model +TS | 0.2500 ± 0.0000 | 0.1180 ± 0.0000 | "
+                              "0.2500 ± 0.0000 | 0.2500 ± 0.0000 | 0.2500 ± 0.0000 | "
+                              "0.2500 ± 0.0000 | 0.2500 ± 0.0000 | 0.2500 ± 0.0000 | as raw |")
+    assert "| Deep Ensemble +TS |" in text
+    assert ("| Single model | 0.6000 ± 0.0000 | 0.0300 ± 0.0000 | 0.0200 ± 0.0000 | "
+            "0.0660 ± 0.0000 | 0.1180 ± 0.0000 |") in text
+    assert "Validation NLL after scaling <= before for every method and seed." in text
+    sentence = next(line for line in lines if line.startswith("- Single model: +TS makes"))
+    assert "(0.0660 -> 0.1180) although the validation NLL fell (0.0300 -> 0.0200)" in sentence
+    assert "T = 0.600 < 1" in sentence and "about 1.0 errors" in sentence
+    assert not any(line.startswith("- Deep Ensemble: +TS makes") for line in lines)
+    rows = list(csv.DictReader(io.StringIO(report.results_csv(results))))
+    ts = {(r["method"], r["section"], r["metric"]): r["mean"] for r in rows}
+    assert float(ts[("single", "test+TS", "nll")]) == 0.118
+    assert float(ts[("single", "calibration", "temperature")]) == 0.6
+    assert float(ts[("deep_ensemble", "calibration", "validation_nll_after")]) == 0.45
+    # A fit that raised the validation NLL is called out, not hidden.
+    ensemble["calibrated"] = _calibrated(0.4, before=0.6, after=0.61, temperature=1.4)
+    assert "**Validation NLL rose after scaling for Deep Ensemble" in report.markdown(results)
+
+
+def test_calibrated_summary_checks_every_seed():
+    def run(before, after, t):
+        return {"calibration": {"mode": "pool", "temperatures": [t], "n_validation": 250,
+                                "validation_nll": {"before": before, "after": after}},
+                "test": {"nll": 0.2, "accuracy": 0.9}}
+    summary = report.calibrated_summary([run(0.3, 0.2, 0.8), run(0.3, 0.3, 1.0)])
+    assert summary["validation_nll_fell"] is True
+    assert summary["temperature"]["mean"] == pytest.approx(0.9)
+    assert summary["temperature"]["std"] == pytest.approx(statistics.stdev([0.8, 1.0]))
+    assert set(summary["test"]) == {"nll", "accuracy"}
+    assert report.calibrated_summary([run(0.3, 0.2, 0.8), run(0.3, 0.31, 1.0)])[
+        "validation_nll_fell"] is False
+
+
+def test_per_corruption_cells_in_csv_and_the_severity_5_table():
+    results = _results({"single": 0.1, "deep_ensemble": 0.05})
+    for index, entry in enumerate(results["methods"].values()):
+        entry["shift_by_kind"] = {
+            str(s): {kind: {key: _value(0.1 * s + 0.01 * k + 0.001 * index, 0.002)
+                            for key in report.SHIFT_METRICS}
+                     for k, kind in enumerate(("fog", "contrast"))} for s in (1, 5)}
+    text = report.markdown(results)
+    assert "### Per corruption kind at severity 5" in text
+    # one row per kind, one column per method: severity 5, contrast (k = 1)
+    assert "| contrast | 0.5100 ± 0.0020 | 0.5110 ± 0.0020 |" in text
+    assert "**Brier**" in text and "### Brier by severity" in text
+    rows = list(csv.DictReader(io.StringIO(report.results_csv(results))))
+    cells = {(r["method"], r["group"], r["metric"]): (float(r["mean"]), float(r["std"]))
+             for r in rows if r["section"] == "shift_kind"}
+    assert len(cells) == 2 * 2 * 2 * len(report.SHIFT_METRICS)
+    assert cells[("deep_ensemble", "fog/1", "brier")] == (pytest.approx(0.101), 0.002)
+
+
+def test_risk_coverage_mean_matches_a_numpy_reference():
+    rng = np.random.default_rng(3)
+    runs = []
+    for _ in range(2):
+        probs = rng.dirichlet(np.ones(4) * 0.5, size=97)
+        probs[:10] = probs[0]  # ties: they enter together
+        labels = rng.integers(0, 4, size=97)
+        runs.append({"test_probs": torch.from_numpy(probs), "labels": torch.from_numpy(labels)})
+    curve = report.risk_coverage_mean(runs, points=20)
+    assert curve["coverage"] == pytest.approx([j / 20 for j in range(1, 21)])
+    expected = []
+    for run in runs:
+        probs, labels = run["test_probs"].numpy(), run["labels"].numpy()
+        confidence, wrong = probs.max(1), probs.argmax(1) != labels
+        ordered = np.sort(confidence)[::-1]
+        risks = []
+        for j in range(1, 21):
+            threshold = ordered[int(np.ceil(j / 20 * len(ordered))) - 1]
+            risks.append(wrong[confidence >= threshold].mean())
+        expected.append(risks)
+    assert curve["risk"] == pytest.approx(np.mean(expected, axis=0).tolist(), abs=1e-12)
+
+
+def test_tuned_source_names_the_recipe_only_while_its_options_run(monkeypatch):
+    from ensemblekit.experiments import BenchmarkSettings
+    from ensemblekit.experiments import settings as settings_module
+
+    sentence = "configs/digits_tuned.toml, from `ensemblekit tune --dataset digits`"
+    recipe = {**settings_module.RECIPES["digits"], "tuned": sentence,
+              "method_options": {"masksembles": {"scale": 3.0}}}
+    monkeypatch.setitem(settings_module.RECIPES, "digits", recipe)
+    assert report.tuned_source(BenchmarkSettings.from_sources()) == sentence
+    # Another scale (a flag or a config) is not the tuned setting any more.
+    assert report.tuned_source(BenchmarkSettings.from_sources(overrides={"scale": 2.0})) is None
+    changed = {"method_options": {"masksembles": {"scale": 4.0}}}
+    assert report.tuned_source(BenchmarkSettings.from_sources(overrides=changed)) is None
+    monkeypatch.setitem(settings_module.RECIPES, "digits",
+                        {key: value for key, value in recipe.items() if key != "tuned"})
+    assert report.tuned_source(BenchmarkSettings.from_sources()) is None

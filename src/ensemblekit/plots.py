@@ -61,8 +61,10 @@ def benchmark_figures(folder: str | os.PathLike, results: dict, records: dict) -
     methods = list(results["methods"])
     written = []
     drawn = benchmark_figure_names(results)
-    if "ece_vs_severity.png" in drawn:
-        written.append(ece_vs_severity(results, folder / "ece_vs_severity.png"))
+    if "shift_vs_severity.png" in drawn:
+        written.append(shift_vs_severity(results, folder / "shift_vs_severity.png"))
+    if "risk_coverage.png" in drawn:
+        written.append(risk_coverage(results, folder / "risk_coverage.png"))
     by_method = {m: [r for (name, _), r in records.items() if name == m] for m in methods}
     written.append(reliability_diagrams(
         {m: [r["reliability"] for r in runs] for m, runs in by_method.items()},
@@ -143,32 +145,76 @@ def _short_statement(statement: str) -> str:
     return statement
 
 
+_SEVERITY_LABELS = {"ece": "ECE", "accuracy": "accuracy", "nll": "NLL", "brier": "Brier"}
+
+
 def ece_vs_severity(results: dict, path: str | os.PathLike, *, metric: str = "ece") -> Path:
     """One line per method: ``metric`` on the clean set (severity 0) and at each severity,
-    mean with error bars of one std over seeds."""
-    figure = new_figure(6.4, 4.2)
-    axis = figure.add_subplot()
+    mean with error bars of one std over seeds; the legend outside, right of the axes."""
+    return shift_vs_severity(results, path, metrics=(metric,))
+
+
+def shift_vs_severity(results: dict, path: str | os.PathLike, *,
+                      metrics: Sequence[str] = ("accuracy", "ece")) -> Path:
+    """One panel per metric (default accuracy beside ECE), one line per method: the metric on
+    the clean set (severity 0) and at each severity (mean over corruption kinds), with error
+    bars of one std over seeds (none for one seed); one legend outside the panels."""
+    figure = new_figure(3.6 * len(metrics) + 1.7, 3.6)
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
     methods = results["methods"]
     severities = list(next(iter(methods.values()))["shift"])
     xs = [0, *map(int, severities)]
     count = len(methods)
-    for index, (method, entry) in enumerate(methods.items()):
-        colour, marker = method_style(method)
-        values = [entry["test"][metric], *(entry["shift"][s][metric] for s in severities)]
-        offset = (index - (count - 1) / 2) * 0.06  # keeps error bars apart
-        axis.errorbar([x + offset for x in xs], [v["mean"] for v in values],
-                      yerr=[v["std"] for v in values], color=colour, marker=marker,
-                      markersize=5, capsize=3, linewidth=1.6, label=label(method))
-    axis.set_xticks(xs, ["clean", *severities])
-    axis.set_xlabel("corruption severity")
-    name = {"ece": "ECE", "accuracy": "accuracy", "nll": "NLL"}.get(metric, metric)
-    axis.set_ylabel(f"{name} (mean over corruption kinds)")
-    axis.set_ylim(bottom=0)
-    axis.grid(alpha=0.3)
-    axis.legend(frameon=False)
     seeds = len(results["seeds"])
-    axis.set_title(f"{name} under shift on {results['dataset']} (mean ± std, {seeds} seed"
-                   f"{'s' if seeds > 1 else ''})", fontsize=10)
+    for axis, metric in zip(axes, metrics, strict=True):
+        for index, (method, entry) in enumerate(methods.items()):
+            colour, marker = method_style(method)
+            values = [entry["test"][metric], *(entry["shift"][s][metric] for s in severities)]
+            offset = (index - (count - 1) / 2) * 0.06  # keeps error bars apart
+            axis.errorbar([x + offset for x in xs], [v["mean"] for v in values],
+                          yerr=[v["std"] for v in values] if seeds > 1 else None,
+                          color=colour, marker=marker, markersize=5, capsize=3,
+                          linewidth=1.6, label=label(method))
+        axis.set_xticks(xs, ["clean", *severities])
+        axis.set_xlabel("corruption severity")
+        name = _SEVERITY_LABELS.get(metric, metric)
+        axis.set_ylabel(f"{name} (mean over corruption kinds)")
+        if metric != "accuracy":
+            axis.set_ylim(bottom=0)
+        axis.grid(alpha=0.3)
+        axis.set_title(name, fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside right center", fontsize=9, frameon=False)
+    spread = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    figure.suptitle(f"Under shift on {results['dataset']} ({spread})", fontsize=11)
+    return save_figure(figure, path)
+
+
+def risk_coverage(results: dict, path: str | os.PathLike) -> Path:
+    """One axes, one line per method: the risk (error rate of the accepted inputs) against the
+    coverage (share accepted, most confident first), from each method's ``risk_coverage``
+    (:func:`ensemblekit.report.risk_coverage_mean`); AURC in the legend, which sits outside."""
+    figure = new_figure(6.4, 3.8)
+    axis = figure.add_subplot()
+    for method, entry in results["methods"].items():
+        curve = entry.get("risk_coverage")
+        if not curve:
+            continue
+        colour, _ = method_style(method)
+        aurc = entry["test"].get("aurc", {}).get("mean")
+        name = label(method) + (f" (AURC {aurc:.4f})" if aurc is not None else "")
+        axis.step(curve["coverage"], curve["risk"], where="post", color=colour,
+                  linewidth=1.6, label=name)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(bottom=0)
+    axis.set_xlabel("coverage (share of test inputs accepted, most confident first)")
+    axis.set_ylabel("risk (error rate of the accepted)")
+    axis.grid(alpha=0.3)
+    seeds = len(results["seeds"])
+    axis.set_title(f"Risk-coverage on the clean {results['dataset']} test set "
+                   f"({'mean over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'})",
+                   fontsize=10)
+    figure.legend(loc="outside right center", fontsize=8, frameon=False)
     return save_figure(figure, path)
 
 
@@ -208,7 +254,9 @@ def reliability_diagrams(
         if axis is not axes[0]:
             axis.tick_params(labelleft=False)
     axes[0].set_ylabel("accuracy")
-    axes[0].legend(loc="upper left", fontsize=8, frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8,
+                  frameon=False)
     if title:
         figure.suptitle(title, fontsize=11)
     return save_figure(figure, path)
@@ -223,7 +271,8 @@ def ood_histograms(
     title: str = "",
 ) -> Path:
     """One panel per method: the distribution of an OOD ``score`` on in- and out-of-
-    distribution inputs (seeds pooled; densities), with the AUROC in the panel title."""
+    distribution inputs (seeds pooled; densities) as step outlines (in solid, out dashed: no
+    fill hides the other), with the AUROC in the panel title; the legend outside."""
     methods = list(histograms_by_method)
     figure = new_figure(2.6 * len(methods) + 0.4, 2.8)
     axes = figure.subplots(1, len(methods), squeeze=False)[0]
@@ -234,18 +283,24 @@ def ood_histograms(
         for side, colour, name in (("in", IN_COLOR, "in"), ("out", OUT_COLOR, "out")):
             counts = np.sum([np.asarray(run[score][side], dtype=float) for run in runs], axis=0)
             density = counts / max(counts.sum(), 1) / width
-            axis.stairs(density, edges, fill=True, alpha=0.45, color=colour, label=name)
-            axis.stairs(density, edges, color=colour, linewidth=1.2)
+            axis.stairs(density, edges, color=colour, linewidth=1.5, label=name,
+                        linestyle="-" if side == "in" else "--")
         auroc = metrics_by_method[method][score]["auroc"]["mean"]
         axis.set_title(f"{label(method)}\nAUROC {auroc:.3f}", fontsize=10)
         axis.set_xlabel(score.replace("_", " "))
         axis.set_yscale("log")
         axis.set_xlim(edges[0], edges[-1])
     axes[0].set_ylabel("density (log scale)")
-    axes[0].legend(fontsize=8, frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside right center", fontsize=9, frameon=False,
+                  title="inputs")
     if title:
         figure.suptitle(title, fontsize=11)
     return save_figure(figure, path)
+
+
+#: Panels per row of the toy figure's grid (legible at 100% zoom: about 3 inches a panel).
+TOY_COLUMNS = 4
 
 
 def entropy_maps(
@@ -259,32 +314,47 @@ def entropy_maps(
     *,
     max_entropy: float,
     title: str = "",
+    columns: int = TOY_COLUMNS,
 ) -> Path:
-    """A row of predictive-entropy maps (one per model) with the training points on top.
+    """A grid of predictive-entropy maps (one per model, ``columns`` per row) with the training
+    points on top, a legend of the classes and one colour bar.
 
     ``maps``: ``(len(ys), len(xs))`` arrays of entropies in nats; one colour scale from 0 to
-    ``max_entropy`` (log K) for all panels, so panels compare directly.
+    ``max_entropy`` (log K) for all panels, so panels compare directly. ``points`` (N, 2) with
+    ``labels`` (N,).
     """
+    from matplotlib.lines import Line2D
+
     count = len(maps)
+    columns = max(1, min(columns, count))
+    rows = math.ceil(count / columns)
     aspect = float((ys[-1] - ys[0]) / (xs[-1] - xs[0]))  # panels keep the plane's proportions
-    figure = new_figure(2.35 * count + 0.9, 2.35 * aspect + 0.75)
-    axes = figure.subplots(1, count, squeeze=False)[0]
+    figure = new_figure(3.0 * columns + 1.3, 3.0 * aspect * rows + 1.1)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
     image = None
     classes = np.unique(labels)
     colours = ["white", "#ff4040", "#40c0ff", "#ffb000"]
-    for axis, entropy, name in zip(axes, maps, titles, strict=True):
+    for axis, entropy, name in zip(axes, maps, titles, strict=False):
         image = axis.pcolormesh(xs, ys, entropy, cmap="viridis", vmin=0.0, vmax=max_entropy,
                                 shading="auto", rasterized=True)
         for index, cls in enumerate(classes):
             chosen = labels == cls
-            axis.scatter(points[chosen, 0], points[chosen, 1], s=4,
-                         c=colours[index % len(colours)], linewidths=0, alpha=0.8)
-        axis.set_title(name, fontsize=9)
+            axis.scatter(points[chosen, 0], points[chosen, 1], s=7,
+                         c=colours[index % len(colours)], linewidths=0.3,
+                         edgecolors="black", alpha=0.9)
+        axis.set_title(name, fontsize=10)
         axis.set_xticks([])
         axis.set_yticks([])
         axis.set_aspect("equal")
-    colourbar = figure.colorbar(image, ax=list(axes), shrink=0.85, pad=0.01)
+    for axis in axes[count:]:
+        axis.set_visible(False)
+    colourbar = figure.colorbar(image, ax=list(axes[:count]), shrink=0.8, pad=0.02)
     colourbar.set_label("predictive entropy (nats)")
+    handles = [Line2D([], [], linestyle="", marker="o", markersize=7,
+                      markerfacecolor=colours[index % len(colours)], markeredgecolor="black",
+                      label=f"class {cls}") for index, cls in enumerate(classes)]
+    figure.legend(handles=handles, loc="outside lower center", ncols=len(classes),
+                  fontsize=9, frameon=False, title="training points")
     if title:
         figure.suptitle(title, fontsize=11)
     return save_figure(figure, path)

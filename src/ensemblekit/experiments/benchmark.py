@@ -9,6 +9,12 @@ in progress.
 A rerun whose settings would change a finished run's result is refused (naming the keys that
 differ) instead of mixing two protocols in one table. When every run is there, the results are
 aggregated over seeds into ``results.json``, ``results.csv``, ``report.md`` and the figures.
+
+Each record also holds ``"calibrated"``: the "+TS" evaluation of the same trained model
+(temperature fitted on the validation split, pool mode; see
+:func:`~ensemblekit.experiments.calibrated.calibrated_evaluation`). After training, the
+inference cost of every method is measured once per benchmark run, all models in this one
+process (:func:`measure_benchmark_costs`), and written to ``cost.json``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 
 from .. import plots, report
 from ..atomic import atomic_torch_save, atomic_write_text
+from .calibrated import calibrated_evaluation
 from .pipeline import (
     Log,
     build,
@@ -34,6 +41,15 @@ from .pipeline import (
     train,
 )
 from .settings import BenchmarkSettings
+
+#: Seconds of timed work per candidate in the benchmark's cost measurement (the benchmark
+#: scripts' ">= 1 s of work"), and its rounds.
+COST_MIN_SECONDS = 1.0
+COST_ROUNDS = 5
+#: The batch the cost is timed on: the first images of the test set.
+COST_BATCH = 256
+#: The name of the Masksembles model timed tiled (``predict_members``) beside the compiled one.
+TILED_SUFFIX = "_tiled"
 
 
 def run_path(out: str | Path, method: str, seed: int) -> Path:
@@ -89,11 +105,52 @@ def run_benchmark(settings: BenchmarkSettings, *, log: Log = print) -> dict:
             log(f"[{index}/{len(todo)}] {_summary(record)} "
                 f"({time.perf_counter() - started:.0f} s elapsed)")
     records = {run: finished[run] for run in runs}
+    started = time.perf_counter()
+    cost = measure_benchmark_costs(settings)
+    atomic_write_text(out / "cost.json", json.dumps(cost, indent=1))
+    log(f"cost: {len(cost['models'])} models measured in one process "
+        f"({time.perf_counter() - started:.1f} s)")
     results = report.aggregate(records, settings,
-                               predictions={run: predictions[run] for run in runs})
+                               predictions={run: predictions[run] for run in runs}, cost=cost)
     report.write_reports(out, results, records)
     plots.benchmark_figures(out / "figures", results, records)
     return results
+
+
+def measure_benchmark_costs(settings: BenchmarkSettings, *,
+                            min_seconds: float = COST_MIN_SECONDS,
+                            rounds: int = COST_ROUNDS) -> dict:
+    """Parameters, FLOPs per sample and latency of every method, as ratios to the single
+    model, measured here in one process (:func:`ensemblekit.experiments.cost.measure_costs`).
+
+    The models are freshly built with seed 0 (cost depends on the architecture, not on the
+    weights: masks are fixed at build time), in eval mode, on ``settings.device`` (else the
+    CPU), with ``settings.threads`` CPU threads; the batch is the first :data:`COST_BATCH`
+    test images, normalised. Masksembles is timed twice: through ``compile_members`` (its
+    inference path) and tiled through ``predict_members`` (name ``masksembles_tiled``). The
+    single model is the reference, built even when ``settings.methods`` lacks it.
+    """
+    from .. import data as datasets
+    from .cost import measure_costs
+
+    device = torch.device(settings.device or "cpu")
+    methods = list(dict.fromkeys(["single", *settings.methods]))
+    models = {method: build(settings, method, seed=0).to(device) for method in methods}
+    tiled = []
+    if "masksembles" in models:
+        name = "masksembles" + TILED_SUFFIX
+        models[name], tiled = models["masksembles"], [name]
+    test = datasets.as_tensors(datasets.load_dataset(
+        settings.dataset, "test", data_dir=settings.data_dir, download=settings.download))[0]
+    example = test[:COST_BATCH].to(device)
+    normalize = datasets.normalizer(settings.dataset)
+    if normalize is not None:
+        example = normalize(example)
+    cost = measure_costs(models, example, reference="single", min_seconds=min_seconds,
+                         rounds=rounds, threads=settings.threads, tiled=tiled)
+    cost["protocol"]["models"] = "freshly built (seed 0), eval mode; latency does not depend " \
+                                 "on the weights"
+    return cost
 
 
 def run_one(settings: BenchmarkSettings, method: str, seed: int, data) -> tuple[dict, dict]:
@@ -129,6 +186,11 @@ def run_one(settings: BenchmarkSettings, method: str, seed: int, data) -> tuple[
         "ood_status": data.ood_status,
         **evaluation,
     }
+    if data.validation is not None:
+        # "+TS": the same model, temperature fitted on validation (pool), scored on test
+        record["calibrated"] = calibrated_evaluation(
+            model, data, seed=seed, batch_size=settings.eval_batch_size,
+            num_samples=settings.mc_samples, mode="pool")
     if settings.checkpoints:
         checkpoint.save(model, Path(settings.out) / "models" / f"{method}-seed-{seed}.pt",
                         metadata={"dataset": settings.dataset, "seed": seed,
