@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(tune, default_out="runs/tune-<dataset>")
     tune.add_argument("--methods", nargs="+", type=_names, help="methods to tune (default: "
                       "all five; single and deep_ensemble are reference points)")
-    tune.add_argument("--seeds", type=int, help="number of seeds per point (default 1)")
+    tune.add_argument("--seeds", type=int, help="number of seeds per point (default 2)")
     tune.add_argument("--grid", action="append", type=_grid_entry, metavar="METHOD.KEY=V1,V2",
                       help="replace one list of the default grid, e.g. masksembles.scale=2,3 "
                            "or masksembles.epochs_factor=1,2 (repeatable)")

@@ -664,7 +664,7 @@ class TuneSettings(Settings):
     """
 
     methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
-    seeds: int = 1
+    seeds: int = 2  # the digits validation split is 250 images: one seed's pick is noisy
     grid: dict = field(default_factory=dict)
     budget: str | None = None
     ood: str = "auto"
