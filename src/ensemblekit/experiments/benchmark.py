@@ -45,7 +45,7 @@ from .settings import BenchmarkSettings
 #: Seconds of timed work per candidate in the benchmark's cost measurement (the benchmark
 #: scripts' ">= 1 s of work"), and its rounds.
 COST_MIN_SECONDS = 1.0
-COST_ROUNDS = 5
+COST_ROUNDS = 10
 #: The batch the cost is timed on: the first images of the test set.
 COST_BATCH = 256
 #: The name of the Masksembles model timed tiled (``predict_members``) beside the compiled one.
