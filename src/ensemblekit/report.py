@@ -10,6 +10,13 @@ accuracy) and the validation metrics sit beside the test metrics, so under-fitti
 The report's verdicts on the papers' orderings (:func:`orderings`) come from a paired bootstrap
 over seeds and test examples (:mod:`ensemblekit.experiments.verdicts`) on each run's
 per-example predictions, never written in advance.
+
+Beside them: each method's "+TS" twin (the same models, a temperature fitted on the validation
+split), selective prediction (AURC, E-AURC, AUGRC, risk at 90% coverage, the risk-coverage
+curve), the AUROC of every OOD score (None / "n/a" where a score is undefined for the method,
+never a number), every (corruption kind, severity) cell, each method's setting, and the
+inference cost measured once per benchmark in one process (ratios to the single model). With
+one seed the report prints each value alone (a std of 0 over one run says nothing).
 """
 
 from __future__ import annotations
