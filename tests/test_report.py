@@ -353,7 +353,7 @@ def test_ts_rows_temperature_table_and_the_honest_sentence():
     assert "Validation NLL after scaling <= before for every method and seed." in text
     sentence = next(line for line in lines if line.startswith("- Single model: +TS makes"))
     assert "(0.0660 -> 0.1180) although the validation NLL fell (0.0300 -> 0.0200)" in sentence
-    assert "T = 0.600 < 1" in sentence and "about 1.0 errors" in sentence
+    assert "T = 0.600 < 1 (mean over seeds)" in sentence and "about 1.0 errors" in sentence
     assert not any(line.startswith("- Deep Ensemble: +TS makes") for line in lines)
     rows = list(csv.DictReader(io.StringIO(report.results_csv(results))))
     ts = {(r["method"], r["section"], r["metric"]): r["mean"] for r in rows}

@@ -191,11 +191,14 @@ def shift_vs_severity(results: dict, path: str | os.PathLike, *,
 
 
 def risk_coverage(results: dict, path: str | os.PathLike) -> Path:
-    """One axes, one line per method: the risk (error rate of the accepted inputs) against the
-    coverage (share accepted, most confident first), from each method's ``risk_coverage``
-    (:func:`ensemblekit.report.risk_coverage_mean`); AURC in the legend, which sits outside."""
-    figure = new_figure(6.4, 3.8)
-    axis = figure.add_subplot()
+    """One line per method: the risk (error rate of the accepted inputs) against the coverage
+    (share accepted, most confident first), from each method's ``risk_coverage``
+    (:func:`ensemblekit.report.risk_coverage_mean`); the whole curve on the left and, on the
+    right, the coverages where any method's risk leaves 0 (where methods differ); AURC in
+    the legend, which sits outside."""
+    figure = new_figure(9.4, 3.8)
+    whole, zoom = figure.subplots(1, 2)
+    start = 1.0
     for method, entry in results["methods"].items():
         curve = entry.get("risk_coverage")
         if not curve:
@@ -203,17 +206,26 @@ def risk_coverage(results: dict, path: str | os.PathLike) -> Path:
         colour, _ = method_style(method)
         aurc = entry["test"].get("aurc", {}).get("mean")
         name = label(method) + (f" (AURC {aurc:.4f})" if aurc is not None else "")
-        axis.step(curve["coverage"], curve["risk"], where="post", color=colour,
-                  linewidth=1.6, label=name)
-    axis.set_xlim(0, 1)
-    axis.set_ylim(bottom=0)
-    axis.set_xlabel("coverage (share of test inputs accepted, most confident first)")
-    axis.set_ylabel("risk (error rate of the accepted)")
-    axis.grid(alpha=0.3)
+        coverage, risk = np.asarray(curve["coverage"]), np.asarray(curve["risk"])
+        for axis in (whole, zoom):
+            axis.step(coverage, risk, where="post", color=colour, linewidth=1.6,
+                      label=name if axis is whole else None)
+        nonzero = np.flatnonzero(risk > 0)
+        if nonzero.size:
+            start = min(start, float(coverage[max(nonzero[0] - 1, 0)]))
+    whole.set_xlim(0, 1)
+    zoom.set_xlim(max(0.0, start - 0.02), 1.0)
+    for axis in (whole, zoom):
+        axis.set_ylim(bottom=0)
+        axis.set_xlabel("coverage (share accepted, most confident first)")
+        axis.grid(alpha=0.3)
+    whole.set_ylabel("risk (error rate of the accepted)")
+    whole.set_title("whole curve", fontsize=10)
+    zoom.set_title("where the risk leaves 0", fontsize=10)
     seeds = len(results["seeds"])
-    axis.set_title(f"Risk-coverage on the clean {results['dataset']} test set "
-                   f"({'mean over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'})",
-                   fontsize=10)
+    figure.suptitle(f"Risk-coverage on the clean {results['dataset']} test set "
+                    f"({'mean over ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'})",
+                    fontsize=11)
     figure.legend(loc="outside right center", fontsize=8, frameon=False)
     return save_figure(figure, path)
 
@@ -225,7 +237,9 @@ def reliability_diagrams(
 
     ``bins_by_method``: ``{method: [reliability dict per seed]}`` with ``edges``, ``count``,
     ``accuracy``, ``confidence`` as from ``reliability_bins``; seeds are pooled (counts summed,
-    means weighted by count). The shaded part of a bar is the gap to perfect calibration.
+    means weighted by count). The black-hatched part of a bar is the gap to perfect
+    calibration; the pooled ECE sits in the panel title and the legend below the panels, off
+    the bars.
     """
     methods = list(bins_by_method)
     figure = new_figure(2.5 * len(methods) + 0.5, 3.2)
@@ -239,17 +253,15 @@ def reliability_diagrams(
                  edgecolor="white", linewidth=0.5, label="accuracy")
         gap_low = np.minimum(accuracy, confidence)[used]
         axis.bar(centres[used], np.abs(confidence - accuracy)[used], bottom=gap_low,
-                 width=width[used], facecolor="none", edgecolor="#d62728", hatch="///",
+                 width=width[used], facecolor="none", edgecolor="black", hatch="///",
                  linewidth=0.0, label="gap")
         axis.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1)
         total = count.sum()
         ece = float(np.sum(count[used] / total * np.abs(accuracy - confidence)[used]))
-        axis.text(0.96, 0.04, f"pooled ECE {ece:.3f}", transform=axis.transAxes, fontsize=9,
-                  ha="right", va="bottom",
-                  bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85})
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
-        axis.set_title(label(method), fontsize=10)
+        # in the title, not over the bars
+        axis.set_title(f"{label(method)}\npooled ECE {ece:.3f}", fontsize=10)
         axis.set_xlabel("confidence")
         if axis is not axes[0]:
             axis.tick_params(labelleft=False)
