@@ -136,6 +136,12 @@ def test_every_method_has_a_ts_row_whose_validation_nll_did_not_rise(bench):
         entry = results["methods"][method]["calibrated"]
         assert entry["validation_nll_fell"] is True
         assert entry["temperature"]["mean"] == fit["temperatures"][0]
+        (run,) = entry["runs"]
+        assert run["test_nll_raw"] == record["test"]["nll"]
+        assert run["test_nll_ts"] == record["calibrated"]["test"]["nll"]
+        assert run["validation_errors"] == round((1 - record["validation"]["accuracy"]) * 250)
+        # pool mode scales one pooled prediction: the member scores are undefined there
+        assert f"{method},ood+TS,mutual_information,auroc,n/a,n/a" in csv
         assert f"| {label} +TS | " in report
         assert f"{method},test+TS,,nll," in csv and f"{method},calibration,,temperature," in csv
     assert "Validation NLL after scaling <= before for every method and seed." in report

@@ -352,9 +352,24 @@ def test_ts_rows_temperature_table_and_the_honest_sentence():
             "0.0660 ± 0.0000 | 0.1180 ± 0.0000 |") in text
     assert "Validation NLL after scaling <= before for every method and seed." in text
     sentence = next(line for line in lines if line.startswith("- Single model: +TS makes"))
-    assert "(0.0660 -> 0.1180) although the validation NLL fell (0.0300 -> 0.0200)" in sentence
-    assert "T = 0.600 < 1 (mean over seeds)" in sentence and "about 1.0 errors" in sentence
+    assert ("worse on average (0.0660 -> 0.1180, while the validation NLL fell 0.0300 -> "
+            "0.0200).") in sentence
+    assert "A T below 1 sharpens the prediction" in sentence
     assert not any(line.startswith("- Deep Ensemble: +TS makes") for line in lines)
+    # Per run: the seed where it worsened, with its T and the validation errors it saw.
+    ensemble["calibrated"]["runs"] = [
+        {"seed": 0, "temperature": 0.434, "validation_nll_before": 0.0185,
+         "validation_nll_after": 0.0114, "validation_errors": 2, "test_nll_raw": 0.0661,
+         "test_nll_ts": 0.1181},
+        {"seed": 1, "temperature": 1.2, "validation_nll_before": 0.04,
+         "validation_nll_after": 0.03, "validation_errors": 3, "test_nll_raw": 0.08,
+         "test_nll_ts": 0.07}]
+    sentence = next(line for line in report.markdown(results).splitlines()
+                    if line.startswith("- Deep Ensemble: +TS makes"))
+    assert sentence.startswith(
+        "- Deep Ensemble: +TS makes the test NLL worse in seed 0 (0.0661 -> 0.1181, T = 0.434, "
+        "validation NLL 0.0185 -> 0.0114, 2 validation errors).")
+    assert "seed 1" not in sentence and "A T below 1" in sentence
     rows = list(csv.DictReader(io.StringIO(report.results_csv(results))))
     ts = {(r["method"], r["section"], r["metric"]): r["mean"] for r in rows}
     assert float(ts[("single", "test+TS", "nll")]) == 0.118
@@ -425,6 +440,9 @@ def test_tuned_source_names_the_recipe_only_while_its_options_run(monkeypatch):
     from ensemblekit.experiments import BenchmarkSettings
     from ensemblekit.experiments import settings as settings_module
 
+    # The default benchmark runs the recipe's tuned options: the report names their source.
+    default = report.tuned_source(BenchmarkSettings.from_sources())
+    assert default == settings_module.RECIPES["digits"]["tuned"] and "ensemblekit tune" in default
     sentence = "configs/digits_tuned.toml, from `ensemblekit tune --dataset digits`"
     recipe = {**settings_module.RECIPES["digits"], "tuned": sentence,
               "method_options": {"masksembles": {"scale": 3.0}}}

@@ -138,6 +138,7 @@ def aggregate(records: dict, settings, predictions: dict | None = None,
         }
         if all("calibrated" in r for r in runs):
             entry["calibrated"] = calibrated_summary([r["calibrated"] for r in runs])
+            entry["calibrated"]["runs"] = calibrated_runs(runs)
         if all("shift_mean" in r for r in runs):
             severities = list(runs[0]["shift_mean"])
             entry["shift"] = {
@@ -217,6 +218,25 @@ def calibrated_summary(calibrated: list[dict]) -> dict:
                                   for key in OOD_METRICS}
                           for score in calibrated[0]["ood"]}
     return summary
+
+
+def calibrated_runs(runs: list[dict]) -> list[dict]:
+    """Per run (records with ``"calibrated"``): ``{"seed", "temperature", "validation_nll_before",
+    "validation_nll_after", "validation_errors" (None without validation metrics),
+    "test_nll_raw", "test_nll_ts"}``: what the report needs to say where scaling worsened the
+    test NLL, and why."""
+    rows = []
+    for record in runs:
+        fit = record["calibrated"]["calibration"]
+        validation = record.get("validation")
+        errors = (None if not validation else
+                  round((1.0 - validation["accuracy"]) * fit["n_validation"]))
+        rows.append({"seed": record["seed"], "temperature": _mean(fit["temperatures"]),
+                     "validation_nll_before": fit["validation_nll"]["before"],
+                     "validation_nll_after": fit["validation_nll"]["after"],
+                     "validation_errors": errors, "test_nll_raw": record["test"]["nll"],
+                     "test_nll_ts": record["calibrated"]["test"]["nll"]})
+    return rows
 
 
 def risk_coverage_mean(runs: list[dict], points: int = RISK_COVERAGE_POINTS) -> dict:
@@ -759,7 +779,7 @@ def temperature_lines(results: dict) -> list[str]:
              "T = 1 is among the candidates, so the validation NLL cannot rise.", "",
              "| method | T | validation NLL before | after | test NLL raw | +TS | test ECE raw "
              "| +TS |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    worse, rose = [], []
+    rose = []
     for method, entry in methods.items():
         c = entry["calibrated"]
         before, after = c["validation_nll"]["before"], c["validation_nll"]["after"]
@@ -769,30 +789,46 @@ def temperature_lines(results: dict) -> list[str]:
                      f"{pm(c['test']['ece'])} |")
         if not c["validation_nll_fell"]:
             rose.append(METHOD_LABELS.get(method, method))
-        if c["test"]["nll"]["mean"] > entry["test"]["nll"]["mean"]:
-            worse.append((method, entry, c))
     lines.append("")
     if rose:
         lines.append(f"**Validation NLL rose after scaling for {', '.join(rose)}: the fit did "
                      "not reach its minimum (a bug; these +TS rows are not to be trusted).**")
     else:
         lines.append("Validation NLL after scaling <= before for every method and seed.")
-    for method, entry, c in worse:
-        t = c["temperature"]["mean"]
-        text = (f"- {METHOD_LABELS.get(method, method)}: +TS makes the test NLL worse "
-                f"({entry['test']['nll']['mean']:.4f} -> {c['test']['nll']['mean']:.4f}) although "
-                f"the validation NLL fell ({c['validation_nll']['before']['mean']:.4f} -> "
-                f"{c['validation_nll']['after']['mean']:.4f}).")
-        validation = entry.get("validation")
-        if t < 1 and validation:
-            errors = (1.0 - validation["accuracy"]["mean"]) * c["n_validation"]
-            text += (f" T = {t:.3f} < 1 (mean over seeds) sharpens the prediction: on "
-                     f"{c['n_validation']} "
-                     f"validation images with about {errors:.1f} errors (validation accuracy "
-                     f"{validation['accuracy']['mean']:.4f}) little argues against confidence, "
-                     "and the few test errors made more confident cost more NLL.")
-        lines.append(text)
+    for method, entry in methods.items():
+        lines += _worse_lines(METHOD_LABELS.get(method, method), entry)
     return lines
+
+
+def _worse_lines(name: str, entry: dict) -> list[str]:
+    """A sentence for a method whose test NLL +TS made worse (on average, or in some runs),
+    naming the runs, their temperature and the validation errors the fit saw."""
+    c = entry["calibrated"]
+    runs = [r for r in c.get("runs", []) if r["test_nll_ts"] > r["test_nll_raw"]]
+    mean_worse = c["test"]["nll"]["mean"] > entry["test"]["nll"]["mean"]
+    if not runs and not mean_worse:
+        return []
+    parts = []
+    if mean_worse:
+        parts.append(f"on average ({entry['test']['nll']['mean']:.4f} -> "
+                     f"{c['test']['nll']['mean']:.4f}, while the validation NLL fell "
+                     f"{c['validation_nll']['before']['mean']:.4f} -> "
+                     f"{c['validation_nll']['after']['mean']:.4f})")
+    if runs:
+        parts.append("in " + "; ".join(
+            f"seed {r['seed']} ({r['test_nll_raw']:.4f} -> {r['test_nll_ts']:.4f}, T = "
+            f"{r['temperature']:.3f}, validation NLL {r['validation_nll_before']:.4f} -> "
+            f"{r['validation_nll_after']:.4f}"
+            + (f", {r['validation_errors']} validation errors" if r["validation_errors"]
+               is not None else "") + ")" for r in runs))
+    text = f"- {name}: +TS makes the test NLL worse " + ", and ".join(parts) + "."
+    if any(r["temperature"] < 1 for r in runs) or (
+            not runs and c["temperature"]["mean"] < 1):
+        text += (f" A T below 1 sharpens the prediction: with only a handful of errors among "
+                 f"{c['n_validation']} validation images little argues against confidence, so "
+                 "the fit sharpens, and the test errors, made more confident, cost more NLL "
+                 "than the sharper correct predictions save.")
+    return [text]
 
 
 def cost_lines(results: dict) -> list[str]:
