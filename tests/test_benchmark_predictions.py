@@ -207,4 +207,11 @@ def test_report_states_each_method_setting(bench):
     assert settings_table["masksembles"]["n"] == 2 and settings_table["masksembles"]["epochs"] == 1
     report = (out / "report.md").read_text()
     assert "### Method settings" in report
-    assert "| Masksembles | n=2, scale=2, placement=all, widen=False | 1 |" in report
+    own = settings_table["masksembles"]
+    assert own == settings(out).method_settings("masksembles")  # the recipe's tuned options
+    assert (f"| Masksembles | n=2, scale={own['scale']:g}, placement={own['placement']}, "
+            f"widen={own['widen']} | 1 | {own['drop_fraction']:.3f} | "
+            f"{own['member_width']:.3f} | {results['methods']['masksembles']['params']:,} |"
+            ) in report
+    # --epochs and --members replace the tuned entries: the report does not call them tuned
+    assert results["protocol"]["tuned"] is None and "not chosen by a tune run" in report

@@ -124,25 +124,29 @@ def measure_benchmark_costs(settings: BenchmarkSettings, *,
     model, measured here in one process (:func:`ensemblekit.experiments.cost.measure_costs`).
 
     The models are freshly built with seed 0 (cost depends on the architecture, not on the
-    weights: masks are fixed at build time), in eval mode, on ``settings.device`` (else the
-    CPU), with ``settings.threads`` CPU threads; the batch is the first :data:`COST_BATCH`
-    test images, normalised. Masksembles is timed twice: through ``compile_members`` (its
-    inference path) and tiled through ``predict_members`` (name ``masksembles_tiled``). The
-    single model is the reference, built even when ``settings.methods`` lacks it.
+    weights: masks are fixed at build time), in eval mode, on ``settings.device`` (else CUDA
+    when available, as training), with ``settings.threads`` CPU threads; the batch is the
+    first :data:`COST_BATCH` test images, normalised. Masksembles is timed twice: through
+    ``compile_members`` (its inference path) and tiled through ``predict_members`` (name
+    ``masksembles_tiled``). The single model is the reference, built even when
+    ``settings.methods`` lacks it.
     """
     from .. import data as datasets
     from .cost import measure_costs
 
-    device = torch.device(settings.device or "cpu")
+    # where the models trained: the settings' device, else as training picks it (as tune does)
+    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     methods = list(dict.fromkeys(["single", *settings.methods]))
     models = {method: build(settings, method, seed=0).to(device) for method in methods}
     tiled = []
     if "masksembles" in models:
         name = "masksembles" + TILED_SUFFIX
         models[name], tiled = models["masksembles"], [name]
-    test = datasets.as_tensors(datasets.load_dataset(
-        settings.dataset, "test", data_dir=settings.data_dir, download=settings.download))[0]
-    example = test[:COST_BATCH].to(device)
+    test = datasets.load_dataset(settings.dataset, "test", data_dir=settings.data_dir,
+                                 download=settings.download)
+    # only the images timed are read (a streamed test set is never loaded whole)
+    example = torch.stack([torch.as_tensor(test[index][0])
+                           for index in range(min(COST_BATCH, len(test)))]).float().to(device)
     normalize = datasets.normalizer(settings.dataset)
     if normalize is not None:
         example = normalize(example)
