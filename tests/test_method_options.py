@@ -137,7 +137,7 @@ def test_method_settings_state_drop_fraction_and_member_width(config):
 
 def test_widened_members_keep_the_single_width():
     settings = BenchmarkSettings.from_sources(overrides={"method_options": {
-        "masksembles": {"widen": True}, "mc_dropout": {"widen": True, "p": 0.2}}})
+        "masksembles": {"widen": True, "scale": 2.0}, "mc_dropout": {"widen": True, "p": 0.2}}})
     assert settings.method_settings("masksembles")["member_width"] == 1.0
     assert settings.method_settings("masksembles")["drop_fraction"] == pytest.approx(
         1.0 - published_keep(4, 2.0))
@@ -166,8 +166,15 @@ def test_fingerprint_holds_the_tables_and_resume_refuses_other_ones(config, tmp_
         finished_runs(other)
 
 
-def test_no_tables_keep_the_fingerprint_of_before():
+def test_no_tables_keep_the_fingerprint_of_before(monkeypatch):
+    from ensemblekit.experiments.settings import RECIPES
+
+    # the digits recipe carries tuned tables; a recipe without any keeps the old fingerprint
+    plain = {key: value for key, value in RECIPES["digits"].items() if key != "method_options"}
+    monkeypatch.setitem(RECIPES, "digits", plain)
     assert "method_options" not in BenchmarkSettings.from_sources().fingerprint()
+    assert "method_options" in BenchmarkSettings.from_sources(overrides={
+        "method_options": {"masksembles": {"scale": 3.0}}}).fingerprint()
 
 
 @pytest.fixture

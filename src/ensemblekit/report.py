@@ -454,6 +454,10 @@ CLAIM_METRIC_LABELS = {"accuracy": "accuracy", "nll": "NLL", "ece": "ECE",
 CLAIM_OOD_SCORE = "entropy"
 
 
+#: the methods Masksembles is placed against, metric by metric, in :func:`orderings`
+POSITION_REFERENCES = ("single", "mc_dropout", "batchensemble", "deep_ensemble")
+
+
 def orderings(predictions: dict, *, n_boot: int | None = None, seed: int = BOOTSTRAP_SEED,
               level: float = 0.95) -> list[dict]:
     """The orderings the papers report, each tested by a paired bootstrap over seeds and test
@@ -497,6 +501,15 @@ def orderings(predictions: dict, *, n_boot: int | None = None, seed: int = BOOTS
         claims.append(table.claim(
             "Deep Ensembles detect OOD inputs better than the single model",
             [("deep_ensemble", "single", "auroc")]))
+    # Where Masksembles lands against each other method, metric by metric: "holds" there means
+    # Masksembles is better, "does not hold" that it is worse, "inconclusive" that the
+    # intervals cannot tell them apart.
+    for other in POSITION_REFERENCES:
+        if have("masksembles", other):
+            claims.append(table.claim(
+                f"Masksembles is better than {METHOD_LABELS.get(other, other)} (where it lands: "
+                "holds = better, does not hold = worse)",
+                [("masksembles", other, m) for m in CLAIM_METRICS]))
     return [claim for claim in claims if claim["comparisons"]]
 
 
