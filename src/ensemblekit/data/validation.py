@@ -6,10 +6,11 @@ never on a run's seed -- so every method and every seed sees the same validation
 
 Default fractions (:func:`default_validation_fraction`): digits 20 % of its 1258 training
 images (250 images, 25 per class to rounding, stratified; training keeps 1008), every other
-dataset 10 % of its training split. Test sets, corrupted test sets (CIFAR-10-C) and OOD sets are never
-split. Within each class a seeded permutation's first ``round(fraction * class size)`` indices
-are held out (the same rule the digits' own train/test split uses); datasets whose labels
-cannot be read without loading every image are split by one seeded permutation instead.
+dataset 10 % of its training split. Test sets, corrupted test sets (CIFAR-10-C) and OOD sets
+are never split. Within each class a seeded permutation's first
+``round(fraction * class size)`` indices are held out (the same rule the digits' own
+train/test split uses); datasets whose labels cannot be read without loading every image are
+split by one seeded permutation instead.
 """
 
 from __future__ import annotations
