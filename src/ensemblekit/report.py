@@ -454,8 +454,9 @@ CLAIM_METRIC_LABELS = {"accuracy": "accuracy", "nll": "NLL", "ece": "ECE",
 CLAIM_OOD_SCORE = "entropy"
 
 
-#: the methods Masksembles is placed against, metric by metric, in :func:`orderings`
-POSITION_REFERENCES = ("single", "mc_dropout", "batchensemble", "deep_ensemble")
+#: the methods Masksembles is placed against, metric by metric, in :func:`orderings` (the
+#: "between" claim already places it against the single model and Deep Ensembles)
+POSITION_REFERENCES = ("mc_dropout", "batchensemble")
 
 
 def orderings(predictions: dict, *, n_boot: int | None = None, seed: int = BOOTSTRAP_SEED,
