@@ -395,12 +395,32 @@ def _over_seeds(values: list, floor: bool, floor_value) -> dict:
     return mean_std(values)
 
 
+#: the methods whose own setting the report's header states
+SETTING_METHODS = ("mc_dropout", "masksembles", "batchensemble")
+#: the options the header shows per method (the rest are in the JSON)
+_HEADER_OPTIONS = ("p", "scale", "placement", "widen", "init", "epochs")
+
+
+def _settings_text(settings: dict) -> str:
+    """"MC-Dropout p=0.1, placement=dropout, 60 epochs; ..." for the report's header."""
+    from ..report import METHOD_LABELS
+
+    parts = []
+    for method, options in settings.items():
+        shown = [f"{key}={options[key]}" for key in _HEADER_OPTIONS[:-1] if key in options]
+        parts.append(f"{METHOD_LABELS.get(method, method)} {', '.join(shown)}, "
+                     f"{options['epochs']} epochs")
+    return "; ".join(parts)
+
+
 def protocol(settings: DiversitySettings, data) -> dict:
     return {
         "backbone": settings.backbone, "width": settings.width, "hidden": settings.hidden,
         "members": settings.members, "masksembles_scale": settings.scale,
         "mc_dropout_p": settings.dropout, "epochs": settings.epochs, "train": settings.train,
         "method_options": settings.method_options,
+        # what each method ran with (a recipe's or config's [method_options] included)
+        "settings": {method: settings.method_settings(method) for method in SETTING_METHODS},
         "corruptions": data.corruptions, "severities": data.severities,
         "ood": data.ood_name, "ood_status": data.ood_status,
         "validation": None if data.validation is None else _size(data.validation),
@@ -471,9 +491,9 @@ def diversity_markdown(results: dict) -> str:
     figures = [f"![{name}]({name})" for name in results.get("figures", [])]
     return "\n".join([
         f"# Member similarity on {results['dataset']}", "",
-        f"Backbone {p['backbone']}, {p['members']} members (Masksembles scale "
-        f"{p['masksembles_scale']:g}, MC-Dropout p = {p['mc_dropout_p']:g}), up to "
-        f"{p['epochs']} epochs; {seeds} seed{'s' if seeds > 1 else ''} (mean ± std); each "
+        f"Backbone {p['backbone']}, {p['members']} members ({_settings_text(p['settings'])}; "
+        f"otherwise {p['epochs']} epochs); {seeds} seed{'s' if seeds > 1 else ''} "
+        "(mean ± std); each "
         f"pairwise value is the {p['pairs']}. Corrupted sets: {len(p['corruptions'])} kinds "
         f"pooled per severity {p['severities']}; OOD: {p['ood']} ({p['ood_status']}). The "
         "single model is the floor (identical members: disagreement, KL, JS, MI 0; CKA and "
