@@ -90,12 +90,19 @@ def construction_note(variant: dict, settings: DiversitySettings) -> str:
         return "floor: one member, identical to itself by definition"
     if method == "deep_ensemble":
         return "independent initialisations (cosine ~ 0 by construction)"
+    own = settings.method_settings(method)
+    # With masks only on some layers, the layers before the first one are the same in every
+    # member: their cosine, and the CKA of a representation computed there, is 1 by
+    # construction.
+    shared = ("; layers before the first mask shared by every member (cosine 1, and CKA 1 "
+              "for a representation taken there)" if own.get("placement") == "dropout" else "")
     if method == "mc_dropout":
-        keep = 1.0 - settings.dropout
-        return (f"masks sampled by construction (rate p = {settings.dropout:g}; cosine "
-                f"~ (1-p)^2 = {keep ** 2:.2f} whatever the weights)")
+        keep = 1.0 - own["p"]
+        return (f"masks sampled by construction (rate p = {own['p']:g}; cosine ~ (1-p)^2 = "
+                f"{keep ** 2:.2f} on the dropped layers whatever the weights{shared})")
     if method == "masksembles":
-        return f"masks fixed by construction (overlap set by scale = {settings.scale:g})"
+        return (f"masks fixed by construction (overlap set by scale = {own['scale']:g}, "
+                f"placement {own.get('placement', 'all')}{shared})")
     if init == "ones":
         return "members identical at initialisation by construction (r = s = 1, shared bias)"
     if init == "random_sign":
