@@ -35,11 +35,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from tqdm import tqdm
 
 from ensemblekit.checkpoint import load, read_checkpoint, save
 from ensemblekit.cli import main as cli_main
@@ -181,6 +183,10 @@ def fork_and_kill(work, delay: float = 0.0, *, marker: Path | None = None) -> bo
         status = 1
         try:
             torch.set_num_threads(1)
+            # tqdm's write lock is a multiprocessing semaphore that a fork shares with the
+            # parent: a child killed while holding it (a progress bar opening or closing)
+            # would leave it taken and hang the parent's next bar. The child takes its own.
+            tqdm.set_lock(threading.RLock())
             work()
             status = 0
         finally:
