@@ -882,7 +882,9 @@ def test_train_model(mutation, method, rows, batch_size, reliability_log):
     arguments = {"train_data": Arg(images, needles)}
     if method == "masksembles" and batch_size % 2:
         arguments["batch_size"] = Arg(batch_size, ("batch_size",))
-    elif not needles and method == "masksembles" and rows < 2:
+    elif method == "masksembles" and rows < 2:
+        # too few rows for one batch of the member groups: refused before a forward shows a
+        # shape mutation, so either message names a real fault
         arguments["rows"] = Arg(rows, ("fewer than one training batch",))
     before = unchanged(images, labels)
     history = check_call(reliability_log, "train_model",

@@ -207,3 +207,12 @@ def test_a_recipes_tables_are_the_default_and_lie_under_config_and_flags(recipe_
     assert configured.model_options("mc_dropout", seed=0)["p"] == 0.05  # its global
     other = BenchmarkSettings.from_sources(overrides={"backbone": "mlp"})
     assert other.method_options == {}  # tuned for the recipe's backbone only
+
+
+def test_tune_starts_from_the_recipes_plain_settings_not_its_tuned_tables():
+    from ensemblekit.experiments.settings import RECIPES, TuneSettings
+
+    assert RECIPES["digits"]["method_options"]  # the benchmark's default is tuned...
+    assert BenchmarkSettings.from_sources().method_options
+    # ...but tune explores those knobs itself: the recorded tune command stays reproducible
+    assert TuneSettings.from_sources().method_options == {}

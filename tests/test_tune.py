@@ -26,10 +26,11 @@ TINY = {
     "methods": ["single", "masksembles", "mc_dropout"],
     "grid": {"masksembles": {"scale": [2.0, 3.0], "placement": ["all"], "widen": [False],
                              "epochs_factor": [1.0]},
-             "mc_dropout": {"p": [0.1, 0.3], "placement": ["all"]}},
+             "mc_dropout": {"p": [0.1, 0.3], "placement": ["all"], "epochs_factor": [1.0]}},
     "cost_seconds": 0.01,
     "cost_rounds": 2,
     "cost_batch": 16,
+    "seeds": 1,
 }
 
 
@@ -64,10 +65,11 @@ def test_the_grid_is_the_product_of_each_methods_lists():
     expected += [("batchensemble", {"init": init}) for init in ("normal", "random_sign")]
     expected += [("single", {})]
     found = [(point["method"], {**point["options"], **(
-        {"epochs_factor": point["epochs_factor"]} if point["method"] == "masksembles" else {})})
+        {"epochs_factor": point["epochs_factor"]}
+        if point["method"] in ("masksembles", "mc_dropout") else {})})
         for point in points]
     assert found == expected
-    assert len(points) == 4 * 2 * 2 * 2 + 4 * 2 + 2 + 1  # the default grid
+    assert len(points) == 4 * 2 * 2 * 2 + 4 * 2 * 2 + 2 + 1  # the default grid
     assert all(point["epochs"] == round(point["epochs_factor"] * settings.epochs)
                for point in points)
     assert {point["epochs"] for point in points} == {settings.epochs, 2 * settings.epochs}

@@ -154,6 +154,10 @@ class Settings:
     method_options: dict = field(default_factory=dict)
 
     command = ""  # the subcommand these settings belong to
+    #: whether the recipe's tuned ``method_options`` apply (not for ``tune``, which chooses
+    #: them: its grid starts from the recipe's plain settings, so that rerunning the recorded
+    #: tune command reproduces the tables it wrote)
+    uses_recipe_method_options = True
 
     # -- building ---------------------------------------------------------------------------
 
@@ -333,6 +337,8 @@ def _recipe_method_options(settings_class, given: dict) -> dict:
     """The recipe's ``method_options`` for the dataset and backbone in ``given`` (none for a
     backbone other than the recipe's), less the entries of the global keys ``given`` sets."""
     recipe = recipe_for(given.get("dataset", settings_class.dataset))
+    if not settings_class.uses_recipe_method_options:
+        return {}
     if given.get("backbone", recipe["backbone"]) != recipe["backbone"]:
         return {}
     dropped = {_GLOBAL_OPTIONS[key] for key in given if key in _GLOBAL_OPTIONS}
@@ -689,6 +695,7 @@ class TuneSettings(Settings):
     cost_rounds: int = 5
 
     command = "tune"
+    uses_recipe_method_options = False
 
     #: Keys that do not change a finished grid point's result: a rerun may change them freely
     #: (a point's own options are part of its record, so a changed grid resumes too).
