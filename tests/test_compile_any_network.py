@@ -115,3 +115,13 @@ def test_mc_dropout_compiles_to_its_seeded_members_with_the_trunk_once(converted
     with torch.no_grad():
         assert torch.equal(fast(x), ek.predict_members(model, x))
     assert conv_work(fast, x) * 6 == conv_work(model.backbone, digits(42))
+
+
+def test_an_empty_or_nan_example_is_named_on_the_generic_path_too():
+    built = ek.build_model("lenet", "mc_dropout", 10, 1, input_size=8, n=4, seed=0)
+    converted = ek.to_masksembles(nested_cnn(), n=4, scale=2.0, example_input=digits(4), seed=0)
+    for model in (built, converted):
+        with pytest.raises(ValueError, match="at least one example"):
+            ek.compile_members(model, example_input=torch.zeros(0, 1, 8, 8))
+        with pytest.raises(ValueError, match="example_input"):
+            ek.compile_members(model, example_input=torch.full((2, 1, 8, 8), float("nan")))

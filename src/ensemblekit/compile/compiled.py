@@ -157,6 +157,18 @@ def _check_against_tiled(
         )
 
 
+def _check_example(example_input) -> None:
+    """A tensor of at least one finite example, else a ValueError naming example_input."""
+    check_tensor("example_input", example_input)
+    if example_input.ndim == 0 or len(example_input) == 0:
+        raise ValueError(
+            f"example_input must hold at least one example, got shape "
+            f"{tuple(example_input.shape)}"
+        )
+    # A NaN would fail the self-check with a message blaming the backbone.
+    check_finite("example_input", example_input)
+
+
 def _runs(network: nn.Module, example: torch.Tensor) -> bool:
     """Whether ``network`` accepts ``example`` (shapes fit), without gradients."""
     try:
@@ -252,32 +264,21 @@ def compile_members(
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}")
     generic = isinstance(model, MCDropoutModel) or not hasattr(model.backbone, "layer_widths")
-    if generic and example_input is None and hasattr(model.backbone, "input_shape"):
-        example_input = _example_input(model)
+    if example_input is not None:
+        _check_example(example_input)
+    elif generic and not hasattr(model.backbone, "input_shape"):
+        raise ValueError(
+            "compile_members of a converted network needs example_input=x[:2] (a batch like "
+            "the ones you will predict on): it cannot guess your input shape")
+    else:
+        example_input = _example_input(model)  # raises, naming the fix, without input_shape
     if generic:  # your own network, converted, or MC-Dropout: fan out at the first mask
-        if example_input is None:
-            raise ValueError(
-                "compile_members of a converted network needs example_input=x[:2] (a batch "
-                "like the ones you will predict on): it cannot guess your input shape")
-        check_tensor("example_input", example_input)
-        check_finite("example_input", example_input)
         compiled = fan_out_members(
             model, example_input,
             lambda fast, x: _relative_error(model, fast, x) <= _tolerance(model))
         _check_against_tiled(model, compiled, example_input)
         return compiled
     masks = member_channels(model)
-    if example_input is None:
-        example_input = _example_input(model)
-    else:
-        check_tensor("example_input", example_input)
-        if example_input.ndim == 0 or len(example_input) == 0:
-            raise ValueError(
-                f"example_input must hold at least one example, got shape "
-                f"{tuple(example_input.shape)}"
-            )
-        # A NaN would fail the self-check below with a message blaming the backbone.
-        check_finite("example_input", example_input)
     if strategy == "auto":
         strategy = resolve_strategy(model, example_input)
     count = model.num_members
