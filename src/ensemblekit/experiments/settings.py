@@ -469,8 +469,26 @@ def json_ready(value):
     return value
 
 
+class ResumableRuns:
+    """An experiment whose finished (point, seed) runs are kept under ``out`` and resumed: it
+    runs ``seeds`` seeds; ``RESUME_FREE`` lists the keys a rerun may change freely."""
+
+    RESUME_FREE: tuple[str, ...] = ()
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds))
+
+    def fingerprint(self) -> dict:
+        """The settings that decide a run's result (a resumed run must match them)."""
+        values = self.to_dict()
+        for key in self.RESUME_FREE:
+            values.pop(key)
+        return values
+
+
 @dataclass
-class BenchmarkSettings(Settings):
+class BenchmarkSettings(ResumableRuns, Settings):
     """``ensemblekit benchmark``: every method x seed, trained and evaluated the same way.
 
     ``corruptions``: names, ``"all"`` (the 15 CIFAR-10-C benchmark kinds) or ``"none"``.
@@ -509,15 +527,8 @@ class BenchmarkSettings(Settings):
         self.ood = check_ood(self.dataset, self.ood)
         check_toml_flag("checkpoints", self.checkpoints)
 
-    @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.seeds))
-
     def fingerprint(self) -> dict:
-        """The settings that decide a run's result (a resumed run must match them)."""
-        values = self.to_dict()
-        for key in self.RESUME_FREE:
-            values.pop(key)
+        values = super().fingerprint()
         if not values["method_options"]:
             # none set: the same runs as before the key existed, which then still resume
             values.pop("method_options")
@@ -670,7 +681,7 @@ EPOCHS_FACTOR = "epochs_factor"
 
 
 @dataclass
-class TuneSettings(Settings):
+class TuneSettings(ResumableRuns, Settings):
     """``ensemblekit tune``: every ``grid`` point of each method, trained and scored on the
     validation split (never the test set), beside its measured inference cost.
 
@@ -720,17 +731,6 @@ class TuneSettings(Settings):
             raise ValueError("tune scores every configuration on the validation split, but "
                              "validation_fraction is 0; set it above 0 (default: the "
                              "dataset's, e.g. 0.2 for digits)")
-
-    @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.seeds))
-
-    def fingerprint(self) -> dict:
-        """The settings that decide a grid point's result (a resumed run must match them)."""
-        values = self.to_dict()
-        for key in self.RESUME_FREE:
-            values.pop(key)
-        return values
 
 
 def check_grid(grid) -> dict:
