@@ -28,7 +28,7 @@ from torch import nn
 
 from ..layers import Masksembles
 from ..members import repeat_members, split_members
-from ..methods.mc_dropout import MCDropoutModel
+from ..methods.mc_dropout import MCDropoutModel, dropout_modules
 from ..methods.seeded_dropout import member_dropout, seeded_mask_source
 
 
@@ -36,8 +36,7 @@ def _fan_out_layers(model) -> list[nn.Module]:
     """Where the members start to differ: Masksembles layers, or an MC-Dropout model's
     dropout layers with ``p > 0``."""
     if isinstance(model, MCDropoutModel):
-        return [m for m in model.backbone.modules()
-                if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+        return [m for m in dropout_modules(model.backbone) if m.p > 0]
     return [m for m in model.backbone.modules() if isinstance(m, Masksembles)]
 
 

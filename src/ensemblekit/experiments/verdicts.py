@@ -40,6 +40,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -117,8 +118,7 @@ class Interval:
     n_boot: int
 
     def to_dict(self) -> dict:
-        return {"estimate": self.estimate, "low": self.low, "high": self.high,
-                "level": self.level, "n_boot": self.n_boot}
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -136,9 +136,7 @@ class Comparison:
     verdict: str
 
     def to_dict(self) -> dict:
-        return {"metric": self.metric, "better": self.better, "worse": self.worse,
-                "better_value": self.better_value, "worse_value": self.worse_value,
-                "difference": self.difference.to_dict(), "verdict": self.verdict}
+        return dataclasses.asdict(self)  # the difference nests as its own dict
 
 
 # -- the draws -------------------------------------------------------------------------------
