@@ -89,7 +89,8 @@ class CompiledMembers(nn.Module):
         )
 
 
-def resolve_strategy(model: MasksemblesModel, example_input: torch.Tensor | None = None) -> str:
+def resolve_strategy(model: MasksemblesModel, example_input: torch.Tensor | None = None, *,
+                     shared: set[str] | None = None) -> str:
     """What ``strategy="auto"`` picks: "stacked" when a shared prefix holds convolutions besides
     the stem (masks only late in the network), else "loop" for a deep convolutional backbone on
     the CPU, "stacked" otherwise.
@@ -101,16 +102,22 @@ def resolve_strategy(model: MasksemblesModel, example_input: torch.Tensor | None
     in a loop. With ``placement="dropout"`` stacking with a shared prefix runs ResNet-20's
     first two stages once: 2.8x faster than the loop. On an accelerator stacking launches one
     kernel per layer instead of M.
+
+    ``shared``: the layers whose input every member shares, if already found
+    (:func:`~ensemblekit.compile.shared_prefix.shared_input_layers`); else one dry run on
+    ``example_input`` finds them.
     """
     backbone = model.backbone
     convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
     on_cpu = next(model.parameters()).device.type == "cpu"
     if not on_cpu or len(convs) - 1 <= DEEP_CONV_NET:
         return "stacked"
-    example = _example_input(model) if example_input is None else example_input
+    if shared is None:  # the layers whose input every member shares (one dry run)
+        example = _example_input(model) if example_input is None else example_input
+        shared = shared_input_layers(model, example[:2])
     modules = dict(backbone.named_modules())
     masks = {entry.name: entry for entry in member_channels(model)}
-    shared_convs = [name for name in shared_input_layers(model, example[:2])
+    shared_convs = [name for name in shared
                     if isinstance(modules[name], nn.Conv2d) and masks[name].out_masks.all()]
     return "stacked" if len(shared_convs) > 1 else "loop"
 
@@ -279,13 +286,15 @@ def compile_members(
         _check_against_tiled(model, compiled, example_input)
         return compiled
     masks = member_channels(model)
+    # one dry run finds the shared prefix, for the strategy and for the sharing alike
+    shared = shared_input_layers(model, example_input) if share_prefix or strategy == "auto" \
+        else set()
     if strategy == "auto":
-        strategy = resolve_strategy(model, example_input)
+        strategy = resolve_strategy(model, example_input, shared=shared)
     count = model.num_members
     groups = [list(range(count))] if strategy == "stacked" else [[m] for m in range(count)]
     stacked_masks, kept = masks, set()
     if share_prefix:
-        shared = shared_input_layers(model, example_input)
         stacked_masks, kept = with_shared_prefix(masks, shared, model.backbone.head_name)
         if kept and not _runs(stack_members(model.backbone, stacked_masks, groups[0], kept=kept),
                               example_input):
