@@ -100,7 +100,8 @@ def resolve_strategy(model: MasksemblesModel, example_input: torch.Tensor | None
     are a quarter of the stacked ones and stay in cache; WRN-28-10 ties), while stacking is
     1.4-1.8x faster for LeNet and the MLP, whose small layers pay M times the per-call overhead
     in a loop. With ``placement="dropout"`` stacking with a shared prefix runs ResNet-20's
-    first two stages once: 2.8x faster than the loop. On an accelerator stacking launches one
+    first two stages once: 1.00x a single model, against 1.63x for the loop with the shared
+    prefix and 3.06x without (benchmarks/RESULTS.md). On an accelerator stacking launches one
     kernel per layer instead of M.
 
     ``shared``: the layers whose input every member shares, if already found
