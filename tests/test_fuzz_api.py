@@ -37,6 +37,7 @@ from ensemblekit.checkpoint import load, save
 from ensemblekit.compile import STRATEGIES, compile_members
 from ensemblekit.data import CORRUPTIONS, available_datasets, corrupt, load_dataset
 from ensemblekit.evaluate import evaluate_model
+from ensemblekit.masks import mask_size
 from ensemblekit.methods import available_methods, build_model, predict_members
 from ensemblekit.train import TrainConfig, train_model
 
@@ -292,6 +293,18 @@ def option_strategies(backbone: str, method: str) -> dict[str, st.SearchStrategy
     return options
 
 
+def masks_fit_somewhere(backbone: str, options: dict) -> bool:
+    """Whether a Masksembles ``backbone`` built with ``options`` has a layer where each mask
+    keeps at least 8 channels (or needs none: one member, scale 1), stated from the skip rule
+    and the backbones' layer sizes (LeNet 6-16-120-84, MLP ``hidden``, times ``width``)."""
+    n, scale = options.get("n", 4), options.get("scale", 2.0)
+    if n == 1 or scale == 1.0:
+        return True
+    sizes = options.get("hidden", (64, 32, 16)) if backbone == "mlp" else (6, 16, 120, 84)
+    width = options.get("width", 1.0)
+    return any(mask_size(max(1, round(size * width)), n, scale) >= 8 for size in sizes)
+
+
 @FUZZ
 @given(name=either(good(st.sampled_from(["mlp", "lenet"])),
                    bad(st.sampled_from(["MLP", "resnet", "", None, 3]), "backbone")),
@@ -305,6 +318,12 @@ def test_build_model(name, method, num_classes, in_channels, data, reliability_l
                                    method.value if not method.bad else "single")
     chosen = data.draw(st.sets(st.sampled_from(sorted(strategies)), max_size=3), label="options")
     options = {key: data.draw(strategies[key], label=key) for key in sorted(chosen)}
+    if (not name.bad and method.value == "masksembles"
+            and not any(arg.bad for arg in options.values())
+            and not masks_fit_somewhere(name.value, {k: a.value for k, a in options.items()})):
+        # valid values, but no layer wide enough for masks of 8 channels (the skip rule):
+        # refused, naming the drop site and the fix
+        options["no drop site"] = Arg(None, ("drop site",))
     model = check_call(
         reliability_log, "build_model",
         lambda: build_model(name.value, method.value, num_classes.value, in_channels.value,

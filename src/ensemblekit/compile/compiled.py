@@ -297,19 +297,18 @@ def compile_members(
     stacked_masks, kept = masks, set()
     if share_prefix:
         stacked_masks, kept = with_shared_prefix(masks, shared, model.backbone.head_name)
-        if kept and not _runs(stack_members(model.backbone, stacked_masks, groups[0], kept=kept),
-                              example_input):
-            stacked_masks, kept = masks, set()  # a shared and a stacked activation meet
-    networks = []
-    for members in groups:
-        network = stack_members(model.backbone, stacked_masks, members, kept=kept)
+    networks = [stack_members(model.backbone, stacked_masks, members, kept=kept)
+                for members in groups]
+    if kept and not _runs(networks[0], example_input):
+        kept = set()  # a shared and a stacked activation meet: compile without sharing
+        networks = [stack_members(model.backbone, masks, members) for members in groups]
+    for network in networks:
         if fold_batchnorm_into_conv:
             fold_batchnorm(network, conv_batchnorm_pairs(network, example_input))
         for parameter in network.parameters():
             parameter.requires_grad_(False)
         if channels_last:
             network.to(memory_format=torch.channels_last)
-        networks.append(network)
     store = share_prefix_across(networks, kept) if strategy == "loop" and kept else None
     compiled = CompiledMembers(networks, count, strategy, channels_last, store)
     _check_against_tiled(model, compiled, example_input)
