@@ -21,7 +21,16 @@ from .deep_ensemble import DeepEnsembleModel
 from .masksembles import MasksemblesModel
 from .mc_dropout import MCDropoutModel
 from .member_masks import LayerMasks
-from .registry import available_methods, get_method, register_method
+from .registry import (
+    MethodEntry,
+    available_methods,
+    get_method,
+    method_entries,
+    method_entry,
+    method_with_role,
+    register_method,
+    unregister_method,
+)
 from .single import SingleModel
 
 __all__ = [
@@ -31,10 +40,15 @@ __all__ = [
     "LayerMasks",
     "MCDropoutModel",
     "MasksemblesModel",
+    "MethodEntry",
     "SingleModel",
     "available_methods",
     "build_model",
     "get_method",
+    "method_entries",
+    "method_entry",
+    "method_with_role",
     "predict_members",
     "register_method",
+    "unregister_method",
 ]

@@ -89,7 +89,22 @@ class BatchEnsembleModel(TiledInferenceModel):
         return torch.cat(pieces, dim=1)
 
 
-@register_method("batchensemble")
+_CONSTRUCTION = {
+    "ones": "members identical at initialisation by construction (r = s = 1, shared bias)",
+    "random_sign": "fast weights +-1 by construction (cosine ~ 0 at initialisation)",
+    "normal": "fast weights N(1, 0.5^2) by construction: expected cosine (E r E s)^2 / "
+              "(E r^2 E s^2) = 0.64 at initialisation whatever W is",
+}
+
+
+@register_method(
+    "batchensemble", label="BatchEnsemble", color="#2ca02c", marker="^",
+    global_keys={"members": "n"},
+    construction=lambda options: _CONSTRUCTION[options.get("init", "normal")],
+    tune_grid={"init": ["normal", "random_sign"]},
+    # fast-weight inits trained beside the method's own in the diversity study
+    controls={"ones": {"init": "ones"}, "random_sign": {"init": "random_sign"}},
+)
 def batchensemble(
     make_backbone: Callable,
     *,

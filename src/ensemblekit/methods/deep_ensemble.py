@@ -131,7 +131,11 @@ class DeepEnsembleModel(EnsembleModel):
         )
 
 
-@register_method("deep_ensemble")
+@register_method(
+    "deep_ensemble", label="Deep Ensemble", color="#9467bd", marker="v", role="independent",
+    global_keys={"members": "n", "independent_batches": "independent_batches"},
+    construction=lambda options: "independent initialisations (cosine ~ 0 by construction)",
+)
 def deep_ensemble(
     make_backbone: Callable,
     *,

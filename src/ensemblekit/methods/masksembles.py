@@ -43,10 +43,10 @@ from torch import nn
 
 from .._validation import check_float, check_int
 from ..layers import Masksembles, Masksembles1d, Masksembles2d
-from ..masks import mask_size
+from ..masks import keep_fraction, mask_size
 from .base import TiledInferenceModel, no_drop_site_message
 from .member_masks import LayerMasks, layer_masks, masked_member_weights
-from .placement import DropSites
+from .placement import DropSites, shared_prefix_note
 from .registry import register_method
 
 #: the skip rule: a drop site gets masks only if each mask keeps at least this many channels
@@ -140,7 +140,23 @@ class MasksemblesModel(TiledInferenceModel):
         return masked_member_weights(self.backbone, self.channel_masks(), self.num_members)
 
 
-@register_method("masksembles")
+def _construction(options) -> str:
+    return (f"masks fixed by construction (overlap set by scale = {options['scale']:g}, "
+            f"placement {options.get('placement', 'all')}{shared_prefix_note(options)})")
+
+
+@register_method(
+    "masksembles", label="Masksembles", color="#d62728", marker="D",
+    global_keys={"members": "n", "scale": "scale"},
+    drop_fraction=lambda options: 1.0 - keep_fraction(options["n"], options["scale"]),
+    construction=_construction,
+    # epochs_factor: each member trains on 1/n of every batch and under-fits at the recipe's
+    # epochs (digits, LeNet x3, one seed: validation NLL 0.103 -> 0.041 at scale 2 with masks
+    # everywhere, 0.028 -> 0.016 with placement "dropout", from 30 to 60 epochs)
+    tune_grid={"scale": [1.5, 2.0, 3.0, 4.0], "placement": ["all", "dropout"],
+               "widen": [False, True], "epochs_factor": [1.0, 2.0]},
+    compiled_inference=True,
+)
 def masksembles(
     make_backbone: Callable, *, seed: int, n: int = 4, scale: float = 2.0,
     placement: str = "all", widen: bool = False,

@@ -24,7 +24,7 @@ from .._validation import check_float, check_int, check_seed
 from ..members import repeat_members, split_members
 from .base import EnsembleModel, no_drop_site_message
 from .member_masks import layer_masks, masked_member_weights
-from .placement import DropSites
+from .placement import DropSites, shared_prefix_note
 from .registry import register_method
 from .seeded_dropout import MaskSource, member_dropout, seeded_mask_source
 
@@ -101,7 +101,23 @@ class MCDropoutModel(EnsembleModel):
         return masked_member_weights(self.backbone, masks, self.num_members)
 
 
-@register_method("mc_dropout")
+def _construction(options) -> str:
+    keep = 1.0 - options["p"]
+    return (f"masks sampled by construction (rate p = {options['p']:g}; cosine ~ (1-p)^2 = "
+            f"{keep ** 2:.2f} on the dropped layers whatever the weights"
+            f"{shared_prefix_note(options)})")
+
+
+@register_method(
+    "mc_dropout", label="MC-Dropout", color="#1f77b4", marker="s", stochastic=True,
+    global_keys={"members": "n", "dropout": "p"},
+    drop_fraction=lambda options: float(options["p"]),
+    construction=_construction,
+    # epochs_factor: MC-Dropout drops a fraction p of every unit and fits last, like
+    # Masksembles (the tune table's train accuracy column shows it)
+    tune_grid={"p": [0.05, 0.1, 0.2, 0.3], "placement": ["all", "dropout"],
+               "epochs_factor": [1.0, 2.0]},
+)
 def mc_dropout(
     make_backbone: Callable, *, seed: int, p: float = 0.1, n: int = 8,
     placement: str = "all", widen: bool = False,

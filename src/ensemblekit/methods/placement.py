@@ -67,3 +67,13 @@ class DropSites(LayerFactory):
             return nn.ReLU()
         self.site_widths.append(channels)
         return self.operation(channels, spatial=spatial)
+
+
+def shared_prefix_note(options) -> str:
+    """The diversity study's note for a masking method placed only at classic dropout sites:
+    the layers before its first mask are the same in every member, so their cosine, and the
+    CKA of a representation taken there, is 1 by construction ("" for other placements)."""
+    if options.get("placement") != "dropout":
+        return ""
+    return ("; layers before the first mask shared by every member (cosine 1, and CKA 1 "
+            "for a representation taken there)")

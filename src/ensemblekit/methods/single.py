@@ -32,6 +32,9 @@ class SingleModel(EnsembleModel):
         return flat_parameters(self.backbone).unsqueeze(0)
 
 
-@register_method("single")
+@register_method(
+    "single", label="Single model", color="#4d4d4d", marker="o", role="reference",
+    construction=lambda options: "floor: one member, identical to itself by definition",
+)
 def single(make_backbone: Callable, *, seed: int) -> SingleModel:
     return SingleModel(make_backbone(LayerFactory(), seed))
