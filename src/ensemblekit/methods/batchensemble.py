@@ -35,7 +35,8 @@ class BatchEnsembleLayers(LayerFactory):
     def __init__(self, n: int, init: str) -> None:
         self.n, self.init = n, init
 
-    def conv(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0, bias=False):
+    def conv(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0, bias=False,
+             stem=False):
         return BatchEnsembleConv2d(
             in_channels,
             out_channels,
@@ -47,7 +48,7 @@ class BatchEnsembleLayers(LayerFactory):
             init=self.init,
         )
 
-    def linear(self, in_features, out_features, *, bias=True):
+    def linear(self, in_features, out_features, *, bias=True, stem=False, head=False):
         return BatchEnsembleLinear(in_features, out_features, self.n, bias=bias, init=self.init)
 
 

@@ -41,14 +41,27 @@ class LayerFactory:
         stride: int = 1,
         padding: int = 0,
         bias: bool = False,
+        stem: bool = False,
     ) -> nn.Module:
-        """A 2-D convolution ``(B, in_channels, H, W) -> (B, out_channels, H', W')``."""
+        """A 2-D convolution ``(B, in_channels, H, W) -> (B, out_channels, H', W')``.
+
+        ``stem``: this layer reads the network's raw input (see :meth:`linear`).
+        """
         return nn.Conv2d(
             in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias
         )
 
-    def linear(self, in_features: int, out_features: int, *, bias: bool = True) -> nn.Module:
-        """A linear layer ``(B, in_features) -> (B, out_features)``."""
+    def linear(
+        self, in_features: int, out_features: int, *, bias: bool = True, stem: bool = False,
+        head: bool = False,
+    ) -> nn.Module:
+        """A linear layer ``(B, in_features) -> (B, out_features)``.
+
+        ``stem``: it reads the network's raw input; ``head``: it writes the network's outputs
+        (the logits). A method that changes the ends of the network (one that reads several
+        inputs at once, or writes one output block per member) builds those two differently;
+        the single model ignores both. An MLP without hidden layers has one linear, both.
+        """
         return nn.Linear(in_features, out_features, bias=bias)
 
     def norm(self, channels: int) -> nn.Module:

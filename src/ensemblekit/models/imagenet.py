@@ -72,7 +72,7 @@ class ImageNetResNet(Backbone):
         super().__init__()
         self.input_shape = (in_channels, None, None)
         channels = layers.site_channels(scaled_width(64, width))
-        self.stem = layers.conv(in_channels, channels, 7, stride=2, padding=3)
+        self.stem = layers.conv(in_channels, channels, 7, stride=2, padding=3, stem=True)
         self.stem_bn = layers.norm(channels)
         self.stem_drop = layers.drop(channels)
         blocks = []
@@ -85,7 +85,7 @@ class ImageNetResNet(Backbone):
                 blocks.append(block)
                 channels = block.conv3.out_channels
         self.blocks = nn.Sequential(*blocks)
-        self.head = layers.linear(channels, num_classes)
+        self.head = layers.linear(channels, num_classes, head=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

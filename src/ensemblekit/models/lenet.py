@@ -36,7 +36,7 @@ class LeNet(Backbone):
         height, width_px = input_size
         self.input_shape = (in_channels, height, width_px)
         self.flat_area = (height // 4) * (width_px // 4)
-        self.conv1 = layers.conv(in_channels, c1, 5, padding=2, bias=True)
+        self.conv1 = layers.conv(in_channels, c1, 5, padding=2, bias=True, stem=True)
         self.drop1 = layers.drop(c1)
         self.conv2 = layers.conv(c1, c2, 5, padding=2, bias=True)
         self.drop2 = layers.drop(c2)
@@ -44,7 +44,7 @@ class LeNet(Backbone):
         self.drop3 = layers.drop(f1, spatial=False, classic=True)
         self.fc2 = layers.linear(f1, f2)
         self.drop4 = layers.drop(f2, spatial=False, classic=True)
-        self.head = layers.linear(f2, num_classes)
+        self.head = layers.linear(f2, num_classes, head=True)
         self.stem_name = "conv1"
 
     def input_repeat(self, name: str) -> int:

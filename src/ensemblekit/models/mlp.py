@@ -42,11 +42,12 @@ class MLP(Backbone):
         for size in hidden:
             size = layers.site_channels(scaled_width(size, width), classic=True)
             blocks.append(nn.Sequential(
-                layers.linear(features, size), layers.drop(size, spatial=False, classic=True)
+                layers.linear(features, size, stem=not blocks),
+                layers.drop(size, spatial=False, classic=True),
             ))
             features = size
         self.hidden = nn.Sequential(*blocks)
-        self.head = layers.linear(features, num_classes)
+        self.head = layers.linear(features, num_classes, stem=not blocks, head=True)
         self.stem_name = "hidden.0.0" if blocks else "head"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

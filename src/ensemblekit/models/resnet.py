@@ -85,7 +85,7 @@ class CifarResNet(Backbone):
             raise ValueError("a CIFAR ResNet needs at least two stages (the last is the classic "
                              f"dropout position, the stem belongs to the first), got {stages}")
         channels = layers.site_channels(scaled_width(stages[0][0], width))
-        self.stem = layers.conv(in_channels, channels, 3, padding=1)
+        self.stem = layers.conv(in_channels, channels, 3, padding=1, stem=True)
         self.stem_bn = layers.norm(channels)
         self.stem_drop = layers.drop(channels)
         blocks = []
@@ -98,7 +98,7 @@ class CifarResNet(Backbone):
                                          stride if index == 0 else 1, classic=last))
                 channels = stage_channels
         self.blocks = nn.Sequential(*blocks)
-        self.head = layers.linear(channels, num_classes)
+        self.head = layers.linear(channels, num_classes, head=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -173,7 +173,7 @@ class WideResNet(Backbone):
         per_stage = (depth - 4) // 6
         self.input_shape = (in_channels, None, None)
         channels = layers.site_channels(scaled_width(16, width))
-        self.stem = layers.conv(in_channels, channels, 3, padding=1)
+        self.stem = layers.conv(in_channels, channels, 3, padding=1, stem=True)
         blocks = []
         for stage, stride in enumerate((1, 2, 2)):
             stage_channels = scaled_width(16 * widen_factor * 2**stage, width)
@@ -186,7 +186,7 @@ class WideResNet(Backbone):
         self.blocks = nn.Sequential(*blocks)
         self.final_bn = layers.norm(channels)
         self.final_drop = layers.drop(channels)
-        self.head = layers.linear(channels, num_classes)
+        self.head = layers.linear(channels, num_classes, head=True)
 
     def layer_widths(self):
         """As :meth:`Backbone.layer_widths`; when only the inner drop sites (``drop2``) have the
