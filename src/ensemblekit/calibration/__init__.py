@@ -3,10 +3,15 @@
 Every scaler takes LOGITS (before any softmax) and returns logits; probabilities passed by
 mistake are refused. Fitted scalers are small ``nn.Module``s whose numbers are float64 buffers.
 
-- temperature: ``fit_temperature(logits (N, K), labels (N,)) -> float``, ``TemperatureScaler``
-  (one T; exact 1-D convex solve), ``nll_at_temperature``;
+- temperature: ``fit_temperature(logits (N, K), labels (N,)) -> float``, ``temperature_fit``
+  (-> ``TemperatureFit``: T, fitted, reason, errors), ``TemperatureScaler`` (one T; exact 1-D
+  convex solve), ``nll_at_temperature``;
+- identification: when the validation data identify T (``MIN_VALIDATION_ERRORS``); a fit they
+  do not identify returns T = 1, ``fitted=False`` and the reason, with a
+  ``TemperatureNotIdentifiedWarning`` -- never the search bound;
 - vector: ``fit_vector_scaling -> (scale (K,), bias (K,))``, ``VectorScaler`` (L-BFGS);
-- ensemble: ``fit_ensemble_temperature(member_logits (M, N, K), labels)`` and
+- ensemble: ``fit_ensemble_temperature(member_logits (M, N, K), labels)``,
+  ``ensemble_temperature_fits`` and
   ``EnsembleTemperatureScaler`` with mode "pool" (temperature on the log of the mean member
   probability) or "members" (one temperature per member, then pooled), ``pooled_log_probs``;
 - storage: ``scaler_metadata`` / ``scaler_from_metadata`` / ``load_scaler`` (saved in a model
@@ -18,25 +23,36 @@ mistake are refused. Fitted scalers are small ``nn.Module``s whose numbers are f
 from .ensemble import (
     ENSEMBLE_MODES,
     EnsembleTemperatureScaler,
+    ensemble_temperature_fits,
     fit_ensemble_temperature,
     pooled_log_probs,
 )
 from .evaluation import temperature_scaled_metrics
+from .identification import (
+    MIN_VALIDATION_ERRORS,
+    TemperatureFit,
+    TemperatureNotIdentifiedWarning,
+)
 from .storage import load_scaler, scaler_from_metadata, scaler_metadata
 from .temperature import (
     TEMPERATURE_BOUNDS,
     TemperatureScaler,
     fit_temperature,
     nll_at_temperature,
+    temperature_fit,
 )
 from .vector import VectorScaler, fit_vector_scaling
 
 __all__ = [
     "ENSEMBLE_MODES",
+    "MIN_VALIDATION_ERRORS",
     "TEMPERATURE_BOUNDS",
     "EnsembleTemperatureScaler",
+    "TemperatureFit",
+    "TemperatureNotIdentifiedWarning",
     "TemperatureScaler",
     "VectorScaler",
+    "ensemble_temperature_fits",
     "fit_ensemble_temperature",
     "fit_temperature",
     "fit_vector_scaling",
@@ -45,5 +61,6 @@ __all__ = [
     "pooled_log_probs",
     "scaler_from_metadata",
     "scaler_metadata",
+    "temperature_fit",
     "temperature_scaled_metrics",
 ]
