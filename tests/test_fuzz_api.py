@@ -383,8 +383,8 @@ EXAMPLES = [
 
 
 @FEW
-@given(model=either(good(st.sampled_from(["masksembles", "mc_dropout"])),
-                    bad(st.sampled_from(["single", "batchensemble", "linear"]), "Masksembles")),
+@given(model=either(good(st.sampled_from(sorted(MODELS))),
+                    bad(st.sampled_from(["linear", "sequential"]), "ensemble model")),
        strategy=either(good(st.sampled_from(STRATEGIES)),
                        bad(st.sampled_from(["fast", "", None]), "strategy")),
        channels_last=either(good(st.booleans()),
@@ -393,7 +393,8 @@ EXAMPLES = [
                    bad(st.sampled_from(["no", 0]), "fold_batchnorm_into_conv")),
        example=st.sampled_from(EXAMPLES[:2] * 3 + EXAMPLES[2:]))
 def test_compile_members(model, strategy, channels_last, fold, example, reliability_log):
-    source = torch.nn.Linear(4, 3) if model.value == "linear" else MODELS[model.value]
+    not_ensembles = {"linear": torch.nn.Linear(4, 3), "sequential": torch.nn.Sequential()}
+    source = not_ensembles[model.value] if model.bad else MODELS[model.value]
     compiled = check_call(
         reliability_log, "compile_members",
         lambda: compile_members(source, strategy=strategy.value,

@@ -13,10 +13,12 @@ requested ``outputs``, in that order:
 * ``"mutual_information"``: ``(B,)`` ``H(mean probs) - mean_m H(p_m)`` (>= 0, nats);
 * ``"member_logits"``: ``(M, B, K)``, what ``predict_members`` returns.
 
-How the members are computed (``members="auto"``): a Masksembles model through
-:func:`ensemblekit.compile_members` (each member on its own channels) when it compiles and
-passes its self-check, else the tiled model; every other method through its
-``forward_members``. MC-Dropout is exported with M fixed masks, the ones ``predict_members``
+How the members are computed (``members="auto"``): through the model's compiled members,
+:func:`ensemblekit.compile_members` (Masksembles: each member on its own channels; the single
+model, Deep Ensembles and BatchEnsemble: dense member networks with BatchNorm folded; a method
+without a compiled path: its own ``forward_members``), in the standard memory layout, else --
+where compiling raises -- the model's ``forward_members``. MC-Dropout is exported with M fixed
+masks, the ones ``predict_members``
 draws from the model's seeded generator (one mask per member and dropout call, shared by
 every example, :mod:`ensemblekit.methods.seeded_dropout`), baked into the graph as constants:
 the exported model predicts exactly what ``predict_members`` predicts, for any batch size, but
@@ -38,7 +40,6 @@ from torch import nn
 
 from ._validation import check_choice, check_finite, check_tensor
 from .methods.base import EnsembleModel
-from .methods.masksembles import MasksemblesModel
 from .methods.mc_dropout import MCDropoutModel
 
 FORMATS = ("onnx", "torch_export")
@@ -118,25 +119,29 @@ def _drawn_masks(model: MCDropoutModel, example: torch.Tensor) -> list[torch.Ten
 
 
 def _members_module(model: EnsembleModel, example: torch.Tensor, members: str) -> nn.Module:
-    if members == "compiled" and not isinstance(model, MasksemblesModel):
-        raise ValueError(
-            f"members='compiled' needs a Masksembles model (compile_members), got "
-            f"{model.method!r}; use members='auto'"
-        )
     if isinstance(model, MCDropoutModel):
+        if members == "compiled":
+            raise ValueError(
+                "members='compiled' does not apply to MC-Dropout: its export bakes in the masks "
+                "predict_members draws (members='auto'); compile_members draws them per call")
         return _FrozenDropoutMembers(model, _drawn_masks(model, example))
-    if members == "tiled" or not isinstance(model, MasksemblesModel):
+    if members == "tiled":
         return _ForwardMembers(model)
     from .compile import compile_members
 
     try:
         # Standard layout: a graph file has no memory format, and torch.export.save cannot
         # store channels-last weights whole.
-        return compile_members(model, example_input=example, channels_last=False)
+        compiled = compile_members(model, example_input=example, channels_last=False)
     except (NotImplementedError, ValueError) as error:
         if members == "compiled":
             raise ValueError(f"members='compiled': compile_members refused: {error}") from error
         return _ForwardMembers(model)
+    if members == "compiled" and compiled.strategy == "own forward":
+        raise ValueError(
+            f"members='compiled': a {model.method!r} model has no compiled path (compile_members "
+            "runs its own forward); use members='auto'")
+    return compiled
 
 
 def export(
@@ -161,8 +166,9 @@ def export(
             .module()``).
         outputs: which of ``"probs"``, ``"entropy"``, ``"mutual_information"``,
             ``"member_logits"`` the graph returns, in this order.
-        members: ``"auto"`` (see the module docstring), ``"compiled"`` (Masksembles only:
-            fail rather than fall back to the tiled model) or ``"tiled"``.
+        members: ``"auto"`` (see the module docstring), ``"compiled"`` (fail rather than fall
+            back to the model's own forward; not for MC-Dropout, whose masks are baked in) or
+            ``"tiled"`` (the model's ``forward_members``).
 
     Returns:
         the path written.
