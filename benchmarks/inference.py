@@ -195,42 +195,46 @@ METHOD_OPTIONS = {
     "batchensemble": {"n": MEMBERS},
     "deep_ensemble": {"n": MEMBERS},
 }
-#: extra paths timed beside predict_members and compile_members' default
+#: the strategies compile_members can take for a method beside its default (each timed once:
+#: the one the default picks is not timed again) and other predict_members modes
 METHOD_VARIANTS = {
-    "masksembles": [{"strategy": "loop"}, {"strategy": "stacked"}],
-    "batchensemble": [{"strategy": "loop"}, {"strategy": "stacked"}],
-    "deep_ensemble": [{"strategy": "loop"}, {"strategy": "stacked"}, "vmap"],
+    "masksembles": ["loop", "stacked"],
+    "batchensemble": ["loop", "stacked"],
+    "deep_ensemble": ["loop", "stacked", "vmap"],
 }
 
 
 def method_candidates(backbone: str, x: torch.Tensor) -> dict[tuple[str, str], Callable]:
     """``{(method, path): predict}`` for every method: ``predict_members``, ``compile_members``
-    (default and variants), each compiled one checked against ``predict_members`` on ``x``."""
+    (default and the other strategies), each compiled one checked against ``predict_members``
+    on ``x``."""
     in_channels, _, options = BACKBONES[backbone]
     candidates = {}
     for method, method_options in METHOD_OPTIONS.items():
         model = build_model(backbone, method, 10, in_channels, seed=0, **options,
                             **method_options).to(x.device).eval()
         candidates[(method, "predict_members")] = lambda m=model: predict_members(m, x)
+        if "vmap" in METHOD_VARIANTS.get(method, []):
+            twin = copy.deepcopy(model)
+            twin.inference = "vmap"
+            candidates[(method, "predict_members (vmap)")] = lambda m=twin: predict_members(m, x)
         with torch.no_grad():
             expected = predict_members(model, x)
-        for variant in [{}, *METHOD_VARIANTS.get(method, [])]:
-            if variant == "vmap":
-                twin = copy.deepcopy(model)
-                twin.inference = "vmap"
-                candidates[(method, "predict_members (vmap)")] = \
-                    lambda m=twin: predict_members(m, x)
+        default = None
+        for strategy in ["auto", *METHOD_VARIANTS.get(method, [])]:
+            if strategy == "vmap" or strategy == default:
                 continue
-            fast = compile_members(model, example_input=x[:2], **variant)
+            fast = compile_members(model, example_input=x[:2], strategy=strategy)
             with torch.no_grad():
                 error = float((fast(x) - expected).abs().max() / expected.abs().max())
             if not error <= 1e-5:
-                raise AssertionError(f"{backbone} {method} {variant}: relative difference "
+                raise AssertionError(f"{backbone} {method} {strategy}: relative difference "
                                      f"{error:.2e}")
             kind = "compiled" if fast.strategy != "own forward" else "fallback"
-            default = "" if variant else ", default"
-            path = f"compile_members ({kind}: {fast.strategy}{default})"
-            candidates[(method, path)] = lambda f=fast: f(x)
+            note = ", default" if strategy == "auto" else ""
+            default = fast.strategy if strategy == "auto" else default
+            candidates[(method, f"compile_members ({kind}: {fast.strategy}{note})")] = \
+                lambda f=fast: f(x)
     return candidates
 
 

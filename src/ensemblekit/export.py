@@ -18,11 +18,11 @@ How the members are computed (``members="auto"``): through the model's compiled 
 model, Deep Ensembles and BatchEnsemble: dense member networks with BatchNorm folded; a method
 without a compiled path: its own ``forward_members``), in the standard memory layout, else --
 where compiling raises -- the model's ``forward_members``. MC-Dropout is exported with M fixed
-masks, the ones ``predict_members``
-draws from the model's seeded generator (one mask per member and dropout call, shared by
-every example, :mod:`ensemblekit.methods.seeded_dropout`), baked into the graph as constants:
-the exported model predicts exactly what ``predict_members`` predicts, for any batch size, but
-it cannot draw new masks (export again with another ``sampling_seed`` or ``num_samples``).
+masks, the ones ``predict_members`` draws from the model's seeded generator (one mask per
+member and dropout call, shared by every example, :mod:`ensemblekit.methods.seeded_dropout`),
+baked into the graph as constants: the exported model predicts exactly what
+``predict_members`` predicts, for any batch size, but it cannot draw new masks (export again
+with another ``sampling_seed`` or ``num_samples``).
 
 After writing, the file is read back and run on ``example_input`` (``torch_export`` always,
 ONNX when ``onnxruntime`` is installed): outputs that differ from the model's by more than
@@ -39,8 +39,10 @@ import torch
 from torch import nn
 
 from ._validation import check_choice, check_finite, check_tensor
+from .compile import compile_members
 from .methods.base import EnsembleModel
 from .methods.mc_dropout import MCDropoutModel
+from .methods.seeded_dropout import seeded_mask_source
 
 FORMATS = ("onnx", "torch_export")
 OUTPUTS = ("probs", "entropy", "mutual_information", "member_logits")
@@ -104,8 +106,6 @@ class _FrozenDropoutMembers(nn.Module):
 
 def _drawn_masks(model: MCDropoutModel, example: torch.Tensor) -> list[torch.Tensor]:
     """The masks ``forward_members`` draws on ``example``, in call order."""
-    from .methods.seeded_dropout import seeded_mask_source
-
     source = seeded_mask_source(model.num_members, model.sampling_seed, example.device)
     drawn: list[torch.Tensor] = []
 
@@ -127,8 +127,6 @@ def _members_module(model: EnsembleModel, example: torch.Tensor, members: str) -
         return _FrozenDropoutMembers(model, _drawn_masks(model, example))
     if members == "tiled":
         return _ForwardMembers(model)
-    from .compile import compile_members
-
     try:
         # Standard layout: a graph file has no memory format, and torch.export.save cannot
         # store channels-last weights whole.

@@ -10,9 +10,14 @@ into grouped convolutions, each member's BatchNorm folded into the convolution b
 BatchNorm is shared by the members and sits after each member's convolution: in eval mode it is
 the per-channel affine map ``y -> (y - mean) * gamma / sqrt(var + eps) + beta`` of that
 convolution's output, the same map for every member, so folding it into member m's convolution
-(``W_m`` and ``b_m`` scaled and shifted per output channel) is exact for every member. What it
-saves over the model's own one-pass forward (tiled input, the ``r`` and ``s`` multiplies, a
-BatchNorm pass per layer) is measured in ``benchmarks/RESULTS.md``.
+(``W_m`` and ``b_m`` scaled and shifted per output channel) is exact for every member.
+
+The model's own one-pass forward tiles the input M times and spends a pass over every
+activation on each of ``r``, ``s`` and BatchNorm; the compiled members do the convolutions
+alone. Measured (``benchmarks/inference.py --sections methods``, M=4, batch 256, one CPU
+thread, two runs): 0.24-0.27x its time on ResNet-20 (looped; stacked 0.44-0.54x) and
+0.29-0.32x on LeNet (stacked; looped 0.43-0.44x), so this is the path taken, with
+``strategy="auto"`` choosing as for Deep Ensembles (:func:`~.dense.dense_strategy`).
 
 A network whose member networks cannot be built (a grouped BatchEnsemble convolution) or do not
 reproduce ``predict_members`` on the example (a forward that mixes the tiled rows) runs the

@@ -24,6 +24,7 @@ from torch import nn
 from ..members import repeat_members
 from ..methods.masksembles import MasksemblesModel
 from ..methods.member_masks import LayerMasks
+from .stacking import replace_module
 
 
 def shared_input_layers(model: MasksemblesModel, example: torch.Tensor) -> set[str]:
@@ -119,8 +120,6 @@ def share_prefix_across(networks: list[nn.Module], kept: set[str]) -> _PrefixSto
     """Make the loop strategy's member networks compute the shared prefix once: member 0's
     kept layers record their outputs, the other members' replay them (same forward code, same
     call order). Returns the store to clear after each forward."""
-    from .stacking import replace_module
-
     store = _PrefixStore()
     for name in sorted(kept):
         replace_module(networks[0], name,
