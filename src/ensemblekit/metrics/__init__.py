@@ -5,8 +5,10 @@ probabilities ``member_probs`` (M, B, K), member logits ``member_logits`` (M, B,
 labels (B,), OOD score vectors (N,). Scalar metrics return Python floats; per-sample metrics
 (B,) and pairwise matrices (M, M) return float64 tensors.
 
-- classification: ``accuracy``, ``nll``, ``brier``
-- calibration: ``ece``, ``adaptive_ece``, ``mce``, ``reliability_bins``
+- classification: ``accuracy``, ``nll``, ``brier``; per example ``nll_per_sample``,
+  ``brier_per_sample``
+- calibration: ``ece``, ``adaptive_ece``, ``mce``, ``reliability_bins``; per example
+  ``confidence_and_correct``, ``calibration_gaps`` (what a weighted ECE is made of)
 - uncertainty: ``predictive_entropy``, ``expected_entropy``, ``mutual_information``,
   ``variation_ratio``
 - ood: ``auroc``, ``aupr``, ``aupr_in``, ``fpr_at_tpr``, ``fpr_at_95_tpr``, ``ood_scores``
@@ -19,9 +21,23 @@ labels (B,), OOD score vectors (N,). Scalar metrics return Python floats; per-sa
 - evaluation: ``PredictionAccumulator``, ``evaluate_predictions`` (all of the above, streamed)
 """
 
-from .calibration import adaptive_ece, ece, mce, reliability_bins
+from .calibration import (
+    adaptive_ece,
+    calibration_gaps,
+    confidence_and_correct,
+    ece,
+    mce,
+    reliability_bins,
+)
 from .cka import linear_cka, pairwise_cka
-from .classification import PROBABILITY_FLOOR, accuracy, brier, nll
+from .classification import (
+    PROBABILITY_FLOOR,
+    accuracy,
+    brier,
+    brier_per_sample,
+    nll,
+    nll_per_sample,
+)
 from .diversity import (
     normalized_disagreement,
     pairwise_cosine,
@@ -76,6 +92,9 @@ __all__ = [
     "auroc",
     "aurc",
     "brier",
+    "brier_per_sample",
+    "calibration_gaps",
+    "confidence_and_correct",
     "coverage_at_risk",
     "e_aurc",
     "ece",
@@ -87,6 +106,7 @@ __all__ = [
     "mce",
     "mutual_information",
     "nll",
+    "nll_per_sample",
     "normalized_disagreement",
     "ood_scores",
     "pairwise_cka",
