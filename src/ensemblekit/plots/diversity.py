@@ -122,13 +122,13 @@ def shift_lines(results: dict, path: str | os.PathLike) -> Path:
     for axis, (key, caption) in zip(axes, (("disagreement", "pairwise disagreement"),
                                            ("mutual_information", "mutual information (nats)")),
                                     strict=True):
-        for key, entry in results["variants"].items():
+        for variant, entry in results["variants"].items():
             names = ["clean"] + [n for n in entry["sets"] if n.startswith("severity_")]
             levels = [0] + [int(n.split("_")[1]) for n in names[1:]]
             means = [entry["sets"][n][key]["mean"] for n in names]
             stds = [entry["sets"][n][key]["std"] for n in names]
             axis.errorbar(levels, means, yerr=stds, capsize=2, markersize=4,
-                          label=entry["label"], **styles[key])
+                          label=entry["label"], **styles[variant])
         axis.set_xlabel("corruption severity (0 = clean)")
         axis.set_xticks(sorted({0, *[int(n.split("_")[1]) for n in
                                      next(iter(results["variants"].values()))["sets"]
@@ -148,13 +148,13 @@ def layer_lines(results: dict, path: str | os.PathLike) -> Path:
     axis = figure.subplots()
     layers = None
     styles = _styles(results["variants"])
-    for key, entry in results["variants"].items():
+    for variant, entry in results["variants"].items():
         if is_floor(entry):  # 1 everywhere, by definition
             continue
         weights = entry["weights"]
         layers = list(weights["init"]["layers"])
         x = np.arange(len(layers))
-        style = styles[key]
+        style = styles[variant]
         for stage in ("init", "trained"):
             values = [weights[stage]["layers"][n]["mean"] for n in layers]
             values = [np.nan if v is None else v for v in values]
