@@ -24,14 +24,14 @@ from . import (  # noqa: F401  (register the loaders)
     vision,
 )
 from .cifar10_c import corrupted_split, read_corrupted_folder, write_corrupted_folder
-from .corruptions import (
+from .corruption_severities import (
     BENCHMARK_CORRUPTIONS,
     CIFAR_SEVERITY_PARAMETERS,
     CORRUPTIONS,
     EXTRA_CORRUPTIONS,
     SEVERITIES,
-    corrupt,
 )
+from .corruptions import corrupt
 from .in_memory import InMemoryDataset, as_tensors
 from .letters import render_letters
 from .ood import ood_dataset, ood_pairs
