@@ -31,6 +31,7 @@ Gaussian's ``mean``, ``var`` (B, D); targets (B, D)):
   streamed, plus OOD detection by epistemic variance)
 """
 
+from ..members import GaussianMembers
 from .calibration import adaptive_ece, ece, mce, reliability_bins
 from .cka import linear_cka, pairwise_cka
 from .classification import PROBABILITY_FLOOR, accuracy, brier, nll
@@ -116,6 +117,7 @@ __all__ = [
     "SELECTIVE_COVERAGES",
     "SELECTIVE_RISKS",
     "SPARSIFICATION_ERRORS",
+    "GaussianMembers",
     "GaussianMoments",
     "PredictionAccumulator",
     "RegressionAccumulator",

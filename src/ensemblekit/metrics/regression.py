@@ -39,7 +39,7 @@ from .gaussian import _gaussian_log_prob, _mixture_log_prob, _normal_cdf
 INTERVAL_LEVELS = {"68": 0.68, "95": 0.95}
 _SQRT_PI = math.sqrt(math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2 * math.pi)
-# Elements of one (M, M, b, D) block of the mixture CRPS's member-pair term.
+# Elements of one (pairs, b, D) block of the mixture CRPS's member-pair term.
 _PAIR_BLOCK = 1 << 22
 
 
@@ -152,14 +152,19 @@ def _mixture_crps(means: torch.Tensor, variances: torch.Tensor,
     """float64 (M, b, D), (M, b, D), (b, D) -> (b, D) elementwise mixture CRPS (no checks)."""
     n_members = means.shape[0]
     to_target = _expected_abs(targets - means, variances).mean(0)
-    # The member-pair term needs (M, M, b, D) temporaries: computed in blocks of inputs.
-    rows = max(1, _PAIR_BLOCK // (n_members * n_members * max(1, means.shape[2])))
-    spread = torch.cat([
-        _expected_abs(block_means.unsqueeze(1) - block_means.unsqueeze(0),
-                      block_vars.unsqueeze(1) + block_vars.unsqueeze(0)).mean((0, 1))
+    # E|Y - Y'| = mean over ordered member pairs: each unordered pair m < k twice, plus the
+    # diagonal A(0, 2 s2_m) = 2 sqrt(s2_m / pi). The pairs' (P, b, D) temporaries are computed
+    # in blocks of inputs.
+    first, second = torch.triu_indices(n_members, n_members, offset=1, device=means.device)
+    rows = max(1, _PAIR_BLOCK // max(1, first.numel() * means.shape[2]))
+    pair_sums = torch.cat([
+        _expected_abs(block_means[first] - block_means[second],
+                      block_vars[first] + block_vars[second]).sum(0)
         for block_means, block_vars in zip(means.split(rows, 1), variances.split(rows, 1),
                                            strict=True)
-    ])
+    ]) if first.numel() else torch.zeros_like(to_target)
+    diagonal = (2 / _SQRT_PI) * variances.sqrt().sum(0)
+    spread = (2 * pair_sums + diagonal) / n_members**2
     return to_target - 0.5 * spread
 
 

@@ -42,7 +42,7 @@ def quantile_calibration_curve(mean: torch.Tensor, var: torch.Tensor, targets: t
     levels: strictly increasing probabilities in [0, 1] (default ``CALIBRATION_LEVELS``).
     """
     errors, variances = _checked(mean, var, targets)
-    levels = check_levels(levels)
+    levels = check_levels(levels).to(errors.device)
     counts = _quantile_counts(errors, variances, levels)
     return {"expected": levels, "observed": counts.double() / errors.numel()}
 

@@ -141,7 +141,7 @@ class RegressionAccumulator:
         errors, variances = per_sample["error"], per_sample["variance"]
         sums = self._sums
         n, values = errors.shape[0], errors.numel()
-        curve = sums["quantile_counts"].double() / values
+        curve = sums["quantile_counts"].double().cpu() / values
         model, oracle = _sparsification(errors, variances, "rmse")
         results = {
             "n_samples": n,
@@ -211,7 +211,8 @@ class RegressionAccumulator:
             "nll_gaussian": -_gaussian_log_prob(errors, moments.variance).sum(),
             "crps": _mixture_crps(means, variances, targets).sum(),
             "crps_gaussian": _gaussian_crps(errors, moments.variance).sum(),
-            "quantile_counts": _quantile_counts(errors, moments.variance, self.levels),
+            "quantile_counts": _quantile_counts(errors, moments.variance,
+                                                self.levels.to(errors.device)),
             "aleatoric": moments.aleatoric.sum(),
             "epistemic": moments.epistemic.sum(),
         }

@@ -98,7 +98,7 @@ def _ause(model: torch.Tensor, oracle: torch.Tensor) -> float:
 def _curve_points(model: torch.Tensor, oracle: torch.Tensor, n_points: int
                   ) -> dict[str, torch.Tensor]:
     n = model.shape[0]
-    removed = torch.unique(torch.arange(n_points, dtype=torch.long) * n // n_points)
+    removed = torch.unique(torch.arange(n_points, device=model.device) * n // n_points)
     return {"fraction": removed.double() / n, "model": model[removed].mean(1),
             "oracle": oracle[removed].mean(1)}
 
