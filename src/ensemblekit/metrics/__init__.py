@@ -19,8 +19,21 @@ labels (B,), OOD score vectors (N,). Scalar metrics return Python floats; per-sa
   ``pairwise_js``, ``pairwise_cosine``, ``weight_similarity``
 - cka: ``linear_cka`` (two representations), ``pairwise_cka`` (members' representations)
 - evaluation: ``PredictionAccumulator``, ``evaluate_predictions`` (all of the above, streamed)
+
+Regression (member means and variances ``(M, B, D)``, a ``GaussianMembers`` pair; one
+Gaussian's ``mean``, ``var`` (B, D); targets (B, D)):
+
+- gaussian: ``moment_match`` -> ``GaussianMoments`` (mean, variance, aleatoric, epistemic),
+  ``aleatoric_variance``, ``epistemic_variance``, ``mixture_log_prob``
+- regression: ``rmse``, ``mae``, ``gaussian_nll``, ``mixture_nll``, ``gaussian_crps``,
+  ``mixture_crps``, ``picp``, ``mpiw``, ``gaussian_interval``
+- regression_calibration: ``quantile_calibration_curve``, ``quantile_calibration_error``,
+  ``ence``; sparsification: ``sparsification_curves``, ``ause``, ``spearman_std_error``
+- regression_evaluation: ``RegressionAccumulator``, ``evaluate_regression`` (all of the above,
+  streamed, plus OOD detection by epistemic variance)
 """
 
+from ..members import GaussianMembers
 from .calibration import (
     adaptive_ece,
     calibration_gaps,
@@ -47,6 +60,13 @@ from .diversity import (
     weight_similarity,
 )
 from .evaluation import PredictionAccumulator, evaluate_predictions
+from .gaussian import (
+    GaussianMoments,
+    aleatoric_variance,
+    epistemic_variance,
+    mixture_log_prob,
+    moment_match,
+)
 from .ood import (
     DISAGREEMENT_OOD_SCORES,
     LOGIT_OOD_SCORES,
@@ -57,6 +77,30 @@ from .ood import (
     fpr_at_95_tpr,
     fpr_at_tpr,
     ood_scores,
+)
+from .regression import (
+    INTERVAL_LEVELS,
+    gaussian_crps,
+    gaussian_interval,
+    gaussian_nll,
+    mae,
+    mixture_crps,
+    mixture_nll,
+    mpiw,
+    picp,
+    rmse,
+)
+from .regression_calibration import (
+    CALIBRATION_LEVELS,
+    ENCE_BINNINGS,
+    ence,
+    quantile_calibration_curve,
+    quantile_calibration_error,
+)
+from .regression_evaluation import (
+    REGRESSION_OOD_SCORES,
+    RegressionAccumulator,
+    evaluate_regression,
 )
 from .selective import (
     SELECTIVE_COVERAGES,
@@ -69,6 +113,7 @@ from .selective import (
     risk_coverage_curve,
     selective_summary,
 )
+from .sparsification import SPARSIFICATION_ERRORS, ause, sparsification_curves, spearman_std_error
 from .uncertainty import (
     expected_entropy,
     mutual_information,
@@ -77,20 +122,30 @@ from .uncertainty import (
 )
 
 __all__ = [
+    "CALIBRATION_LEVELS",
     "DISAGREEMENT_OOD_SCORES",
+    "ENCE_BINNINGS",
+    "INTERVAL_LEVELS",
     "LOGIT_OOD_SCORES",
     "OOD_SCORES",
     "PROBABILITY_FLOOR",
-    "PredictionAccumulator",
+    "REGRESSION_OOD_SCORES",
     "SELECTIVE_COVERAGES",
     "SELECTIVE_RISKS",
+    "SPARSIFICATION_ERRORS",
+    "GaussianMembers",
+    "GaussianMoments",
+    "PredictionAccumulator",
+    "RegressionAccumulator",
     "accuracy",
     "adaptive_ece",
+    "aleatoric_variance",
+    "augrc",
     "aupr",
     "aupr_in",
-    "augrc",
-    "auroc",
     "aurc",
+    "auroc",
+    "ause",
     "brier",
     "brier_per_sample",
     "calibration_gaps",
@@ -98,12 +153,24 @@ __all__ = [
     "coverage_at_risk",
     "e_aurc",
     "ece",
+    "ence",
+    "epistemic_variance",
     "evaluate_predictions",
+    "evaluate_regression",
     "expected_entropy",
     "fpr_at_95_tpr",
     "fpr_at_tpr",
+    "gaussian_crps",
+    "gaussian_interval",
+    "gaussian_nll",
     "linear_cka",
+    "mae",
     "mce",
+    "mixture_crps",
+    "mixture_log_prob",
+    "mixture_nll",
+    "moment_match",
+    "mpiw",
     "mutual_information",
     "nll",
     "nll_per_sample",
@@ -114,11 +181,17 @@ __all__ = [
     "pairwise_disagreement",
     "pairwise_js",
     "pairwise_kl",
+    "picp",
     "predictive_entropy",
+    "quantile_calibration_curve",
+    "quantile_calibration_error",
     "reliability_bins",
     "risk_at_coverage",
     "risk_coverage_curve",
+    "rmse",
     "selective_summary",
+    "sparsification_curves",
+    "spearman_std_error",
     "variation_ratio",
     "weight_similarity",
 ]

@@ -140,13 +140,20 @@ def _maximum_gap(count, correct_sum, confidence_sum) -> float:
 
 
 def _adaptive_expected_gap(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int) -> float:
-    n = confidence.numel()
-    sizes = torch.full((n_bins,), n // n_bins, dtype=torch.long, device=confidence.device)
-    sizes[: n % n_bins] += 1
-    run_of_rank = torch.repeat_interleave(torch.arange(n_bins, device=confidence.device), sizes)
-    index = torch.empty_like(run_of_rank)
-    index[torch.argsort(confidence, stable=True)] = run_of_rank
+    index = _equal_mass_index(confidence, n_bins)
     return _expected_gap(*_bin_sums(index, confidence, correct, n_bins))
+
+
+def _equal_mass_index(values: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """(N,) values -> (N,) int64 equal-mass bin of each: sorted runs whose sizes differ by at
+    most one (the first ``N % n_bins`` get the extra one); ties keep their input order."""
+    n = values.numel()
+    sizes = torch.full((n_bins,), n // n_bins, dtype=torch.long, device=values.device)
+    sizes[: n % n_bins] += 1
+    run_of_rank = torch.repeat_interleave(torch.arange(n_bins, device=values.device), sizes)
+    index = torch.empty_like(run_of_rank)
+    index[torch.argsort(values, stable=True)] = run_of_rank
+    return index
 
 
 def _reliability(edges, count, correct_sum, confidence_sum) -> dict[str, torch.Tensor]:
