@@ -87,8 +87,10 @@ def converted(name: str):
     """The network ``name`` through ``to_masksembles`` without sites (n=4, scale 2)."""
     make, inputs = NETWORKS[name]
     if name == "vit":
-        with pytest.warns(UserWarning, match="never called.*attn_drop.*left in place"):
-            return ek.to_masksembles(make(), n=4, scale=2.0, example_input=inputs(4), seed=1)
+        with pytest.warns(UserWarning, match="never called.*attn_drop.*left in place") as seen:
+            model = ek.to_masksembles(make(), n=4, scale=2.0, example_input=inputs(4), seed=1)
+        assert seen[0].filename == __file__  # the warning points at the caller's line
+        return model
     return ek.to_masksembles(make(), n=4, scale=2.0, example_input=inputs(4), seed=1)
 
 
@@ -188,8 +190,9 @@ def test_no_drop_site_left_names_the_skipped_modules_and_suggests_sites():
 
 
 def test_mc_dropout_lists_the_uncalled_dropout_and_needs_no_second_example(tmp_path):
-    with pytest.warns(UserWarning, match="to_mc_dropout: .*never called.*attn_drop"):
+    with pytest.warns(UserWarning, match="to_mc_dropout: .*never called.*attn_drop") as seen:
         model = ek.to_mc_dropout(tiny_vit(), num_samples=3, seed=2, example_input=images(2))
+    assert seen[0].filename == __file__
     assert model.recipe["not_called"] == ATTENTION_DROPOUTS
     assert model.recipe["input"]["shape"] == [3, 16, 16]
     ek.save(model, tmp_path / "model.pt")
@@ -198,3 +201,20 @@ def test_mc_dropout_lists_the_uncalled_dropout_and_needs_no_second_example(tmp_p
     assert torch.equal(ek.predict_members(reloaded, images(5)), members)
     with torch.no_grad():
         assert torch.allclose(ek.compile_members(model)(images(5)), members, atol=1e-5)
+
+
+def test_export_without_a_recorded_shape_asks_for_an_example_and_batchensemble_records_one(
+        tmp_path):
+    built = ek.build_model("mlp", "single", 3, 1, input_size=4, seed=0)
+    with pytest.raises(ValueError, match="export needs example_input=x\\[:2\\].*records no input"):
+        ek.export(built, tmp_path / "model.pt2", format="torch_export")
+    net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    with pytest.raises(RuntimeError):  # the example is checked by a dry forward
+        ek.to_batchensemble(net, 2, example_input=torch.randn(2, 5))
+    model = ek.to_batchensemble(net, 2, example_input=torch.randn(2, 6))
+    assert model.recipe["input"] == {"shape": [6], "dtype": "float32"}
+    path = ek.export(model, tmp_path / "model.pt2", format="torch_export",
+                     outputs=("member_logits",))
+    x = torch.randn(3, 6)
+    (got,) = torch.export.load(path).module()(x)
+    assert torch.allclose(got, ek.predict_members(model, x), atol=1e-5)

@@ -8,6 +8,7 @@ module at ``a.b`` becomes ``nn.Sequential(module, layer)``: ``a.b.0`` and ``a.b.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Collection, Sequence
 
 import torch
@@ -109,16 +110,23 @@ def shapes_from_dry_run(
     return seen
 
 
-def uncalled_dropouts_note(converter: str, paths: list[str]) -> str:
-    """Why dropout modules the dry forward never called are left alone (for a warning or an
-    error): a network can apply its dropout functionally and keep the module unused."""
-    return (
+def leave_uncalled(converter: str, not_called: list[str], *, site_left: bool, fix: str,
+                   stacklevel: int = 3) -> None:
+    """Warn that the dropout modules at ``not_called`` (never called by the dry forward) stay as
+    they are: they do nothing, since the network applies that dropout functionally. Raise
+    instead, naming them and ``fix``, when no drop site is left (``site_left`` false)."""
+    if not not_called:
+        return
+    note = (
         f"{converter}: the dry forward on example_input never called the dropout module(s) "
-        f"{', '.join(repr(path) for path in paths)}, so they do nothing in this network (it "
-        "applies that dropout functionally, e.g. attention dropout through F.dropout or "
+        f"{', '.join(repr(path) for path in not_called)}, so they do nothing in this network "
+        "(it applies that dropout functionally, e.g. attention dropout through F.dropout or "
         "scaled_dot_product_attention); they are left in place, listed in the recipe's "
         "'not_called'"
     )
+    if not site_left:
+        raise ValueError(f"{note}; {fix}")
+    warnings.warn(note, stacklevel=stacklevel)
 
 
 def deepest_first(sites: list[dict]) -> list[dict]:

@@ -3,8 +3,6 @@ after chosen modules), each layer's width and mask dimension read off the networ
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
@@ -19,9 +17,9 @@ from ._sites import (
     check_module,
     deepest_first,
     insert_after,
+    leave_uncalled,
     select_sites,
     shapes_from_dry_run,
-    uncalled_dropouts_note,
 )
 
 #: the Masksembles layers a recipe may name
@@ -237,14 +235,9 @@ def to_masksembles(
         )
         not_called = [path for path, _, _ in targets if not shapes[path]]
         targets = [target for target in targets if shapes[target[0]]]
-        if not_called and not targets:
-            raise ValueError(
-                f"{uncalled_dropouts_note('to_masksembles', not_called)}; no drop site remains: "
-                "pass sites=[...] (module paths, e.g. each block's attention or MLP, after "
-                "which a Masksembles layer goes)"
-            )
-        if not_called:
-            warnings.warn(uncalled_dropouts_note("to_masksembles", not_called), stacklevel=2)
+        leave_uncalled("to_masksembles", not_called, site_left=bool(targets),
+                       fix="no drop site remains: pass sites=[...] (module paths, e.g. each "
+                       "block's attention or MLP, after which a Masksembles layer goes)")
     for path, module, action in targets:
         if action == "replace" and type(module) not in _MASKSEMBLES_FOR:
             raise ValueError(

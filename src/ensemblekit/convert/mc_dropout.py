@@ -3,8 +3,6 @@ pass per member (optionally with ``nn.Dropout`` layers inserted after chosen mod
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
 
@@ -17,9 +15,9 @@ from ._sites import (
     check_module,
     deepest_first,
     insert_after,
+    leave_uncalled,
     select_sites,
     shapes_from_dry_run,
-    uncalled_dropouts_note,
 )
 
 
@@ -39,14 +37,12 @@ def _uncalled_dropouts(model: nn.Module, plan: list[dict], example_input: torch.
                                "to_mc_dropout", may_skip=dropouts)
     not_called = [path for path in dropouts if not seen[path]]
     called = [model.get_submodule(path) for path in dropouts if seen[path]]
-    if not_called and not any(layer.p > 0 for layer in called) and (not plan or p == 0):
-        raise ValueError(
-            f"{uncalled_dropouts_note('to_mc_dropout', not_called)}; no called dropout layer "
-            "with p > 0 remains, so every stochastic pass would be the same: pass sites=[...] "
-            "and p > 0 to insert nn.Dropout layers after chosen modules"
-        )
-    if not_called:
-        warnings.warn(uncalled_dropouts_note("to_mc_dropout", not_called), stacklevel=3)
+    leave_uncalled(
+        "to_mc_dropout", not_called,
+        site_left=any(layer.p > 0 for layer in called) or (bool(plan) and p > 0),
+        fix="no called dropout layer with p > 0 remains, so every stochastic pass would be the "
+        "same: pass sites=[...] and p > 0 to insert nn.Dropout layers after chosen modules",
+        stacklevel=4)
     return not_called
 
 
