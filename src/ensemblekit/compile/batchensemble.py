@@ -33,11 +33,11 @@ from torch import nn
 
 from ..layers.batchensemble import BATCHENSEMBLE_LAYERS, BatchEnsembleLinear
 from ..methods.batchensemble import BatchEnsembleModel
+from ..submodules import replace_module
 from .compiled import reproduces
 from .dense import compile_dense, dense_strategy
 from .fallback import OwnForwardMembers
 from .registry import CompileOptions, register_compiler
-from .stacking import replace_module
 
 #: plain convolution classes by number of spatial dims
 _CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}

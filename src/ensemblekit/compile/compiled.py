@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_finite, check_tensor
+from ..example_inputs import recorded_example
 from ..methods.base import EnsembleModel, predict_members
 from .fallback import OwnForwardMembers
 from .registry import CompileOptions, compiler_for
@@ -99,15 +100,20 @@ def loops_on_this_device(network: nn.Module) -> bool:
 
 
 def default_example(model: nn.Module) -> torch.Tensor:
-    """2 random examples of the model's ``input_shape`` (its backbone's; 32 for a free spatial
-    size), else a ValueError asking for ``example_input``."""
+    """2 random examples like the one a converter ran the model on (``model.recipe["input"]``),
+    else of the model's ``input_shape`` (its backbone's; 32 for a free spatial size), else a
+    ValueError asking for ``example_input``."""
+    recorded = recorded_example(model)
+    if recorded is not None:
+        return recorded
     shape = next((getattr(m, "input_shape", None) for m in model.modules()
                   if getattr(m, "input_shape", None) is not None), None)
     if shape is None:
         raise ValueError(
             "compile_members needs example_input=x[:2] (a batch like the ones you will "
-            f"predict on) for this {type(model).__name__}: its network has no input_shape, so "
-            "it cannot guess your input shape (a converted network, or your own backbone)")
+            f"predict on) for this {type(model).__name__}: its network has no input_shape and "
+            "it recorded no example, so it cannot guess your input shape (a converter given "
+            "example_input records it)")
     reference = next(model.parameters())
     size = [EXAMPLE_SIZE if dim is None else dim for dim in shape]
     generator = torch.Generator().manual_seed(0)
@@ -214,8 +220,9 @@ def compile_members(
             into that convolution (exact up to rounding; found from the autograd graph of one
             dry run).
         example_input: a small batch ``(b, ...)`` like the ones you will predict on, used for
-            dry runs and the self-check; default: 2 random examples of the backbone's
-            ``input_shape`` (32 for a free spatial size). A converted network has none: pass it.
+            dry runs and the self-check; default: 2 random examples of the input shape a
+            converter recorded (``model.recipe["input"]``), else of the backbone's
+            ``input_shape`` (32 for a free spatial size).
         share_prefix: Masksembles: run every layer before the first mask once for all members
             (:mod:`ensemblekit.compile.shared_prefix`; with ``strategy="loop"`` the first
             member computes it and the others reuse its outputs): with
@@ -266,6 +273,7 @@ def compile_members(
         return OwnForwardMembers(model)
     if example_input is None:
         example_input = default_example(model)
+        _check_example(example_input)
     options = CompileOptions(strategy, channels_last, fold_batchnorm_into_conv, example_input,
                              share_prefix)
     compiled = compiler(model, options)

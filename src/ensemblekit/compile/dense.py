@@ -24,10 +24,11 @@ import copy
 import torch
 from torch import nn
 
+from ..submodules import replace_module
 from .compiled import CompiledMembers, loops_on_this_device
 from .folding import conv_batchnorm_pairs, fold_batchnorm
 from .registry import CompileOptions
-from .stacking import StackedLinear, replace_module
+from .stacking import StackedLinear
 
 
 def _stacked_conv(layers: list[nn.Conv2d], shared_input: bool) -> nn.Conv2d:
