@@ -11,7 +11,7 @@ import pytest
 import tomllib
 
 from ensemblekit.cli import main
-from ensemblekit.experiments.settings import BenchmarkSettings, TuneSettings
+from ensemblekit.experiments import BenchmarkSettings, TuneSettings
 from ensemblekit.experiments.tune import (
     expand_grid,
     pareto_front,

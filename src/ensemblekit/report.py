@@ -295,7 +295,7 @@ def tuned_source(settings) -> str | None:
     chose its per-method settings on the validation split) when the settings run with the
     recipe's ``method_options`` unchanged; None otherwise (options set by a config or flags,
     or a recipe without tuned options)."""
-    from .experiments.settings import recipe_for
+    from .experiments.recipes import recipe_for
 
     recipe = recipe_for(settings.dataset)
     tuned, chosen = recipe.get("tuned"), recipe.get("method_options")

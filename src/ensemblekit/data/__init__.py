@@ -23,6 +23,7 @@ from . import (  # noqa: F401  (register the loaders)
     toy,
     vision,
 )
+from .batches import rebatch
 from .cifar10_c import corrupted_split, read_corrupted_folder, write_corrupted_folder
 from .corruptions import (
     BENCHMARK_CORRUPTIONS,
@@ -44,7 +45,7 @@ from .registry import (
     load_dataset,
     register_dataset,
 )
-from .shifted import CorruptedSets, corrupt_tensor, make_corrupted
+from .shifted import CorruptedSets, corrupt_tensor, corrupted_batches, make_corrupted, quantize
 from .toy import ToyGrid, far_points, make_blobs, make_moons, toy_grid
 from .transforms import (
     Normalize,
@@ -79,6 +80,7 @@ __all__ = [
     "available_datasets",
     "corrupt",
     "corrupt_tensor",
+    "corrupted_batches",
     "corrupted_split",
     "corruption_grid",
     "dataset_info",
@@ -94,7 +96,9 @@ __all__ = [
     "normalizer",
     "ood_dataset",
     "ood_pairs",
+    "quantize",
     "read_corrupted_folder",
+    "rebatch",
     "register_dataset",
     "render_letters",
     "save_corruption_preview",
