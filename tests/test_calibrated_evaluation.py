@@ -11,8 +11,8 @@ from ensemblekit.calibration import pooled_log_probs
 from ensemblekit.experiments.calibrated import calibrated_evaluation
 from ensemblekit.experiments.config import Settings
 from ensemblekit.experiments.splits import load_experiment_data
-from ensemblekit.predict import predict
 from ensemblekit.metrics import evaluate_predictions
+from ensemblekit.predict import predict
 
 
 def test_evaluate_calibrate_adds_the_scaled_metrics(tmp_path, capsys):

@@ -10,6 +10,7 @@ import pytest
 import tomllib
 
 from ensemblekit.experiments import (
+    SETTINGS,
     BenchmarkSettings,
     DiversitySettings,
     SweepSettings,
@@ -17,7 +18,6 @@ from ensemblekit.experiments import (
     run_sweep,
     run_toy,
 )
-from ensemblekit.experiments import SETTINGS
 from ensemblekit.experiments.recipes import RECIPES_DIR, recipe_for
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))

@@ -38,8 +38,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
-
 from .. import data, models
 from .._validation import check_choice, check_float, check_int
 from ..methods import available_methods, method_entry
@@ -53,7 +51,7 @@ from .checks import (
     check_toml_flag,
     train_keys,
 )
-from .recipes import recipe_for
+from .recipes import read_toml, recipe_for
 
 
 @dataclass
@@ -297,13 +295,9 @@ def _without_globals(method: str, table, given: dict):
 def load_config(path: str | os.PathLike, settings_class: type[Settings]) -> dict:
     """Read TOML ``path`` for ``settings_class``: its keys, checked, as a dict."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config file {path} not found; pass the path of a .toml file "
-                         "(see the configs/ folder)")
-    try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"config file {path} is not valid TOML: {error}") from None
+    values = read_toml(path, "config file", ValueError(
+        f"config file {path} not found; pass the path of a .toml file (see the configs/ "
+        "folder)"))
     command = values.pop("command", settings_class.command)
     if command != settings_class.command:
         raise ValueError(f"config file {path} is for the {command!r} command, not "

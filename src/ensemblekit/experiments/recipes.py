@@ -44,14 +44,20 @@ def recipe_for(dataset: str) -> dict:
     return _read(path, seen=())
 
 
-def _read(path: Path, *, seen: tuple[str, ...]) -> dict:
+def read_toml(path: Path, what: str, missing: Exception) -> dict:
+    """The TOML file ``path`` as a dict; ``missing`` raised if it is not a file, a
+    ``ValueError`` naming ``what`` ("config file", "recipe file") if it is not valid TOML."""
     if not path.is_file():
-        raise FileNotFoundError(f"recipe file {path} is missing; restore it from the "
-                                "repository's configs/recipes/")
+        raise missing
     try:
-        recipe = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"recipe file {path} is not valid TOML: {error}") from None
+        raise ValueError(f"{what} {path} is not valid TOML: {error}") from None
+
+
+def _read(path: Path, *, seen: tuple[str, ...]) -> dict:
+    recipe = read_toml(path, "recipe file", FileNotFoundError(
+        f"recipe file {path} is missing; restore it from the repository's configs/recipes/"))
     unknown = sorted(set(recipe) - set(RECIPE_KEYS))
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))} in recipe file "
