@@ -294,6 +294,7 @@ def measure_run(settings: DiversitySettings, variant: dict, seed: int, data) -> 
     fit = train(settings, model, data, seed=seed)
     trained = measure_model(model, data, settings, seed=seed)
     run = summarise_run(initial, trained, columns, fit)
+    run["members"] = model.num_members
     if variant["key"] in CLAIM_VARIANTS and model.num_members > 1:
         # The CKA verdict resamples examples: it needs each member's Gram matrix.
         features = trained["penultimate"].double()
@@ -303,8 +304,7 @@ def measure_run(settings: DiversitySettings, variant: dict, seed: int, data) -> 
 
 def _run_summary(run: Run, record: dict) -> str:
     clean = record["sets"]["clean"]
-    floor = method_entry(run.point["method"]).role == "reference"
-    members = ("one member: the floor" if floor else
+    members = ("one member: the floor" if record["members"] == 1 else
                f"disagreement {clean['disagreement']:.4f}, CKA penultimate "
                f"{record['cka']['penultimate']:.3f}, weight cosine "
                f"{record['weights']['init']['overall']:.3f} -> "
@@ -338,9 +338,9 @@ def summarise_run(initial: dict, trained: dict, columns, fit: dict) -> dict:
 
 
 def summarise_variant(variant: dict, runs: list[dict], settings: DiversitySettings) -> dict:
-    """Mean ± std over seeds of every scalar; seed 0's matrices. The reference method (the
-    single model: one member, identical to itself) is the floor on every pairwise measure."""
-    single = method_entry(variant["method"]).role == "reference"
+    """Mean ± std over seeds of every scalar; seed 0's matrices. A one-member model (the single
+    model: identical to itself) is the floor on every pairwise measure, by definition."""
+    single = runs[0]["members"] == 1
     sets = {}
     for name in runs[0]["sets"]:
         keys = [key for key, _ in FUNCTION_MEASURES] + ["accuracy", "nll", "ece"]
