@@ -217,3 +217,19 @@ def test_tune_starts_from_the_recipes_plain_settings_not_its_tuned_tables():
     assert BenchmarkSettings.from_sources().method_options
     # ...but tune explores those knobs itself: the recorded tune command stays reproducible
     assert TuneSettings.from_sources().method_options == {}
+
+
+def test_a_methods_table_may_set_backbone_options_such_as_width():
+    # a method added later (MIMO) needs its own width: the backbone's options are table keys
+    settings = BenchmarkSettings.from_sources(overrides={"method_options": {
+        "batchensemble": {"width": 2.0}}})
+    assert settings.model_options("batchensemble", seed=0)["width"] == 2.0
+    assert settings.model_options("single", seed=0)["width"] == settings.width == 3.0
+    assert build(settings, "batchensemble", seed=0).config["width"] == 2.0
+    assert settings.method_settings("batchensemble")["width"] == 2.0
+    with pytest.raises(ValueError, match="method_options.batchensemble.width"):
+        BenchmarkSettings.from_sources(overrides={"method_options": {
+            "batchensemble": {"width": 0}}})
+    with pytest.raises(ValueError, match="unknown key 'input_size'"):  # the dataset's to set
+        BenchmarkSettings.from_sources(overrides={"method_options": {
+            "batchensemble": {"input_size": 16}}})
