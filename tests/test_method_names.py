@@ -19,18 +19,6 @@ PACKAGE = Path(ensemblekit.__file__).parent
 METHOD_CODE = ("methods", "layers", "models", "convert", "convert.py", "compile")
 #: At most this many method names may remain in the rest of the package (issue 18).
 LIMIT = 3
-#: Code that the reporting branch of issue 18 is moving out of these modules (labels, styles
-#: and claims become registry data there); its literals leave with it. Each entry is checked to
-#: still exist: once that branch has landed, the test fails until the entry is removed here.
-PENDING = {
-    "report.py": None,
-    "plots.py": None,
-    "plots_diversity.py": None,
-    "experiments/verdicts.py": None,
-    "experiments/diversity_verdicts.py": None,
-    "experiments/diversity.py": "layer_table",
-    "experiments/sweep.py": "sweep_markdown",
-}
 
 
 def method_name_literals(root: Path = PACKAGE) -> list[tuple[str, int, str, str]]:
@@ -52,26 +40,10 @@ def method_name_literals(root: Path = PACKAGE) -> list[tuple[str, int, str, str]
     return found
 
 
-def pending(literal: tuple[str, int, str, str]) -> bool:
-    module, _, _, function = literal
-    return module in PENDING and PENDING[module] in (None, function)
-
-
 def test_method_names_appear_only_in_the_method_code():
-    outside = [literal for literal in method_name_literals() if not pending(literal)]
+    outside = method_name_literals()
     where = "; ".join(f"{module}:{line} {name!r}" for module, line, name, _ in outside)
     assert len(outside) <= LIMIT, f"{len(outside)} method names outside the method code: {where}"
-
-
-def test_the_pending_exemptions_still_exist():
-    for module, function in PENDING.items():
-        path = PACKAGE / module
-        assert path.is_file(), f"{module} is gone: remove it from PENDING"
-        if function is not None:
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-            defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
-            assert function in defined, f"{module} no longer defines {function}: remove it " \
-                                        "from PENDING"
 
 
 def test_the_count_sees_a_method_name():
@@ -83,6 +55,5 @@ def test_the_count_sees_a_method_name():
 if __name__ == "__main__":
     literals = method_name_literals()
     for literal in literals:
-        print(*literal[:3], literal[3], "(pending)" if pending(literal) else "")
-    print(f"{sum(not pending(literal) for literal in literals)} outside the method code, "
-          f"{sum(map(pending, literals))} in code the reporting branch is moving")
+        print(*literal)
+    print(f"{len(literals)} outside the method code")

@@ -53,7 +53,7 @@ from .data import CORRUPTIONS, corrupted_batches
 from .data.shifted import CORRUPTION_CHUNK
 from .metrics import OOD_SCORES, PredictionAccumulator
 from .predict import Transform, batches, predict, resolve_normalizer
-from .train import cpu_threads
+from .runtime import cpu_threads
 
 
 def evaluate_model(

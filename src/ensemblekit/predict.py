@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from ._validation import check_finite, check_int, check_seed
 from .data import normalizer, rebatch
 from .methods import available_methods, method_entry, predict_members
+from .runtime import model_device, synchronize
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 #: ``on_batch(logits (M, B, K), labels (B,) or None)``
@@ -185,20 +186,6 @@ def resolve_normalizer(dataset: str | None, normalize: Transform | None) -> Tran
             raise ValueError(f"normalize must be callable, got {type(normalize).__name__}")
         return normalize
     return None if dataset is None else normalizer(dataset)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (else buffer; else the CPU)."""
-    tensor = next(iter(model.parameters()), None)
-    if tensor is None:
-        tensor = next(iter(model.buffers()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA), so that a wall time measures it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _forward(model: nn.Module, inputs: torch.Tensor, num_samples: int | None,

@@ -32,6 +32,8 @@ from .. import data as datasets
 from .._validation import check_int
 from ..atomic import atomic_write_text
 from ..methods import available_methods
+from ..runtime import choose_device
+from .benchmark_protocol import benchmark_protocol
 from .calibrated import calibrated_record
 from .checks import check_methods, check_ood, check_shift, check_toml_flag
 from .config import Settings
@@ -160,7 +162,8 @@ def run_benchmark(settings: BenchmarkSettings, *, log: Log = print) -> dict:
     log(f"cost: {len(cost['models'])} models measured in one process "
         f"({time.perf_counter() - started:.1f} s)")
     predictions = {key: grid.extras[key] for key in records}
-    results = report.aggregate(records, settings, predictions=predictions, cost=cost)
+    results = report.aggregate(records, benchmark_protocol(settings, records),
+                               predictions=predictions, cost=cost)
     report.write_reports(out, results, records)
     plots.benchmark_figures(out / "figures", results, records)
     return results
@@ -181,7 +184,7 @@ def measure_benchmark_costs(settings: BenchmarkSettings, *,
     reference) is the reference, built even when ``settings.methods`` lacks it.
     """
     # where the models trained: the settings' device, else as training picks it (as tune does)
-    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(settings.device)
     reference = reference_method()
     methods = list(dict.fromkeys([reference, *settings.methods]))
     models = {method: build(settings, method, seed=0).to(device) for method in methods}

@@ -43,7 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .._validation import check_float, check_int, check_tensor
 from ..compile import compile_members
 from ..methods import available_methods, build_model, method_entry, predict_members
-from ..train import cpu_threads
+from ..runtime import cpu_threads, synchronize
 
 #: The cost kinds, each a ratio to the single model's (``<kind>_ratio`` in :func:`measure_costs`).
 COST_KINDS = ("latency", "params", "flops")
@@ -113,8 +113,7 @@ def interleaved_latency(
         start = time.perf_counter()
         for _ in range(calls):
             fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         return time.perf_counter() - start
 
     per_round = {}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..data import dataset_info
 from ..methods import build_model
+from ..train import check_batch_size as check_model_batch_size
 from ..train import train_model
 from .config import Settings
 from .splits import ExperimentData
@@ -26,14 +27,8 @@ def build(settings: Settings, method: str, *, seed: int, **options):
 
 def check_batch_size(settings: Settings, model) -> None:
     """Refuse, before training, a batch size that the model's member groups do not divide."""
-    batch_size = settings.train_config(seed=0).batch_size
-    multiple = getattr(model, "batch_multiple", 1)
-    if batch_size % multiple:
-        nearest = max(multiple, round(batch_size / multiple) * multiple)
-        raise ValueError(
-            f"batch_size={batch_size} is not a multiple of {multiple}, the number of member "
-            f"groups of {model.method} with {model.num_members} members; use --batch-size "
-            f"{nearest} (or change --members)")
+    check_model_batch_size(model, settings.train_config(seed=0).batch_size,
+                           use="--batch-size {} (or change --members)")
 
 
 def train(settings: Settings, model, data: ExperimentData, *, seed: int,

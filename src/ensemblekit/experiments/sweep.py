@@ -13,11 +13,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import plots
 from .._validation import check_float, check_int
 from ..atomic import atomic_write_text
 from ..methods import method_entry
+from ..plots import sweep_plot
 from ..report import mean_std
+from ..report.sweep import sweep_markdown
 from .checks import as_list, check_methods, check_ood, check_shift
 from .config import Settings
 from .pipeline import build, check_batch_size, train
@@ -151,30 +152,11 @@ def run_sweep(settings: SweepSettings, *, log: Log = print) -> dict:
         **sweep,
     }
     atomic_write_text(out / "sweep.json", json.dumps(result, indent=1))
-    atomic_write_text(out / "sweep.md", sweep_markdown(result, available))
-    plots.sweep_plot(sweep, out / "sweep.png", metrics=available,
-                     title=f"{method_entry(subject).label} from one model to an ensemble on "
-                           f"{settings.dataset}")
+    atomic_write_text(out / "sweep.md", sweep_markdown(result, available, grid=subject))
+    sweep_plot(sweep, out / "sweep.png", metrics=available, grid=subject,
+               title=f"{method_entry(subject).label} from one model to an ensemble on "
+                     f"{settings.dataset}")
     return result
-
-
-def sweep_markdown(result: dict, metrics) -> str:
-    """One table row per (n, scale) and per reference method."""
-    header = "| model | " + " | ".join(caption for _, caption in metrics) + " |"
-    lines = [f"# Masksembles transition on {result['dataset']}", "", header,
-             "|---|" + "---:|" * len(metrics)]
-    for n, by_scale in result["masksembles"].items():
-        for scale, values in by_scale.items():
-            lines.append(f"| Masksembles n={n} scale={scale} | "
-                         + " | ".join(_cell(values, key) for key, _ in metrics) + " |")
-    for method, values in result["references"].items():
-        lines.append(f"| {method} | " + " | ".join(_cell(values, key) for key, _ in metrics)
-                     + " |")
-    return "\n".join([*lines, "", "![sweep](sweep.png)", ""])
-
-
-def _cell(values: dict, key: str) -> str:
-    return f"{values[key]['mean']:.4f} ± {values[key]['std']:.4f}" if key in values else "-"
 
 
 def _brief(metrics: dict) -> str:
