@@ -42,6 +42,7 @@ from .. import data, models
 from .._validation import check_choice, check_float, check_int
 from ..methods import available_methods, method_entry
 from ..methods.build import backbone_defaults, method_defaults
+from ..report import json_ready
 from ..train import TrainConfig
 from .checks import (
     METHOD_EPOCHS,
@@ -322,14 +323,3 @@ def merge_method_options(base: dict, extra: dict) -> dict:
         else:
             merged[method] = table
     return merged
-
-
-def json_ready(value):
-    """Tuples as lists and paths as strings, recursively (for JSON files)."""
-    if isinstance(value, dict):
-        return {str(key): json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(item) for item in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
