@@ -57,7 +57,7 @@ def test_regression_sets_are_registered_with_their_task_and_sizes():
 def test_classification_experiments_do_not_pick_regression_sets_up():
     # The experiments train classifiers only until regression reaches them (issue 21, second
     # half): their dataset check (num_classes > 0) must refuse every regression set by name.
-    from ensemblekit.experiments.settings import BenchmarkSettings
+    from ensemblekit.experiments import BenchmarkSettings
 
     for name in ("diabetes", "toy_cubic", "uci-yacht"):
         with pytest.raises(ValueError, match=re.escape(f"dataset {name!r}")):

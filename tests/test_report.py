@@ -459,26 +459,27 @@ def test_risk_coverage_mean_matches_a_numpy_reference():
     assert curve["risk"] == pytest.approx(np.mean(expected, axis=0).tolist(), abs=1e-12)
 
 
-def test_tuned_source_names_the_recipe_only_while_its_options_run(monkeypatch):
+def test_tuned_source_names_the_recipe_only_while_its_options_run(recipes):
     from ensemblekit.experiments import BenchmarkSettings
-    from ensemblekit.experiments import settings as settings_module
+    from ensemblekit.experiments.recipes import recipe_for
 
     # The default benchmark runs the recipe's tuned options: the report names their source.
     default = tuned_source(BenchmarkSettings.from_sources())
-    assert default == settings_module.RECIPES["digits"]["tuned"] and "ensemblekit tune" in default
+    assert default == recipe_for("digits")["tuned"] and "ensemblekit tune" in default
     sentence = "configs/digits_tuned.toml, from `ensemblekit tune --dataset digits`"
-    recipe = {**settings_module.RECIPES["digits"], "tuned": sentence,
-              "method_options": {"masksembles": {"scale": 3.0}}}
-    monkeypatch.setitem(settings_module.RECIPES, "digits", recipe)
+    digits = recipes / "digits.toml"
+    text = digits.read_text()
+    plain = "\n".join(line for line in text[:text.index("[method_options.")].splitlines()
+                      if not line.startswith("tuned ="))
+    digits.write_text(f"tuned = {sentence!r}\n{plain}\n[method_options.masksembles]\n"
+                      "scale = 3.0\n")
     assert tuned_source(BenchmarkSettings.from_sources()) == sentence
     # Another scale (a flag or a config) is not the tuned setting any more.
     assert tuned_source(BenchmarkSettings.from_sources(overrides={"scale": 2.0})) is None
     changed = {"method_options": {"masksembles": {"scale": 4.0}}}
     assert tuned_source(BenchmarkSettings.from_sources(overrides=changed)) is None
-    monkeypatch.setitem(settings_module.RECIPES, "digits",
-                        {key: value for key, value in recipe.items() if key != "tuned"})
+    digits.write_text(f"{plain}\n[method_options.masksembles]\nscale = 3.0\n")
     assert tuned_source(BenchmarkSettings.from_sources()) is None
-
 
 def test_a_new_claim_is_one_entry_of_data_evaluated_in_its_place():
     claims = ClaimSet(claims=(

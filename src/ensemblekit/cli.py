@@ -290,8 +290,7 @@ def _settings(args, settings_class, extra: tuple[str, ...]):
 
 
 def _benchmark(args) -> int:
-    from .experiments.benchmark import run_benchmark
-    from .experiments.settings import BenchmarkSettings
+    from .experiments.benchmark import BenchmarkSettings, run_benchmark
     from .report import summary_table
 
     settings = _settings(args, BenchmarkSettings,
@@ -314,8 +313,9 @@ def _benchmark(args) -> int:
 def _tune(args) -> int:
     import shlex
 
-    from .experiments.settings import TuneSettings, merge_method_options
+    from .experiments.config import merge_method_options
     from .experiments.tune import expand_grid, run_tune
+    from .experiments.tune_settings import TuneSettings
 
     args.grid = None if args.grid is None else _merged(args.grid, merge_method_options)
     settings = _settings(args, TuneSettings, ("methods", "seeds", "grid", "budget", "ood"))
@@ -350,8 +350,7 @@ def _merged(tables: list[dict], merge) -> dict:
 
 
 def _toy(args) -> int:
-    from .experiments.settings import ToySettings
-    from .experiments.toy import run_toy
+    from .experiments.toy import ToySettings, run_toy
 
     settings = _settings(args, ToySettings, ("scales", "seed", "resolution"))
     run_toy(settings, log=_log)
@@ -361,7 +360,7 @@ def _toy(args) -> int:
 
 def _diversity(args) -> int:
     from .experiments.diversity import run_diversity
-    from .experiments.settings import DiversitySettings
+    from .experiments.diversity_settings import DiversitySettings
     from .report.diversity import diversity_table
 
     settings = _settings(args, DiversitySettings, ("methods", "seeds", "corruptions",
@@ -376,8 +375,7 @@ def _diversity(args) -> int:
 
 
 def _sweep(args) -> int:
-    from .experiments.settings import SweepSettings
-    from .experiments.sweep import run_sweep
+    from .experiments.sweep import SweepSettings, run_sweep
 
     settings = _settings(args, SweepSettings, ("scales", "ns", "references", "seeds",
                                                "corruptions", "severities", "ood"))
@@ -388,8 +386,7 @@ def _sweep(args) -> int:
 
 
 def _train(args) -> int:
-    from .experiments.settings import TrainSettings
-    from .experiments.single_run import run_train
+    from .experiments.single_run import TrainSettings, run_train
 
     settings = _settings(args, TrainSettings, ("method", "seed", "resume"))
     run_train(settings, log=_log)

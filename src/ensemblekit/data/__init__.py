@@ -35,6 +35,7 @@ from . import (  # noqa: F401  (register the loaders)
     uci,
     vision,
 )
+from .batches import rebatch
 from .cifar10_c import corrupted_split, read_corrupted_folder, write_corrupted_folder
 from .corruption_severities import (
     BENCHMARK_CORRUPTIONS,
@@ -59,7 +60,7 @@ from .registry import (
 )
 from .regression import RegressionDataset, Standardization
 from .regression_toys import REGRESSION_TOYS, RegressionToy, make_regression_toy
-from .shifted import CorruptedSets, corrupt_tensor, make_corrupted
+from .shifted import CorruptedSets, corrupt_tensor, corrupted_batches, make_corrupted, quantize
 from .toy import ToyGrid, far_points, make_blobs, make_moons, toy_grid
 from .transforms import (
     Normalize,
@@ -109,6 +110,7 @@ __all__ = [
     "available_datasets",
     "corrupt",
     "corrupt_tensor",
+    "corrupted_batches",
     "corrupted_split",
     "corruption_grid",
     "dataset_info",
@@ -125,8 +127,10 @@ __all__ = [
     "normalizer",
     "ood_dataset",
     "ood_pairs",
+    "quantize",
     "read_corrupted_folder",
     "read_uci",
+    "rebatch",
     "register_dataset",
     "register_uci_dataset",
     "render_letters",

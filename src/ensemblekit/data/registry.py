@@ -129,13 +129,11 @@ def register_dataset(info: DatasetInfo) -> Callable[[Loader], Loader]:
 
 def available_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`, in registration order."""
-    _import_builtin_loaders()
     return list(_REGISTRY)
 
 
 def dataset_info(name: str) -> DatasetInfo:
     """Metadata of dataset ``name`` (no file is read)."""
-    _import_builtin_loaders()
     check_choice("dataset name", name, _REGISTRY)
     return _REGISTRY[name][0]
 
@@ -233,8 +231,3 @@ def download_error(info: DatasetInfo, error: Exception) -> RuntimeError:
         "needs internet access -- download on a machine that has it and copy the folder "
         f"{info.folder!r} into data_dir"
     )
-
-
-def _import_builtin_loaders() -> None:
-    # The package __init__ imports every loader module, which registers itself.
-    from .. import data  # noqa: F401

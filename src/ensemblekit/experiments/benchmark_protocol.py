@@ -4,12 +4,12 @@
 
 from __future__ import annotations
 
-from .settings import recipe_for
+from .recipes import recipe_for
 
 
 def benchmark_protocol(settings, records: dict) -> dict:
     """What was run, for the report and for anyone reading ``results.json`` later (its
-    ``"protocol"``): ``settings`` (:class:`~ensemblekit.experiments.settings.BenchmarkSettings`)
+    ``"protocol"``): ``settings`` (:class:`~ensemblekit.experiments.benchmark.BenchmarkSettings`)
     and the finished runs' records ``{(method, seed): record}``."""
     first = next(iter(records.values()))
     train = settings.train_config(seed=0).to_dict()

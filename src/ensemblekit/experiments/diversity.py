@@ -41,7 +41,9 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_write_text
-from ..data import normalizer, read_corrupted_folder
+from ..data import normalizer
+from ..methods import method_entry
+from ..methods.claims import DIVERSITY_CLAIMS
 from ..metrics import (
     ece,
     mutual_information,
@@ -53,12 +55,15 @@ from ..metrics import (
     weight_similarity,
 )
 from ..plots.diversity import HEATMAPS, draw_all
-from ..report import json_ready, mean_std, method_label
+from ..report import json_ready, mean_std
 from ..report.diversity import diversity_markdown
 from ..stats import study_verdicts
+from .diversity_settings import DiversitySettings
 from .member_probes import fast_weights, layer_columns, member_outputs
-from .pipeline import Log, build, check_batch_size, load_experiment_data, train
-from .settings import DiversitySettings
+from .pipeline import build, check_batch_size, train
+from .roles import with_own_knobs
+from .runs import Log, Run, RunGrid
+from .splits import corrupted_set, load_experiment_data
 
 #: The function-space measures, ``(key, caption)``.
 FUNCTION_MEASURES = (
@@ -74,47 +79,35 @@ REPRESENTATIONS = (("penultimate", "CKA, penultimate"), ("mid", "CKA, mid layer"
 FLOOR = {"disagreement": 0.0, "disagreement_over_error": 0.0, "kl": 0.0, "js": 0.0,
          "mutual_information": 0.0, "cka_penultimate": 1.0, "cka_mid": 1.0,
          "weight_similarity": 1.0}
+#: The variants whose members' penultimate Gram matrices a claim's CKA verdict resamples.
+GRAM_VARIANTS = frozenset(method for claim in DIVERSITY_CLAIMS.claims
+                          if "cka_penultimate" in claim.metrics for method in claim.methods)
+
+
 def study_variants(settings: DiversitySettings) -> list[dict]:
-    """``[{"key", "method", "options", "label"}]``: each method, and after BatchEnsemble its
-    controls (``settings.batchensemble_controls``: other fast-weight inits)."""
+    """``[{"key", "method", "options", "label"}]``: each method, and after it its controls
+    (``settings.controls``: variants its registry entry offers, e.g. other inits)."""
     variants = []
     for method in settings.methods:
+        entry = method_entry(method)
         variants.append({"key": method, "method": method, "options": {},
-                         "label": method_label(method)})
-        if method == "batchensemble":
-            for init in settings.batchensemble_controls:
-                variants.append({"key": f"batchensemble_{init}", "method": method,
-                                 "options": {"init": init},
-                                 "label": f"BatchEnsemble (init {init})"})
+                         "label": entry.label})
+        for name in settings.controls.get(method, []):
+            options = dict(entry.controls[name])
+            described = ", ".join(f"{key} {value}" for key, value in options.items())
+            variants.append({"key": f"{method}_{name}", "method": method, "options": options,
+                             "label": f"{entry.label} ({described})"})
     return variants
 
 
 def construction_note(variant: dict, settings: DiversitySettings) -> str:
-    """What the variant's weight similarity is set to by construction, before any training."""
-    method, init = variant["method"], variant["options"].get("init", "normal")
-    if method == "single":
-        return "floor: one member, identical to itself by definition"
-    if method == "deep_ensemble":
-        return "independent initialisations (cosine ~ 0 by construction)"
-    own = settings.method_settings(method)
-    # With masks only on some layers, the layers before the first one are the same in every
-    # member: their cosine, and the CKA of a representation computed there, is 1 by
-    # construction.
-    shared = ("; layers before the first mask shared by every member (cosine 1, and CKA 1 "
-              "for a representation taken there)" if own.get("placement") == "dropout" else "")
-    if method == "mc_dropout":
-        keep = 1.0 - own["p"]
-        return (f"masks sampled by construction (rate p = {own['p']:g}; cosine ~ (1-p)^2 = "
-                f"{keep ** 2:.2f} on the dropped layers whatever the weights{shared})")
-    if method == "masksembles":
-        return (f"masks fixed by construction (overlap set by scale = {own['scale']:g}, "
-                f"placement {own.get('placement', 'all')}{shared})")
-    if init == "ones":
-        return "members identical at initialisation by construction (r = s = 1, shared bias)"
-    if init == "random_sign":
-        return "fast weights +-1 by construction (cosine ~ 0 at initialisation)"
-    return ("fast weights N(1, 0.5^2) by construction: expected cosine (E r E s)^2 / "
-            "(E r^2 E s^2) = 0.64 at initialisation whatever W is")
+    """What the variant's weight similarity is set to by construction, before any training
+    (its method's registry entry's ``construction`` of the options it runs with)."""
+    entry = method_entry(variant["method"])
+    if entry.construction is None:
+        return ""
+    return entry.construction({**settings.method_settings(variant["method"]),
+                               **variant["options"]})
 
 
 # -- measuring one model -------------------------------------------------------------------
@@ -185,7 +178,7 @@ def _cosine(weights: torch.Tensor) -> float:
 
 def _member_weights(model, seed: int) -> torch.Tensor:
     with torch.no_grad():
-        if model.method == "mc_dropout":
+        if method_entry(model.method).stochastic:
             # The same sampled masks before and after training: the change is the weights'.
             return model.member_weights(generator=torch.Generator().manual_seed(seed)).cpu()
         return model.member_weights().detach().cpu().clone()
@@ -233,8 +226,7 @@ def measure_model(model, data, settings: DiversitySettings, *, seed: int,
                 "weight_similarity": weight_similarity(weights)}
     if with_shift:
         for severity in data.severities if data.shift_folder is not None else []:
-            blocks = [read_corrupted_folder(data.shift_folder, kind, severity).tensors
-                      for kind in data.corruptions]
+            blocks = [corrupted_set(data, kind, severity) for kind in data.corruptions]
             shifted, _ = member_outputs(model, torch.cat([b[0] for b in blocks]), **common)
             sets[f"severity_{severity}"] = function_space(shifted, torch.cat([b[1] for b in
                                                                              blocks]))
@@ -252,7 +244,11 @@ def measure_model(model, data, settings: DiversitySettings, *, seed: int,
 def run_diversity(settings: DiversitySettings, *, log: Log = print) -> dict:
     """Train every variant per seed and measure it; write ``diversity.json``, ``diversity.md``
     and the figures (``diversity_heatmaps.png``, ``diversity_shift.png``,
-    ``diversity_layers.png``) into ``settings.out``."""
+    ``diversity_layers.png``) into ``settings.out``.
+
+    The (variant, seed) runs go through the one run-grid loop without a store: a run holds
+    per-sample tensors and Gram matrices (about 128 MB at 2000 CKA samples), so the study is
+    computed whole each time."""
     started = time.perf_counter()
     out = Path(settings.out)
     variants = study_variants(settings)
@@ -262,28 +258,14 @@ def run_diversity(settings: DiversitySettings, *, log: Log = print) -> dict:
     data = load_experiment_data(settings, ood=settings.ood, corruptions=settings.corruptions,
                                 severities=settings.severities,
                                 corrupted_dir=settings.corrupted_dir, log=log)
+    grid = RunGrid([Run(key=(variant["key"], seed), point=variant, seed=seed,
+                        name=f"{variant['key']} seed {seed}")
+                    for variant in variants for seed in range(settings.seeds)], log=log)
+    done = grid.run(lambda run: (measure_run(settings, run.point, run.seed, data), None),
+                    summary=_run_summary, desc="diversity")
     runs: dict[str, list[dict]] = {}
-    for variant in variants:
-        for seed in range(settings.seeds):
-            model = build(settings, variant["method"], seed=seed, **variant["options"])
-            columns = layer_columns(model)
-            initial = measure_model(model, data, settings, seed=seed, with_shift=False)
-            fit = train(settings, model, data, seed=seed)
-            trained = measure_model(model, data, settings, seed=seed)
-            run = summarise_run(initial, trained, columns, fit)
-            if variant["key"] in ("batchensemble", "deep_ensemble"):
-                # The CKA verdict resamples examples: it needs each member's Gram matrix.
-                features = trained["penultimate"].double()
-                run["grams"] = features @ features.transpose(1, 2)
-            runs.setdefault(variant["key"], []).append(run)
-            clean = run["sets"]["clean"]
-            members = ("one member: the floor" if variant["method"] == "single" else
-                       f"disagreement {clean['disagreement']:.4f}, CKA penultimate "
-                       f"{run['cka']['penultimate']:.3f}, weight cosine "
-                       f"{run['weights']['init']['overall']:.3f} -> "
-                       f"{run['weights']['trained']['overall']:.3f}")
-            log(f"{variant['key']} seed {seed}: accuracy {clean['accuracy']:.3f}, {members} "
-                f"({fit['epochs']} epochs)")
+    for (key, _), run in done.items():
+        runs.setdefault(key, []).append(run)
     results = {
         "dataset": settings.dataset,
         "seeds": list(range(settings.seeds)),
@@ -301,6 +283,34 @@ def run_diversity(settings: DiversitySettings, *, log: Log = print) -> dict:
                       json.dumps(json_ready(results, nonfinite_as_null=True), indent=1))
     atomic_write_text(out / "diversity.md", diversity_markdown(results))
     return results
+
+
+def measure_run(settings: DiversitySettings, variant: dict, seed: int, data) -> dict:
+    """Build one variant with ``seed``, measure it, train it, measure it again: the run's
+    summary (:func:`summarise_run`)."""
+    model = build(settings, variant["method"], seed=seed, **variant["options"])
+    columns = layer_columns(model)
+    initial = measure_model(model, data, settings, seed=seed, with_shift=False)
+    fit = train(settings, model, data, seed=seed)
+    trained = measure_model(model, data, settings, seed=seed)
+    run = summarise_run(initial, trained, columns, fit)
+    run["members"] = model.num_members
+    if variant["key"] in GRAM_VARIANTS and model.num_members > 1:
+        # The CKA verdict resamples examples: it needs each member's Gram matrix.
+        features = trained["penultimate"].double()
+        run["grams"] = features @ features.transpose(1, 2)
+    return run
+
+
+def _run_summary(run: Run, record: dict) -> str:
+    clean = record["sets"]["clean"]
+    members = ("one member: the floor" if record["members"] == 1 else
+               f"disagreement {clean['disagreement']:.4f}, CKA penultimate "
+               f"{record['cka']['penultimate']:.3f}, weight cosine "
+               f"{record['weights']['init']['overall']:.3f} -> "
+               f"{record['weights']['trained']['overall']:.3f}")
+    return (f"{run.name}: accuracy {clean['accuracy']:.3f}, {members} "
+            f"({record['epochs']} epochs)")
 
 
 def summarise_run(initial: dict, trained: dict, columns, fit: dict) -> dict:
@@ -328,8 +338,9 @@ def summarise_run(initial: dict, trained: dict, columns, fit: dict) -> dict:
 
 
 def summarise_variant(variant: dict, runs: list[dict], settings: DiversitySettings) -> dict:
-    """Mean ± std over seeds of every scalar; seed 0's matrices."""
-    single = variant["method"] == "single"
+    """Mean ± std over seeds of every scalar; seed 0's matrices. A one-member model (the single
+    model: identical to itself) is the floor on every pairwise measure, by definition."""
+    single = runs[0]["members"] == 1
     sets = {}
     for name in runs[0]["sets"]:
         keys = [key for key, _ in FUNCTION_MEASURES] + ["accuracy", "nll", "ece"]
@@ -392,8 +403,6 @@ def _over_seeds(values: list, floor: bool, floor_value) -> dict:
     return mean_std(values)
 
 
-#: the methods whose own setting the report's header states
-SETTING_METHODS = ("mc_dropout", "masksembles", "batchensemble")
 
 
 def protocol(settings: DiversitySettings, data) -> dict:
@@ -403,7 +412,8 @@ def protocol(settings: DiversitySettings, data) -> dict:
         "mc_dropout_p": settings.dropout, "epochs": settings.epochs, "train": settings.train,
         "method_options": settings.method_options,
         # what each method ran with (a recipe's or config's [method_options] included)
-        "settings": {method: settings.method_settings(method) for method in SETTING_METHODS},
+        # the methods with knobs of their own (a tune grid), whose settings the header states
+        "settings": {method: settings.method_settings(method) for method in with_own_knobs()},
         "corruptions": data.corruptions, "severities": data.severities,
         "ood": data.ood_name, "ood_status": data.ood_status,
         "validation": None if data.validation is None else _size(data.validation),

@@ -21,7 +21,7 @@ method and keeps it honest:
 Resumable as the benchmark is: each (point, seed) record is written atomically to
 ``<out>/points/<method>/<point>/seed-<seed>.json`` when it finishes; a rerun with the same
 ``--out`` trains only what is missing and refuses settings that would change a finished point
-(:func:`ensemblekit.experiments.benchmark.read_finished`). Cost is measured anew at the end of
+(the loop: :mod:`ensemblekit.experiments.runs`). Cost is measured anew at the end of
 every run, for all points together, so that every ratio comes from one process.
 """
 
@@ -32,7 +32,6 @@ import itertools
 import json
 import math
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -42,26 +41,18 @@ from ..atomic import atomic_write_text
 from ..data import normalizer
 from ..metrics import evaluate_predictions
 from ..plots.tune import pareto_figure
+from ..predict import member_samples, predict
 from ..report import mean_std
 from ..report.tune import tune_csv, tune_markdown, tuned_toml
-from .benchmark import read_finished
+from ..runtime import choose_device
+from .benchmark import BenchmarkSettings
+from .checks import METHOD_EPOCHS, json_key
 from .cost import BUDGET_ENTRIES, COST_KINDS, measure_costs, parse_budget, within_budget
-from .pipeline import (
-    Log,
-    build,
-    check_batch_size,
-    load_experiment_data,
-    member_logits,
-    predict_split,
-    train,
-)
-from .settings import (
-    EPOCHS_FACTOR,
-    METHOD_EPOCHS,
-    BenchmarkSettings,
-    TuneSettings,
-    json_key,
-)
+from .pipeline import build, check_batch_size, train
+from .roles import reference_method
+from .runs import Log, RecordStore, Run, RunGrid
+from .splits import load_experiment_data
+from .tune_settings import EPOCHS_FACTOR, TuneSettings
 
 #: Validation metrics kept per point (lower is better but for accuracy).
 VALIDATION_METRICS = ("nll", "ece", "brier", "accuracy")
@@ -165,14 +156,24 @@ def pick_best(rows: list[dict], method: str, budget: dict[str, float]) -> dict |
 
 # -- running ------------------------------------------------------------------------------------
 
+def tune_store(settings: TuneSettings) -> RecordStore:
+    """The tune run's records, ``points/<method>/<point>/seed-<seed>.json``. Every record in
+    the folder must share the protocol, not only those of today's grid: one folder never holds
+    points trained under two protocols (e.g. two --epochs); a record counts for a point only
+    if it holds that point (its options and epochs)."""
+    out = Path(settings.out)
+    return RecordStore(out=out, fingerprint=settings.fingerprint(),
+                       path=lambda run: point_path(out, run.point, run.seed),
+                       accepts=lambda run, record: record.get("point") == run.point,
+                       protocol_glob="points/*/*/seed-*.json")
+
+
 def run_tune(settings: TuneSettings, *, log: Log = print, command: str | None = None) -> dict:
     """Train and score every grid point x seed (resuming what ``settings.out`` holds), measure
     the cost, write every output (module docstring); return the ``tune.json`` content.
 
     ``command``: the command line that runs this, recorded in ``tuned.toml`` and the report.
     """
-    from tqdm.auto import tqdm
-
     out = Path(settings.out)
     budget = parse_budget(settings.budget) if settings.budget else {}
     points = expand_grid(settings)
@@ -181,37 +182,17 @@ def run_tune(settings: TuneSettings, *, log: Log = print, command: str | None = 
     for point in points:
         check_batch_size(settings, build(point_settings(settings, point), point["method"],
                                          seed=0))
-    expected = settings.fingerprint()
-    # Every record in the folder must share the protocol, not only those of today's grid: one
-    # folder never holds points trained under two protocols (e.g. two --epochs).
-    for path in sorted((out / "points").glob("*/*/seed-*.json")):
-        read_finished(path, expected, out)
-    finished = {}
-    for point, seed in itertools.product(points, settings.seed_list):
-        record = read_finished(point_path(out, point, seed), expected, out)
-        if record is not None and record.get("point") == point:
-            finished[(point_id(point), seed)] = record
-    todo = [(point, seed) for point in points for seed in settings.seed_list
-            if (point_id(point), seed) not in finished]
-    if finished:
-        log(f"resuming {out}: {len(finished)} of {len(points) * settings.seeds} grid runs "
-            "already finished; skipping them")
+    runs = [Run(key=(point_id(point), seed), point=point, seed=seed,
+                name=f"{point['method']} {point_label(point)}")
+            for point in points for seed in settings.seed_list]
+    grid = RunGrid(runs, store=tune_store(settings), log=log, noun="grid runs",
+                   list_finished=False)
     data = load_experiment_data(settings, ood=settings.ood, log=log)
     if data.validation is None:
         raise ValueError("tune needs the validation split; set validation_fraction above 0")
     started = time.perf_counter()
-    with tqdm(total=len(todo), desc="tune", unit="model", file=sys.stderr,
-              disable=not todo or None) as bar:
-        for point, seed in todo:
-            bar.set_postfix_str(f"{point['method']} {point_label(point)}"[:60])
-            record = run_point(settings, point, seed, data)
-            atomic_write_text(point_path(out, point, seed), json.dumps(record, indent=1))
-            finished[(point_id(point), seed)] = record
-            bar.update(1)
-            log(f"{point['method']} {point_label(point)} (epochs {point['epochs']}) seed "
-                f"{seed}: val NLL {record['validation']['nll']:.4f}, ECE "
-                f"{record['validation']['ece']:.4f}, acc {record['validation']['accuracy']:.3f}"
-                f", train {record['train']['seconds']:.1f} s")
+    finished = grid.run(lambda run: (run_point(settings, run.point, run.seed, data), None),
+                        summary=_run_summary, desc="tune")
     train_seconds = time.perf_counter() - started
     rows = aggregate(points, settings, finished)
     log(f"measuring the cost of {len(points)} configurations (latency: >= "
@@ -228,17 +209,17 @@ def run_tune(settings: TuneSettings, *, log: Log = print, command: str | None = 
 
 
 def run_point(settings: TuneSettings, point: dict, seed: int, data) -> dict:
-    """Build, train and score one (point, seed) on the validation split: its JSON record."""
+    """Build, train and score one (point, seed) on the validation split (one pass, and one
+    over the OOD set): its JSON record."""
     own = point_settings(settings, point)
     model = build(own, point["method"], seed=seed)
     training = train(own, model, data, seed=seed)
-    logits, labels = predict_split(model, data.validation, settings.dataset,
-                                   batch_size=settings.eval_batch_size, seed=seed)
-    ood_logits = None
-    if data.ood is not None:
-        ood_logits = member_logits(model, data.ood, settings.dataset,
-                                   batch_size=settings.eval_batch_size, seed=seed)
-    metrics = evaluate_predictions(logits, labels, ood_member_logits=ood_logits)
+    options = dict(dataset=settings.dataset, batch_size=settings.eval_batch_size, seed=seed,
+                   num_samples=member_samples(model, None))
+    validation = predict(model, data.validation, **options)
+    ood_logits = None if data.ood is None else predict(model, data.ood, **options).logits
+    metrics = evaluate_predictions(validation.logits, validation.labels,
+                                   ood_member_logits=ood_logits)
     record = {
         "point": point,
         "seed": seed,
@@ -246,13 +227,20 @@ def run_point(settings: TuneSettings, point: dict, seed: int, data) -> dict:
         "model_config": model.config,
         "train": training,
         "validation": {key: float(metrics[key]) for key in VALIDATION_METRICS},
-        "validation_size": int(labels.shape[0]),
+        "validation_size": int(validation.labels.shape[0]),
         "ood_name": data.ood_name,
         "ood_status": data.ood_status,
     }
     if "ood" in metrics:
         record["ood"] = metrics["ood"]
     return record
+
+
+def _run_summary(run: Run, record: dict) -> str:
+    point, validation = run.point, record["validation"]
+    return (f"{point['method']} {point_label(point)} (epochs {point['epochs']}) seed "
+            f"{run.seed}: val NLL {validation['nll']:.4f}, ECE {validation['ece']:.4f}, acc "
+            f"{validation['accuracy']:.3f}, train {record['train']['seconds']:.1f} s")
 
 
 def aggregate(points: list[dict], settings: TuneSettings, finished: dict) -> list[dict]:
@@ -284,12 +272,13 @@ def point_costs(settings: TuneSettings, points: list[dict], images: torch.Tensor
     example = normalize(example) if normalize is not None else example
     models = {point_id(point): build(point_settings(settings, point), point["method"],
                                      seed=0) for point in points}
-    singles = [point_id(p) for p in points if p["method"] == "single"]
-    reference = singles[0] if singles else "single"
+    single = reference_method()
+    singles = [point_id(p) for p in points if p["method"] == single]
+    reference = singles[0] if singles else single
     if not singles:
-        models[reference] = build(settings, "single", seed=0)
+        models[reference] = build(settings, single, seed=0)
     # where the models trained (and will be deployed): the settings' device, else as training
-    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(settings.device)
     costs = measure_costs({name: model.to(device) for name, model in models.items()},
                           example.to(device), reference=reference,
                           min_seconds=settings.cost_seconds, rounds=settings.cost_rounds,

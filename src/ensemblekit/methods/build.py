@@ -100,3 +100,9 @@ def method_defaults(method: str) -> dict:
     """The keyword options ``build_model`` accepts for ``method``, with their defaults
     (``seed`` included): e.g. ``{"seed": ..., "n": 4, "scale": 2.0}`` for "masksembles"."""
     return _options(get_method(method))
+
+
+def backbone_defaults(name: str) -> dict:
+    """The keyword options ``build_model`` accepts for backbone ``name``, with their defaults:
+    e.g. ``{"width": 1.0, "input_size": 28}`` for "lenet"."""
+    return _options(models.get_backbone(name))

@@ -156,6 +156,8 @@ def _construction(options) -> str:
     tune_grid={"scale": [1.5, 2.0, 3.0, 4.0], "placement": ["all", "dropout"],
                "widen": [False, True], "epochs_factor": [1.0, 2.0]},
     compiled_inference=True,
+    spectrum_knob="scale",
+    panel_title=lambda options: f"Masksembles (scale {options['scale']:g})",
 )
 def masksembles(
     make_backbone: Callable, *, seed: int, n: int = 4, scale: float = 2.0,

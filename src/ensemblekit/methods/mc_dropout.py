@@ -117,6 +117,7 @@ def _construction(options) -> str:
     # Masksembles (the tune table's train accuracy column shows it)
     tune_grid={"p": [0.05, 0.1, 0.2, 0.3], "placement": ["all", "dropout"],
                "epochs_factor": [1.0, 2.0]},
+    panel_title=lambda options: f"MC-Dropout (p={options['p']:g})",
 )
 def mc_dropout(
     make_backbone: Callable, *, seed: int, p: float = 0.1, n: int = 8,

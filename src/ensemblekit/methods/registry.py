@@ -10,7 +10,8 @@ Everything the layers above ``methods/`` (experiments, report, plots, cli) know 
 method lives in its entry: how it is labelled and drawn, which of the experiments' global
 settings it answers to, whether its members are drawn at prediction time, its role in the
 spectrum, the fraction of a drop site one member does not see, what its member similarity is
-by construction, the knobs ``ensemblekit tune`` varies and the diversity study's controls.
+by construction, the knobs ``ensemblekit tune`` varies, the diversity study's controls, the
+option that moves it along the spectrum and how a figure panel titles it.
 Nothing outside ``methods/`` (and the layers, models, converters and ``compile/``) names a
 method: it asks the registry. A new method is one module here with one ``@register_method``.
 """
@@ -60,6 +61,12 @@ class MethodEntry:
             the method (e.g. other initialisations), named ``<name>_<suffix>``.
         compiled_inference: its inference path is :func:`ensemblekit.compile_members` (the
             cost measurement then times it both compiled and tiled).
+        spectrum_knob: the build option that moves the method along the spectrum from one
+            model (value 1) to independent members (Masksembles: ``"scale"``), or None. The
+            sweep varies it against the number of members and the toy draws one panel per
+            value; the first method with a knob is their subject.
+        panel_title: ``options -> str``: how a figure panel names one model of the method from
+            its resolved build options ("MC-Dropout (p=0.1)"); None: the label.
     """
 
     name: str
@@ -75,6 +82,8 @@ class MethodEntry:
     tune_grid: Mapping[str, list] = field(default_factory=dict)
     controls: Mapping[str, Mapping] = field(default_factory=dict)
     compiled_inference: bool = False
+    spectrum_knob: str | None = None
+    panel_title: Callable[[Mapping], str] | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:

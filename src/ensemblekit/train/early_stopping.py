@@ -11,30 +11,37 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..methods.base import EnsembleModel, predict_members
-from ..runtime import eval_mode
+from ..methods.base import EnsembleModel
+from ..predict import predict
 from .batches import TrainingData
 from .config import Transform
+
+#: Held-out examples per forward pass while scoring an epoch.
+VALIDATION_BATCH = 1000
 
 
 def validation_accuracy(model: nn.Module, validation: TrainingData, normalize: Transform | None,
                         device: torch.device, num_workers: int = 0) -> float:
-    """Accuracy of ``model`` on held-out data: the argmax of the members' mean probability for
-    an ensemble model, of the logits otherwise; eval mode, no gradients, and forked RNG
-    streams, so that stochastic members (MC-Dropout) leave training's untouched.
+    """Accuracy of ``model`` on held-out data through the one inference loop
+    (:func:`ensemblekit.predict.predict`, streamed in batches of 1000, nothing kept): the argmax
+    of the members' mean probability for an ensemble model, of the logits otherwise. Eval mode,
+    no gradients, and forked RNG streams, so that stochastic members (MC-Dropout) leave
+    training's untouched.
     """
-    indices = list(torch.arange(len(validation)).split(1000))
+    indices = list(torch.arange(len(validation)).split(VALIDATION_BATCH))
     correct = 0
-    forked = [device] if device.type == "cuda" else []
-    with eval_mode(model), torch.no_grad(), torch.random.fork_rng(devices=forked):
-        for x, y in validation.batches(indices, device, num_workers):
-            if normalize is not None:
-                x = normalize(x)
-            if isinstance(model, EnsembleModel):
-                probs = predict_members(model, x).float().softmax(-1).mean(0)
-            else:
-                probs = model(x)
-            correct += int((probs.argmax(-1) == y).sum())
+
+    def count(logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """``logits`` (M, B, K), ``labels`` (B,)."""
+        nonlocal correct
+        if isinstance(model, EnsembleModel):
+            scores = logits.float().softmax(-1).mean(0)
+        else:  # one plain module: predict gives it a member axis of 1
+            scores = logits[0]
+        correct += int((scores.argmax(-1) == labels).sum())
+
+    predict(model, validation.batches(indices, device, num_workers), normalize=normalize,
+            batch_size=VALIDATION_BATCH, keep=False, on_batch=count)
     return correct / len(validation)
 
 
