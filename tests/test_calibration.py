@@ -16,13 +16,13 @@ from ensemblekit.calibration import (
     fit_ensemble_temperature,
     fit_temperature,
     fit_vector_scaling,
-    load_scaler,
     nll_at_temperature,
     pooled_log_probs,
     scaler_from_metadata,
     scaler_metadata,
     temperature_scaled_metrics,
 )
+from ensemblekit.checkpoint import load_scaler
 from ensemblekit.metrics import evaluate_predictions
 
 

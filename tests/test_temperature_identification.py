@@ -19,13 +19,13 @@ from ensemblekit.calibration import (
     fit_ensemble_temperature,
     fit_temperature,
     fit_vector_scaling,
-    load_scaler,
     nll_at_temperature,
     scaler_from_metadata,
     scaler_metadata,
     temperature_fit,
     temperature_scaled_metrics,
 )
+from ensemblekit.checkpoint import load_scaler
 from test_calibration import calibrated_data
 
 

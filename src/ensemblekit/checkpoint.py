@@ -33,6 +33,7 @@ from torch import nn
 
 from ._validation import check_choice, check_device
 from .atomic import atomic_torch_save
+from .calibration import scaler_from_metadata
 from .convert import apply_recipe
 from .methods import build_model
 
@@ -368,3 +369,15 @@ def _check_json(name: str, value: dict) -> dict:
 def _shortlist(items: list[str]) -> str:
     shown = ", ".join(items[:_LISTED])
     return shown + (f" (and {len(items) - _LISTED} more)" if len(items) > _LISTED else "")
+
+
+def load_scaler(path: str | os.PathLike, key: str = "calibration") -> nn.Module:
+    """The scaler stored under ``metadata[key]`` of the checkpoint at ``path`` (written with
+    ``ek.save(model, path, metadata={key: calibration.scaler_metadata(scaler)})``)."""
+    metadata = read_checkpoint(path).get("metadata") or {}
+    if key not in metadata:
+        raise ValueError(
+            f"{path} holds no scaler under metadata[{key!r}]; save one with ensemblekit.save("
+            f"model, path, metadata={{{key!r}: scaler_metadata(scaler)}})"
+        )
+    return scaler_from_metadata(metadata[key])

@@ -14,8 +14,8 @@ mistake are refused. Fitted scalers are small ``nn.Module``s whose numbers are f
   ``ensemble_temperature_fits`` and
   ``EnsembleTemperatureScaler`` with mode "pool" (temperature on the log of the mean member
   probability) or "members" (one temperature per member, then pooled), ``pooled_log_probs``;
-- storage: ``scaler_metadata`` / ``scaler_from_metadata`` / ``load_scaler`` (saved in a model
-  checkpoint's metadata);
+- storage: ``scaler_metadata`` / ``scaler_from_metadata`` (a scaler as JSON in a checkpoint's
+  metadata; ``ensemblekit.checkpoint.load_scaler`` reads it back);
 - evaluation: ``temperature_scaled_metrics`` (validation and test member logits -> every
   metric of the scaled test predictions).
 
@@ -47,7 +47,7 @@ from .identification import (
     TemperatureFit,
     TemperatureNotIdentifiedWarning,
 )
-from .storage import load_scaler, scaler_from_metadata, scaler_metadata
+from .storage import scaler_from_metadata, scaler_metadata
 from .temperature import (
     TEMPERATURE_BOUNDS,
     TemperatureScaler,
@@ -87,7 +87,6 @@ __all__ = [
     "fit_temperature",
     "fit_variance_scaling",
     "fit_vector_scaling",
-    "load_scaler",
     "nll_at_temperature",
     "pooled_log_probs",
     "scale_members",

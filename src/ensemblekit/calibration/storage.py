@@ -5,7 +5,7 @@ file, nothing unpickled)::
 
     ek.save(model, "model.pt", metadata={"calibration": scaler_metadata(scaler)})
     model = ek.load("model.pt")
-    scaler = load_scaler("model.pt")          # the same numbers, bit for bit
+    scaler = ek.checkpoint.load_scaler("model.pt")   # the same numbers, bit for bit
 
 JSON writes float64 numbers with ``repr``, which reads back to the identical float, so the
 reloaded scaler gives bit-identical outputs. Whether each scaler was fitted, and why not
@@ -17,8 +17,6 @@ state_dict holds the numbers only, not ``fitted`` and ``reason``).
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 from torch import nn
@@ -68,16 +66,3 @@ def scaler_from_metadata(metadata: dict) -> nn.Module:
             fitted=metadata.get("fitted"), reasons=metadata.get("reasons"))
     except KeyError as missing:
         raise ValueError(f"scaler metadata {metadata!r} lacks the entry {missing}") from None
-
-
-def load_scaler(path: str | os.PathLike, key: str = "calibration") -> nn.Module:
-    """The scaler stored under ``metadata[key]`` of the checkpoint at ``path`` (see above)."""
-    from ..checkpoint import read_checkpoint
-
-    metadata = read_checkpoint(path).get("metadata") or {}
-    if key not in metadata:
-        raise ValueError(
-            f"{path} holds no scaler under metadata[{key!r}]; save one with ensemblekit.save("
-            f"model, path, metadata={{{key!r}: scaler_metadata(scaler)}})"
-        )
-    return scaler_from_metadata(metadata[key])
