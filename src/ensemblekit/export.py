@@ -13,14 +13,15 @@ requested ``outputs``, in that order:
 * ``"mutual_information"``: ``(B,)`` ``H(mean probs) - mean_m H(p_m)`` (>= 0, nats);
 * ``"member_logits"``: ``(M, B, K)``, what ``predict_members`` returns.
 
-How the members are computed (``members="auto"``): a Masksembles model through
-:func:`ensemblekit.compile_members` (each member on its own channels) when it compiles and
-passes its self-check, else the tiled model; every other method through its
-``forward_members``. MC-Dropout is exported with M fixed masks, the ones ``predict_members``
-draws from the model's seeded generator (one mask per member and dropout call, shared by
-every example, :mod:`ensemblekit.methods.seeded_dropout`), baked into the graph as constants:
-the exported model predicts exactly what ``predict_members`` predicts, for any batch size, but
-it cannot draw new masks (export again with another ``sampling_seed`` or ``num_samples``).
+How the members are computed (``members="auto"``): a Masksembles or MIMO model through
+:func:`ensemblekit.compile_members` (each Masksembles member on its own channels; MIMO as one
+single-model forward, slot weights summed, BatchNorm folded) when it compiles and passes its
+self-check, else the tiled model; every other method through its ``forward_members``.
+MC-Dropout is exported with M fixed masks, the ones ``predict_members`` draws from the
+model's seeded generator (one mask per member and dropout call, shared by every example,
+:mod:`ensemblekit.methods.seeded_dropout`), baked into the graph as constants: the exported
+model predicts exactly what ``predict_members`` predicts, for any batch size, but it cannot
+draw new masks (export again with another ``sampling_seed`` or ``num_samples``).
 
 After writing, the file is read back and run on ``example_input`` (``torch_export`` always,
 ONNX when ``onnxruntime`` is installed): outputs that differ from the model's by more than
@@ -40,10 +41,13 @@ from ._validation import check_choice, check_finite, check_tensor
 from .methods.base import EnsembleModel
 from .methods.masksembles import MasksemblesModel
 from .methods.mc_dropout import MCDropoutModel
+from .methods.mimo import MIMOModel
 
 FORMATS = ("onnx", "torch_export")
 OUTPUTS = ("probs", "entropy", "mutual_information", "member_logits")
 MEMBERS = ("auto", "compiled", "tiled")
+#: the models whose members="auto" path is compile_members
+_COMPILED = (MasksemblesModel, MIMOModel)
 
 #: smallest normal float32: floors probabilities before the log, so 0 log 0 = 0
 _TINY = torch.finfo(torch.float32).tiny
@@ -118,14 +122,14 @@ def _drawn_masks(model: MCDropoutModel, example: torch.Tensor) -> list[torch.Ten
 
 
 def _members_module(model: EnsembleModel, example: torch.Tensor, members: str) -> nn.Module:
-    if members == "compiled" and not isinstance(model, MasksemblesModel):
+    if members == "compiled" and not isinstance(model, _COMPILED):
         raise ValueError(
-            f"members='compiled' needs a Masksembles model (compile_members), got "
+            f"members='compiled' needs a Masksembles or MIMO model (compile_members), got "
             f"{model.method!r}; use members='auto'"
         )
     if isinstance(model, MCDropoutModel):
         return _FrozenDropoutMembers(model, _drawn_masks(model, example))
-    if members == "tiled" or not isinstance(model, MasksemblesModel):
+    if members == "tiled" or not isinstance(model, _COMPILED):
         return _ForwardMembers(model)
     from .compile import compile_members
 
@@ -161,7 +165,7 @@ def export(
             .module()``).
         outputs: which of ``"probs"``, ``"entropy"``, ``"mutual_information"``,
             ``"member_logits"`` the graph returns, in this order.
-        members: ``"auto"`` (see the module docstring), ``"compiled"`` (Masksembles only:
+        members: ``"auto"`` (see the module docstring), ``"compiled"`` (Masksembles, MIMO:
             fail rather than fall back to the tiled model) or ``"tiled"``.
 
     Returns:

@@ -15,8 +15,10 @@ from .._validation import check_choice, check_finite, check_tensor
 from ..methods.base import predict_members
 from ..methods.masksembles import MasksemblesModel
 from ..methods.mc_dropout import MCDropoutModel
+from ..methods.mimo import MIMOModel
 from .fan_out import fan_out_members
 from .folding import conv_batchnorm_pairs, fold_batchnorm
+from .mimo import mimo_network
 from .shared_prefix import share_prefix_across, shared_input_layers, with_shared_prefix
 from .stacking import member_channels, stack_members
 
@@ -33,7 +35,8 @@ EXAMPLE_SIZE = 32
 
 
 class CompiledMembers(nn.Module):
-    """Inference-only member logits of a Masksembles model, each member on its own channels.
+    """Inference-only member logits of a Masksembles model, each member on its own channels
+    (or of a MIMO model: one network writing the M members' logits side by side).
 
     ``forward(x)``: ``(B, ...) -> (M, B, K)``, equal to ``predict_members(model, x)``.
 
@@ -60,8 +63,8 @@ class CompiledMembers(nn.Module):
     def train(self, mode: bool = True) -> CompiledMembers:
         if mode:
             raise RuntimeError(
-                "a compiled Masksembles model is inference-only (it holds copies of the weights, "
-                "restricted to each member's channels): train the original model, then call "
+                "compiled members are inference-only (they hold copies of the weights, "
+                "rearranged for inference): train the original model, then call "
                 "ensemblekit.compile_members(model) again"
             )
         return super().train(False)
@@ -244,6 +247,11 @@ def compile_members(
     A backbone that breaks them raises a ``NotImplementedError`` naming the layer, or a
     ``ValueError`` from the self-check.
 
+    **MIMO** models compile to one copy of the backbone whose stem reads the plain input with
+    the slot weights summed (every slot reads the same input at inference) and whose head
+    writes the M members side by side, BatchNorm folded (:mod:`ensemblekit.compile.mimo`):
+    a single model's forward with M*K outputs. ``strategy`` and ``share_prefix`` do not apply.
+
     **Your own network** (converted with :func:`ensemblekit.to_masksembles`; ``example_input``
     required): the members are not cut into thin sub-networks, but every layer before the first
     Masksembles layer runs once and the members fan out there
@@ -258,10 +266,10 @@ def compile_members(
     raises. Wrap calls in ``torch.no_grad()`` (or ``torch.inference_mode()``) as for any
     inference.
     """
-    if not isinstance(model, MasksemblesModel | MCDropoutModel):
+    if not isinstance(model, MasksemblesModel | MCDropoutModel | MIMOModel):
         raise TypeError(
-            "compile_members needs a Masksembles or MC-Dropout model (ensemblekit.build_model"
-            "(..., method='masksembles') or a converter), got " + type(model).__name__
+            "compile_members needs a Masksembles, MC-Dropout or MIMO model (ensemblekit."
+            "build_model(..., method='masksembles') or a converter), got " + type(model).__name__
         )
     strategy = check_choice("strategy", strategy, STRATEGIES)
     for name, flag in (
@@ -280,6 +288,15 @@ def compile_members(
             "the ones you will predict on): it cannot guess your input shape")
     else:
         example_input = _example_input(model)  # raises, naming the fix, without input_shape
+    if isinstance(model, MIMOModel):
+        if strategy != "auto":
+            raise ValueError(f"strategy={strategy!r} applies to Masksembles models; a MIMO "
+                             "model compiles to one network: leave strategy='auto'")
+        network = mimo_network(model, example_input, channels_last=channels_last,
+                               fold_batchnorm_into_conv=fold_batchnorm_into_conv)
+        compiled = CompiledMembers([network], model.num_members, "mimo", channels_last)
+        _check_against_tiled(model, compiled, example_input)
+        return compiled
     if generic:  # your own network, converted, or MC-Dropout: fan out at the first mask
         compiled = fan_out_members(
             model, example_input,
