@@ -17,7 +17,7 @@ from ..methods.masksembles import MasksemblesModel
 from ..methods.mc_dropout import MCDropoutModel
 from ..methods.mimo import MIMOModel
 from .fan_out import fan_out_members
-from .folding import conv_batchnorm_pairs, fold_batchnorm
+from .folding import finish_inference_copy
 from .mimo import mimo_network
 from .shared_prefix import share_prefix_across, shared_input_layers, with_shared_prefix
 from .stacking import member_channels, stack_members
@@ -320,12 +320,8 @@ def compile_members(
         kept = set()  # a shared and a stacked activation meet: compile without sharing
         networks = [stack_members(model.backbone, masks, members) for members in groups]
     for network in networks:
-        if fold_batchnorm_into_conv:
-            fold_batchnorm(network, conv_batchnorm_pairs(network, example_input))
-        for parameter in network.parameters():
-            parameter.requires_grad_(False)
-        if channels_last:
-            network.to(memory_format=torch.channels_last)
+        finish_inference_copy(network, example_input, fold=fold_batchnorm_into_conv,
+                              channels_last=channels_last)
     store = share_prefix_across(networks, kept) if strategy == "loop" and kept else None
     compiled = CompiledMembers(networks, count, strategy, channels_last, store)
     _check_against_tiled(model, compiled, example_input)

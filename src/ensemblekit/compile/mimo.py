@@ -18,7 +18,7 @@ from torch import nn
 
 from ..layers.mimo import MIMOConv2d, MIMOLinear
 from ..methods.mimo import MIMOModel
-from .folding import conv_batchnorm_pairs, fold_batchnorm
+from .folding import finish_inference_copy
 from .stacking import replace_module
 
 
@@ -60,10 +60,6 @@ def mimo_network(model: MIMOModel, example: torch.Tensor, *, channels_last: bool
             replace_module(network, name, summed_stem(module))
         elif isinstance(module, MIMOLinear):
             replace_module(network, name, plain_end(module))
-    if fold_batchnorm_into_conv:
-        fold_batchnorm(network, conv_batchnorm_pairs(network, example))
-    for parameter in network.parameters():
-        parameter.requires_grad_(False)
-    if channels_last:
-        network.to(memory_format=torch.channels_last)
+    finish_inference_copy(network, example, fold=fold_batchnorm_into_conv,
+                          channels_last=channels_last)
     return network
