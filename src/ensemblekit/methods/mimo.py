@@ -109,6 +109,8 @@ class MIMOModel(EnsembleModel):
         self._draw = _Draw(len(x), rows, rank, world)
         return self.backbone(batch[rows])
 
+    # host-side bookkeeping of a CPU generator: torch.compile leaves it to Python
+    @torch.compiler.disable
     def _draw_slots(self, batch: int) -> torch.Tensor:
         generator = torch.Generator()
         generator.set_state(self.slot_generator_state.cpu())
