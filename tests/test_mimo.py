@@ -246,6 +246,36 @@ def test_member_weights_differ_only_at_the_stem_slices_and_head_blocks():
     assert cosine.item() == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("hidden", [(), (8,)])
+def test_member_weights_of_linear_ends(hidden):
+    """A linear stem gives member m the columns reading slot m; a head, the rows writing
+    member m; one layer that is both, the block reading slot m into member m."""
+    model = build_model("mlp", "mimo", 4, 6, hidden=hidden, n=3, seed=0)
+    weights = model.member_weights()
+    stem = model.backbone.hidden[0][0] if hidden else model.backbone.head
+    head = model.backbone.head
+    for m in range(3):
+        columns = stem.weight.detach()[:, 6 * m:6 * (m + 1)]
+        if not hidden:  # one layer: rows of member m, columns of slot m, then its bias
+            block = columns[4 * m:4 * (m + 1)]
+            expected = torch.cat([block.reshape(-1), head.bias.detach()[4 * m:4 * (m + 1)]])
+        else:
+            rows = head.weight.detach()[4 * m:4 * (m + 1)]
+            expected = torch.cat([columns.reshape(-1), stem.bias.detach(), rows.reshape(-1),
+                                  head.bias.detach()[4 * m:4 * (m + 1)]])
+        assert torch.equal(weights[m], expected)
+
+
+def test_mimo_layers_refuse_what_they_cannot_read():
+    with pytest.raises(ValueError, match="stem=True, head=True or both"):
+        MIMOLinear(4, 2, 3)
+    stem = MIMOConv2d(2, 4, 3, 3)
+    with pytest.raises(ValueError, match="member-major batch of M.R rows.*got shape .4, 2, 5, 5."):
+        stem(torch.randn(4, 2, 5, 5))
+    assert stem(torch.randn(6, 2, 5, 5)).shape == (2, 4, 3, 3)
+    assert stem.slot_weights().shape == (3, 4, 2, 3, 3)
+
+
 def test_permutations_are_seeded_advance_and_leave_the_global_rng_alone():
     first, again = slots_of(linear_mimo(), 16), slots_of(linear_mimo(), 16)
     assert torch.equal(first, again)

@@ -16,7 +16,7 @@ member m's are the head's output rows ``m*K:(m+1)*K``:
 
 so member m's output depends on every slot's input (the stem sums them into one
 representation); training on slot m's label for head m is what teaches the network to route
-slot m to head m and ignore the rest (the paper's finding, and a test here).
+slot m to head m and ignore the rest (the paper's finding; tests/test_mimo.py measures it).
 """
 
 from __future__ import annotations
