@@ -8,11 +8,13 @@ process, interleaved round by round (medians), so compare the ratios, not the mi
 A second section (``--sections cost``) sets the cheap ensembles that run M members in one
 forward against the single model on LeNet (1x28x28) and ResNet-20 (3x32x32): parameters,
 inference FLOPs per sample, latency and peak memory of M = 4 members on a batch of
-``--infer-batch``. MIMO runs through ``predict_members`` (every slot reads the tiled input) and
-through ``compile_members`` (slot weights summed, BatchNorm folded, channels-last; also
-without each of the last two, to show where the gain is); the single model also compiled the
-same way (a one-slot MIMO model: the single network, BatchNorm folded, channels-last). Peak
-memory as in ``benchmarks/memory.py``: one fresh subprocess per candidate.
+``--infer-batch``. MIMO runs through ``predict_members`` (the stem reads x once, its slot
+weights summed), through its literal definition (M stacked copies of x into the stem: what
+the summed stem saves) and through ``compile_members`` (summed stem, BatchNorm folded,
+channels-last; also without each of the last two, to show where the gain is); the single
+model also compiled the same way (a one-slot MIMO model: the single network, BatchNorm
+folded, channels-last). Peak memory as in ``benchmarks/memory.py``: one fresh subprocess per
+candidate.
 
     python benchmarks/methods.py [--device cuda] [--rounds 7] [--threads 1]
         [--sections spectrum cost] [--backbones lenet resnet20]
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 from _timing import interleaved_medians, machine_line
 from ensemblekit.compile import compile_members
 from ensemblekit.experiments.cost import flops_per_sample
+from ensemblekit.members import repeat_members, split_members
 from ensemblekit.methods import build_model, predict_members
 
 MEMBERS = 4
@@ -166,6 +169,14 @@ def cost_candidates(backbone: str, x: torch.Tensor) -> dict:
             return model, lambda: predict_members(model, x)
         return make
 
+    def stacked():
+        model = build("mimo", n=MEMBERS)
+
+        def predict():
+            return split_members(model.backbone(repeat_members(x, MEMBERS)), MEMBERS)
+
+        return model, predict
+
     def compiled(method: str, n: int, **compile_options):
         def make():
             model = build(method, n=n)
@@ -176,6 +187,7 @@ def cost_candidates(backbone: str, x: torch.Tensor) -> dict:
         "single": plain("single"),
         "single (compiled: BN folded, NHWC)": compiled("mimo", 1),
         "mimo": plain("mimo", n=MEMBERS),
+        "mimo (M stacked copies of x)": stacked,
         "mimo (compile_members)": compiled("mimo", MEMBERS),
         "mimo (compile_members, NCHW)": compiled("mimo", MEMBERS, channels_last=False),
         "mimo (compile_members, BN kept)": compiled("mimo", MEMBERS,

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import ensemblekit as ek
 from ensemblekit.checkpoint import read_checkpoint
 from ensemblekit.layers.mimo import MIMOConv2d, MIMOLinear
-from ensemblekit.members import repeat_members
+from ensemblekit.members import repeat_members, split_members
 from ensemblekit.methods import build_model, method_entries, method_entry, predict_members
 from ensemblekit.methods.registry import get_method
 from ensemblekit.train import CHECKPOINT_NAME, TrainConfig, train_model
@@ -66,7 +66,12 @@ def test_every_backbone_trains_predicts_reloads_and_compiles(name, tmp_path):
     optimizer.step()
     with torch.no_grad():
         members = predict_members(model, x)
+        model.eval()  # the stem reads x once, slot weights summed: M stacked copies, rounded
+        stacked = split_members(model.backbone(repeat_members(x, 3)), 3)
+        model.train()
+    torch.testing.assert_close(members, stacked, rtol=1e-4, atol=1e-5)
     assert members.shape == (3, 4, 5) and model.training
+    assert not any(getattr(m, "shared_input", False) for m in model.modules())
 
     path = ek.save(model, tmp_path / "mimo.pt")
     reloaded = ek.load(path)

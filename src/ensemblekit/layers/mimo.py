@@ -7,7 +7,10 @@ slots on channels: row r of the stacked batch holds the M slot inputs, slot-majo
 ``(R, M*C, ...)``. Everything between stem and head runs on those R rows, shared by every
 member. The head writes ``(R, M*K)`` and returns member-major ``(M*R, K)``: member m's outputs
 are rows ``m*R:(m+1)*R``. With the same input in every slot (inference), one pass of one
-network gives M members.
+network gives M members, and the stem need not read M copies of it: within
+:func:`shared_slots` it reads the plain batch ``(B, C, ...)`` with its slot weights summed,
+:math:`\sum_j W_j * x = (\sum_j W_j) * x`, a single model's stem (equal to the tiled pass up to
+rounding).
 
 Slot m's weights are the stem's input channels ``m*C:(m+1)*C`` (columns of its weight) and
 member m's are the head's output rows ``m*K:(m+1)*K``:
@@ -21,7 +24,11 @@ slot m to head m and ignore the rest (the paper's finding; tests/test_mimo.py me
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._validation import check_int
@@ -53,6 +60,10 @@ class MIMOConv2d(nn.Conv2d):
     same).
     """
 
+    #: every slot reads the same input, given once: ``(B, in_channels, H, W)`` (see
+    #: :func:`shared_slots`)
+    shared_input = False
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size, members: int,
                  **kwargs) -> None:
         self.members = check_int("members", members, minimum=1)
@@ -60,6 +71,8 @@ class MIMOConv2d(nn.Conv2d):
         super().__init__(self.members * self.slot_channels, out_channels, kernel_size, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shared_input:
+            return self._conv_forward(x, self.slot_weights().sum(0), self.bias)
         return super().forward(stack_slots(x, self.members))
 
     def slot_weights(self) -> torch.Tensor:
@@ -81,6 +94,9 @@ class MIMOLinear(nn.Linear):
     ``(M*out_features if head else out_features, M*in_features if stem else in_features)``.
     """
 
+    #: a stem whose slots all read the same input, given once (see :func:`shared_slots`)
+    shared_input = False
+
     def __init__(self, in_features: int, out_features: int, members: int, *, stem: bool = False,
                  head: bool = False, bias: bool = True) -> None:
         self.members = check_int("members", members, minimum=1)
@@ -94,9 +110,10 @@ class MIMOLinear(nn.Linear):
                          out_features * (self.members if head else 1), bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stem:
-            x = stack_slots(x, self.members)
-        y = super().forward(x)
+        if self.stem and self.shared_input:
+            y = F.linear(x, self.weight.unflatten(1, (self.members, -1)).sum(1), self.bias)
+        else:
+            y = super().forward(stack_slots(x, self.members) if self.stem else x)
         return unstack_members(y, self.members) if self.head else y
 
     def member_blocks(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -126,3 +143,19 @@ class MIMOLinear(nn.Linear):
 
 #: the layer classes of a MIMO network's two ends
 MIMO_LAYERS = (MIMOConv2d, MIMOLinear)
+
+
+@contextmanager
+def shared_slots(module: nn.Module) -> Iterator[None]:
+    """Within the block, every MIMO stem in ``module`` reads one plain batch ``(B, ...)`` as the
+    input of all its slots (slot weights summed) instead of a member-major ``(M*B, ...)``
+    batch: the inference pass without tiling. Restored on exit."""
+    stems = [m for m in module.modules() if isinstance(m, MIMOConv2d)
+             or (isinstance(m, MIMOLinear) and m.stem)]
+    try:
+        for stem in stems:
+            stem.shared_input = True
+        yield
+    finally:
+        for stem in stems:
+            stem.shared_input = False

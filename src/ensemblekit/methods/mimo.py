@@ -14,7 +14,9 @@ example in every slot (:mod:`ensemblekit.methods.mimo_slots`); it returns member
 same order. **It must be called after the forward it belongs to**: it reads that forward's
 draw (an error says so when there was none, or when ``y`` holds another number of rows). In
 eval mode ``model(x)`` gives every slot the same example (``(M*B, K)``, targets ``y`` tiled),
-which is what ``predict_members`` does: one forward gives M members ``(M, B, K)``.
+which is what ``predict_members`` does: one forward gives M members ``(M, B, K)``, and the
+stem reads ``x`` once with its slot weights summed instead of M stacked copies of it (a
+single model's cost; equal to the stacked pass up to rounding).
 
 The permutations come from a generator the model owns, seeded from the build seed; its state
 is the buffer ``slot_generator_state``, advanced by every training forward and saved in
@@ -32,7 +34,7 @@ import torch
 from torch import nn
 
 from .._validation import check_float, check_int, check_tensor
-from ..layers.mimo import MIMO_LAYERS, MIMOConv2d, MIMOLinear
+from ..layers.mimo import MIMO_LAYERS, MIMOConv2d, MIMOLinear, shared_slots
 from ..members import repeat_members, split_members
 from ..models.factory import LayerFactory
 from .base import EnsembleModel
@@ -69,7 +71,7 @@ class _Draw:
     """What ``training_targets`` needs from the forward before it."""
 
     batch: int  # rows of x (this process's share under torch.distributed)
-    rows: torch.Tensor | None  # (M*R,) member-major example indices; None: every slot tiled
+    rows: torch.Tensor | None  # (M*R,) member-major example indices; None: all slots x
     rank: int = 0
     world: int = 1
 
@@ -100,7 +102,8 @@ class MIMOModel(EnsembleModel):
             self.backbone.check_input(x)  # before any draw: a bad x moves no generator
         if not self.training:
             self._draw = _Draw(len(x), None)
-            return self.backbone(repeat_members(x, self.num_members))
+            with shared_slots(self.backbone):
+                return self.backbone(x)
         rank, world = data_parallel_rank()
         batch = gather_batch(x, rank, world, check_sizes=True)
         slots = self._draw_slots(len(batch))  # (M, R) over the global batch
@@ -144,9 +147,11 @@ class MIMOModel(EnsembleModel):
         return labels[draw.rows.to(labels.device)]
 
     def forward_members(self, x: torch.Tensor, num_samples: int | None) -> torch.Tensor:
-        """``(M, B, K)``: every slot reads ``x``; one forward of the network."""
-        return split_members(self.backbone(repeat_members(x, self.num_members)),
-                             self.num_members)
+        """``(M, B, K)``: every slot reads ``x``; one forward of the network, whose stem reads
+        ``x`` once with its slot weights summed (:func:`~ensemblekit.layers.mimo.shared_slots`:
+        equal to feeding M copies of ``x`` up to rounding, at a single model's cost)."""
+        with shared_slots(self.backbone):
+            return split_members(self.backbone(x), self.num_members)
 
     @torch.no_grad()
     def member_weights(self) -> torch.Tensor:
