@@ -9,10 +9,10 @@ import torch
 
 import ensemblekit as ek
 from ensemblekit.experiments.diversity import run_diversity
-from ensemblekit.experiments.diversity_verdicts import weighted_cka
 from ensemblekit.experiments.member_probes import layer_columns, member_outputs
 from ensemblekit.experiments.settings import DiversitySettings
 from ensemblekit.metrics import linear_cka, pairwise_cka, pairwise_disagreement
+from ensemblekit.stats.weighted import weighted_cka
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

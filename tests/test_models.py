@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ensemblekit.compile.stacking import replace_module
 from ensemblekit.layers import Masksembles
 from ensemblekit.methods import available_methods, build_model, predict_members
 from ensemblekit.models import available_backbones
+from ensemblekit.submodules import replace_module
 
 # name -> (in_channels, spatial size, extra options): small widths and inputs keep this fast
 SMALL = {

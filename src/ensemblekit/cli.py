@@ -360,8 +360,9 @@ def _toy(args) -> int:
 
 
 def _diversity(args) -> int:
-    from .experiments.diversity import diversity_table, run_diversity
+    from .experiments.diversity import run_diversity
     from .experiments.settings import DiversitySettings
+    from .report.diversity import diversity_table
 
     settings = _settings(args, DiversitySettings, ("methods", "seeds", "corruptions",
                                                    "severities", "ood"))

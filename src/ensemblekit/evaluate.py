@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._validation import check_finite, check_int, check_seed
 from .metrics import OOD_SCORES, PredictionAccumulator
-from .train import cpu_threads
+from .runtime import cpu_threads, model_device, synchronize
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -94,7 +94,7 @@ def evaluate_model(
     if corruptions and not severities:
         raise ValueError("severities must hold at least one of 1..5 when corruptions are given")
     normalize = _normalizer(dataset, normalize)
-    device = _model_device(model)
+    device = model_device(model)
 
     def prepare(images: torch.Tensor) -> torch.Tensor:
         images = images.to(device, non_blocking=True)
@@ -141,10 +141,10 @@ def _clean_pass(prepare, predict, test_data, ood_data, batch_size, device, n_bin
     all_seconds = 0.0
     for index, (images, labels) in enumerate(_batches(test_data, batch_size)):
         inputs = prepare(images)
-        _synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         logits = predict(inputs)
-        _synchronize(device)
+        synchronize(device)
         elapsed = time.perf_counter() - started
         all_seconds += elapsed
         if index > 0:  # the first batch pays one-off costs (allocator, kernel selection)
@@ -262,15 +262,3 @@ def _normalizer(dataset: str | None, normalize: Transform | None) -> Transform |
     from .data import normalizer
 
     return normalizer(dataset)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    tensor = next(iter(model.parameters()), None)
-    if tensor is None:
-        tensor = next(iter(model.buffers()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

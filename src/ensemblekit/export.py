@@ -38,10 +38,13 @@ import torch
 from torch import nn
 
 from ._validation import check_choice, check_finite, check_tensor
+from .compile import compile_members
 from .methods.base import EnsembleModel
 from .methods.masksembles import MasksemblesModel
 from .methods.mc_dropout import MCDropoutModel
 from .methods.mimo import MIMOModel
+from .methods.seeded_dropout import seeded_mask_source
+from .runtime import eval_mode
 
 FORMATS = ("onnx", "torch_export")
 OUTPUTS = ("probs", "entropy", "mutual_information", "member_logits")
@@ -107,8 +110,6 @@ class _FrozenDropoutMembers(nn.Module):
 
 def _drawn_masks(model: MCDropoutModel, example: torch.Tensor) -> list[torch.Tensor]:
     """The masks ``forward_members`` draws on ``example``, in call order."""
-    from .methods.seeded_dropout import seeded_mask_source
-
     source = seeded_mask_source(model.num_members, model.sampling_seed, example.device)
     drawn: list[torch.Tensor] = []
 
@@ -131,8 +132,6 @@ def _members_module(model: EnsembleModel, example: torch.Tensor, members: str) -
         return _FrozenDropoutMembers(model, _drawn_masks(model, example))
     if members == "tiled" or not isinstance(model, _COMPILED):
         return _ForwardMembers(model)
-    from .compile import compile_members
-
     try:
         # Standard layout: a graph file has no memory format, and torch.export.save cannot
         # store channels-last weights whole.
@@ -197,9 +196,7 @@ def export(
     if len(set(outputs)) != len(outputs):
         raise ValueError(f"outputs {outputs} names an output twice")
 
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
+    with eval_mode(model):
         graph = UncertaintyOutputs(_members_module(model, example_input, members), outputs).eval()
         with torch.no_grad():
             expected = graph(example_input)
@@ -209,9 +206,6 @@ def export(
         else:
             program = torch.export.export(graph, (example_input,), dynamic_shapes=({0: batch},))
             torch.export.save(program, path)
-    finally:
-        for module, training in modes:
-            module.training = training
     _check_file(path, format, example_input, expected, outputs)
     return path
 

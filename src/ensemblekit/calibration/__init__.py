@@ -13,8 +13,22 @@ mistake are refused. Fitted scalers are small ``nn.Module``s whose numbers are f
   checkpoint's metadata);
 - evaluation: ``temperature_scaled_metrics`` (validation and test member logits -> every
   metric of the scaled test predictions).
+
+Regression (member means and variances (M, N, D), fitted on the validation split):
+
+- variance: ``fit_variance_scaling -> VarianceScaling`` (one scale s, sigma -> s sigma, closed
+  form; ``fitted`` / ``reason``: identified or not applied), ``VarianceScaler``,
+  ``scale_members``;
+- conformal: ``conformal_intervals -> ConformalIntervals`` (split conformal, scores normalised
+  by sigma; test coverage beside the nominal), ``fit_conformal``, ``conformal_quantile``.
 """
 
+from .conformal import (
+    ConformalIntervals,
+    conformal_intervals,
+    conformal_quantile,
+    fit_conformal,
+)
 from .ensemble import (
     ENSEMBLE_MODES,
     EnsembleTemperatureScaler,
@@ -29,20 +43,38 @@ from .temperature import (
     fit_temperature,
     nll_at_temperature,
 )
+from .variance import (
+    MIN_VALIDATION_POINTS,
+    VARIANCE_SCALE_BOUNDS,
+    VarianceScaler,
+    VarianceScaling,
+    fit_variance_scaling,
+    scale_members,
+)
 from .vector import VectorScaler, fit_vector_scaling
 
 __all__ = [
     "ENSEMBLE_MODES",
+    "MIN_VALIDATION_POINTS",
     "TEMPERATURE_BOUNDS",
+    "VARIANCE_SCALE_BOUNDS",
+    "ConformalIntervals",
     "EnsembleTemperatureScaler",
     "TemperatureScaler",
+    "VarianceScaler",
+    "VarianceScaling",
     "VectorScaler",
+    "conformal_intervals",
+    "conformal_quantile",
+    "fit_conformal",
     "fit_ensemble_temperature",
     "fit_temperature",
+    "fit_variance_scaling",
     "fit_vector_scaling",
     "load_scaler",
     "nll_at_temperature",
     "pooled_log_probs",
+    "scale_members",
     "scaler_from_metadata",
     "scaler_metadata",
     "temperature_scaled_metrics",

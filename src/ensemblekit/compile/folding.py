@@ -15,7 +15,7 @@ from collections import Counter
 import torch
 from torch import nn
 
-from .stacking import replace_module
+from ..submodules import replace_module
 
 
 def _consumer_counts(root) -> Counter:

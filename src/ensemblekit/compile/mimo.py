@@ -18,8 +18,8 @@ from torch import nn
 
 from ..layers.mimo import MIMOConv2d, MIMOLinear
 from ..methods.mimo import MIMOModel
+from ..submodules import replace_module
 from .folding import finish_inference_copy
-from .stacking import replace_module
 
 
 @torch.no_grad()

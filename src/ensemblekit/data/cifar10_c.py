@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from .._validation import check_choice, check_int
 from ..atomic import atomic_write_bytes, atomic_write_text
-from .corruptions import CORRUPTIONS, SEVERITIES
+from .corruption_severities import CORRUPTIONS, SEVERITIES
 from .in_memory import InMemoryDataset, as_tensors
 from .registry import DatasetInfo, download_error, missing_data_error, register_dataset
 from .shifted import corrupt_tensor

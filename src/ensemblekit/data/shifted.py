@@ -15,7 +15,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .._validation import check_choice, check_int, check_seed
-from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from .corruption_severities import CORRUPTIONS, SEVERITIES
+from .corruptions import corrupt
 from .in_memory import InMemoryDataset, as_tensors
 
 #: Images corrupted per call: bounds peak memory, and fixes the chunking that seeds depend on.

@@ -27,9 +27,12 @@ from pathlib import Path
 
 import torch
 
-from .. import plots, report
+from .. import checkpoint, plots, report
+from .. import data as datasets
 from ..atomic import atomic_torch_save, atomic_write_text
+from .benchmark_protocol import benchmark_protocol
 from .calibrated import calibrated_evaluation
+from .cost import measure_costs
 from .pipeline import (
     Log,
     build,
@@ -110,7 +113,7 @@ def run_benchmark(settings: BenchmarkSettings, *, log: Log = print) -> dict:
     atomic_write_text(out / "cost.json", json.dumps(cost, indent=1))
     log(f"cost: {len(cost['models'])} models measured in one process "
         f"({time.perf_counter() - started:.1f} s)")
-    results = report.aggregate(records, settings,
+    results = report.aggregate(records, benchmark_protocol(settings, records),
                                predictions={run: predictions[run] for run in runs}, cost=cost)
     report.write_reports(out, results, records)
     plots.benchmark_figures(out / "figures", results, records)
@@ -131,9 +134,6 @@ def measure_benchmark_costs(settings: BenchmarkSettings, *,
     ``masksembles_tiled``). The single model is the reference, built even when
     ``settings.methods`` lacks it.
     """
-    from .. import data as datasets
-    from .cost import measure_costs
-
     # where the models trained: the settings' device, else as training picks it (as tune does)
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     methods = list(dict.fromkeys(["single", *settings.methods]))
@@ -165,8 +165,6 @@ def run_one(settings: BenchmarkSettings, method: str, seed: int, data) -> tuple[
     ``seconds``); ``validation`` the ensemble prediction's metrics on the validation split
     (None without one), so that under-fitting shows next to the test metrics.
     """
-    from .. import checkpoint
-
     model = build(settings, method, seed=seed)
     checkpoint_dir = None
     if settings.checkpoints:

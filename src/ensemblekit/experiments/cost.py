@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .._validation import check_float, check_int, check_tensor
-from ..train import cpu_threads
+from ..runtime import cpu_threads
 from .pipeline import count_parameters
 
 #: The cost kinds, each a ratio to the single model's (``<kind>_ratio`` in :func:`measure_costs`).

@@ -26,7 +26,9 @@ because the first claim compares BatchEnsemble with it. The **Deep Ensemble** is
 for independent members.
 
 Off-diagonal means over member pairs, then mean ± std over seeds. Verdicts on the seed paper's
-two claims are in :mod:`ensemblekit.experiments.diversity_verdicts`.
+two claims (:data:`ensemblekit.methods.claims.DIVERSITY_CLAIMS`) come from
+:func:`ensemblekit.stats.study_verdicts`; the report from :mod:`ensemblekit.report.diversity`
+and the figures from :mod:`ensemblekit.plots.diversity`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,21 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_write_text
-from ..report import METHOD_LABELS, mean_std
+from ..data import normalizer, read_corrupted_folder
+from ..metrics import (
+    ece,
+    mutual_information,
+    nll,
+    pairwise_cka,
+    pairwise_disagreement,
+    pairwise_js,
+    pairwise_kl,
+    weight_similarity,
+)
+from ..plots.diversity import HEATMAPS, draw_all
+from ..report import json_ready, mean_std, method_label
+from ..report.diversity import diversity_markdown
+from ..stats import study_verdicts
 from .member_probes import fast_weights, layer_columns, member_outputs
 from .pipeline import Log, build, check_batch_size, load_experiment_data, train
 from .settings import DiversitySettings
@@ -58,23 +74,13 @@ REPRESENTATIONS = (("penultimate", "CKA, penultimate"), ("mid", "CKA, mid layer"
 FLOOR = {"disagreement": 0.0, "disagreement_over_error": 0.0, "kl": 0.0, "js": 0.0,
          "mutual_information": 0.0, "cka_penultimate": 1.0, "cka_mid": 1.0,
          "weight_similarity": 1.0}
-#: Heatmap rows: (matrix key, caption, colour limits or None for one shared scale).
-HEATMAPS = (
-    ("disagreement", "disagreement", None),
-    ("kl", "KL(p_i || p_j) (nats)", None),
-    ("cka_penultimate", "CKA, penultimate", (0.0, 1.0)),
-    ("cka_mid", "CKA, mid layer", (0.0, 1.0)),
-    ("weight_similarity", "weight cosine (trained)", (0.0, 1.0)),
-)
-
-
 def study_variants(settings: DiversitySettings) -> list[dict]:
     """``[{"key", "method", "options", "label"}]``: each method, and after BatchEnsemble its
     controls (``settings.batchensemble_controls``: other fast-weight inits)."""
     variants = []
     for method in settings.methods:
         variants.append({"key": method, "method": method, "options": {},
-                         "label": METHOD_LABELS.get(method, method)})
+                         "label": method_label(method)})
         if method == "batchensemble":
             for init in settings.batchensemble_controls:
                 variants.append({"key": f"batchensemble_{init}", "method": method,
@@ -118,15 +124,6 @@ def function_space(logits: torch.Tensor, labels: torch.Tensor | None) -> dict:
     """The function-space measures of member logits ``(M, N, K)`` (labels ``(N,)`` or None:
     OOD), as off-diagonal means; plus the ensemble's ``accuracy``, ``nll``, ``ece`` (with
     labels) and the per-sample arrays the verdicts bootstrap over."""
-    from ..metrics import (
-        ece,
-        mutual_information,
-        nll,
-        pairwise_disagreement,
-        pairwise_js,
-        pairwise_kl,
-    )
-
     probs = torch.softmax(logits.double(), dim=-1)
     mean = probs.mean(0)
     members = probs.shape[0]
@@ -180,8 +177,6 @@ def off_diagonal_mean(matrix: torch.Tensor) -> float:
 
 
 def _cosine(weights: torch.Tensor) -> float:
-    from ..metrics import weight_similarity
-
     try:
         return off_diagonal_mean(weight_similarity(weights))
     except ValueError:  # a member without weights in this layer (all dropped): undefined
@@ -220,9 +215,6 @@ def measure_model(model, data, settings: DiversitySettings, *, seed: int,
     """Function space on every evaluation set, CKA matrices on the clean test set, member
     weights: ``{"sets": {set: record}, "cka": {rep: (M, M)}, "matrices": {...},
     "weights": (M, P), "fast": tensor or None}``."""
-    from ..data import normalizer, read_corrupted_folder
-    from ..metrics import pairwise_cka, pairwise_disagreement, pairwise_kl, weight_similarity
-
     normalize = normalizer(settings.dataset)
     images, labels = data.test
     common = dict(normalize=normalize, batch_size=settings.eval_batch_size, seed=seed)
@@ -261,9 +253,6 @@ def run_diversity(settings: DiversitySettings, *, log: Log = print) -> dict:
     """Train every variant per seed and measure it; write ``diversity.json``, ``diversity.md``
     and the figures (``diversity_heatmaps.png``, ``diversity_shift.png``,
     ``diversity_layers.png``) into ``settings.out``."""
-    from .. import plots_diversity
-    from .diversity_verdicts import study_verdicts
-
     started = time.perf_counter()
     out = Path(settings.out)
     variants = study_variants(settings)
@@ -302,13 +291,14 @@ def run_diversity(settings: DiversitySettings, *, log: Log = print) -> dict:
         "floor": FLOOR,
         "variants": {v["key"]: summarise_variant(v, runs[v["key"]], settings) for v in variants},
     }
-    results["verdicts"] = study_verdicts(runs, seed=0)
+    results["verdicts"] = study_verdicts(runs, floor=FLOOR, seed=0)
     for verdict in results["verdicts"]:
         log(f"verdict: {verdict['claim']}: {verdict['verdict']}")
-    figures = plots_diversity.draw_all(results, runs, out)
+    figures = draw_all(results, out)
     results["figures"] = [path.name for path in figures]
     results["seconds"] = time.perf_counter() - started
-    atomic_write_text(out / "diversity.json", json.dumps(_json_ready(results), indent=1))
+    atomic_write_text(out / "diversity.json",
+                      json.dumps(json_ready(results, nonfinite_as_null=True), indent=1))
     atomic_write_text(out / "diversity.md", diversity_markdown(results))
     return results
 
@@ -404,20 +394,6 @@ def _over_seeds(values: list, floor: bool, floor_value) -> dict:
 
 #: the methods whose own setting the report's header states
 SETTING_METHODS = ("mc_dropout", "masksembles", "batchensemble")
-#: the options the header shows per method (the rest are in the JSON)
-_HEADER_OPTIONS = ("p", "scale", "placement", "widen", "init", "epochs")
-
-
-def _settings_text(settings: dict) -> str:
-    """"MC-Dropout p=0.1, placement=dropout, 60 epochs; ..." for the report's header."""
-    from ..report import METHOD_LABELS
-
-    parts = []
-    for method, options in settings.items():
-        shown = [f"{key}={options[key]}" for key in _HEADER_OPTIONS[:-1] if key in options]
-        parts.append(f"{METHOD_LABELS.get(method, method)} {', '.join(shown)}, "
-                     f"{options['epochs']} epochs")
-    return "; ".join(parts)
 
 
 def protocol(settings: DiversitySettings, data) -> dict:
@@ -436,110 +412,10 @@ def protocol(settings: DiversitySettings, data) -> dict:
     }
 
 
-# -- the report ---------------------------------------------------------------------------
-
-
-def diversity_table(results: dict) -> str:
-    """Markdown: one row per variant, clean-test function space, CKA and weight cosine."""
-    lines = ["| variant | accuracy | disagreement | disagreement / error | KL | JS | MI | "
-             "CKA penult. | CKA mid | weight cosine init -> trained | by construction |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for entry in results["variants"].values():
-        clean = entry["sets"]["clean"]
-        cells = [_pm(clean[key]) for key in ("accuracy", "disagreement",
-                                             "disagreement_over_error", "kl", "js",
-                                             "mutual_information")]
-        cells += [_pm(entry["cka"][key]["trained"]) for key, _ in REPRESENTATIONS]
-        cells.append(f"{_pm(entry['weights']['init']['overall'])} -> "
-                     f"{_pm(entry['weights']['trained']['overall'])}")
-        cells.append(entry["construction"])
-        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def shift_table(results: dict) -> str:
-    """Markdown: disagreement and mutual information on every evaluation set."""
-    names = list(next(iter(results["variants"].values()))["sets"])
-    header = " | ".join(f"{_set_caption(n)} dis. | {_set_caption(n)} MI" for n in names)
-    lines = [f"| variant | {header} |", "|---|" + "---:|" * (2 * len(names))]
-    for entry in results["variants"].values():
-        cells = []
-        for name in names:
-            cells += [_pm(entry["sets"][name]["disagreement"]),
-                      _pm(entry["sets"][name]["mutual_information"])]
-        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def layer_table(results: dict) -> str:
-    """Markdown: per layer, weight cosine at init and trained, its change, relative change."""
-    lines = ["| variant | layer | cosine init | cosine trained | change | relative weight "
-             "change |", "|---|---|---:|---:|---:|---:|"]
-    for entry in results["variants"].values():
-        if entry["method"] == "single":
-            continue
-        weights = entry["weights"]
-        for name in weights["init"]["layers"]:
-            lines.append(f"| {entry['label']} | {name} | {_pm(weights['init']['layers'][name])}"
-                         f" | {_pm(weights['trained']['layers'][name])} | "
-                         f"{_pm(weights['change']['layers'][name])} | "
-                         f"{_pm(weights['relative_change']['layers'][name])} |")
-    return "\n".join(lines)
-
-
-def diversity_markdown(results: dict) -> str:
-    from .diversity_verdicts import verdict_lines
-
-    p = results["protocol"]
-    seeds = len(results["seeds"])
-    fast = [f"{e['label']}: {_pm(e['weights']['fast_weights']['relative_change'])} relative "
-            f"change, deviation cosine {_pm(e['weights']['fast_weights']['deviation_cosine'])}"
-            for e in results["variants"].values() if "fast_weights" in e["weights"]]
-    figures = [f"![{name}]({name})" for name in results.get("figures", [])]
-    return "\n".join([
-        f"# Member similarity on {results['dataset']}", "",
-        f"Backbone {p['backbone']}, {p['members']} members ({_settings_text(p['settings'])}; "
-        f"otherwise {p['epochs']} epochs); {seeds} seed{'s' if seeds > 1 else ''} "
-        "(mean ± std); each "
-        f"pairwise value is the {p['pairs']}. Corrupted sets: {len(p['corruptions'])} kinds "
-        f"pooled per severity {p['severities']}; OOD: {p['ood']} ({p['ood_status']}). The "
-        "single model is the floor (identical members: disagreement, KL, JS, MI 0; CKA and "
-        "cosine 1, by definition); the Deep Ensemble the reference for independent members.",
-        "", "## Verdicts", "", *verdict_lines(results["verdicts"]), "",
-        "## Clean test set", "", diversity_table(results), "",
-        "## Disagreement and mutual information under shift", "", shift_table(results), "",
-        "## Parameter space per layer", "", layer_table(results), "",
-        "BatchEnsemble fast weights (r, s) during training: " + ("; ".join(fast) or "n/a")
-        + ".", "", *figures, "",
-        f"Run time: {results['seconds']:.0f} s.", ""])
-
-
 def _size(split) -> int:
     """Examples in a split: ``(images, labels)`` tensors or a Dataset."""
     return len(split[1]) if isinstance(split, tuple) else len(split)
 
 
-def _set_caption(name: str) -> str:
-    return {"clean": "clean", "ood": "OOD"}.get(name, name.replace("severity_", "sev. "))
-
-
-def _pm(value: dict) -> str:
-    if value.get("mean") is None:
-        return "n/a"
-    if value.get("by_definition"):
-        return f"{value['mean']:g} (floor)"
-    return f"{value['mean']:.4f} ± {value['std']:.4f}"
-
-
 def _finite_or_none(matrix: torch.Tensor) -> list:
     return [[float(v) if math.isfinite(v) else None for v in row] for row in matrix.tolist()]
-
-
-def _json_ready(value):
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

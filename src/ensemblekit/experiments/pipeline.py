@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_write_text
+from ..train import check_batch_size as check_model_batch_size
 from .settings import Settings
 
 Log = Callable[[str], None]
@@ -144,14 +145,8 @@ def build(settings: Settings, method: str, *, seed: int, **options):
 
 def check_batch_size(settings: Settings, model) -> None:
     """Refuse, before training, a batch size that the model's member groups do not divide."""
-    batch_size = settings.train_config(seed=0).batch_size
-    multiple = getattr(model, "batch_multiple", 1)
-    if batch_size % multiple:
-        nearest = max(multiple, round(batch_size / multiple) * multiple)
-        raise ValueError(
-            f"batch_size={batch_size} is not a multiple of {multiple}, the number of member "
-            f"groups of {model.method} with {model.num_members} members; use --batch-size "
-            f"{nearest} (or change --members)")
+    check_model_batch_size(model, settings.train_config(seed=0).batch_size,
+                           use="--batch-size {} (or change --members)")
 
 
 def count_parameters(model) -> int:

@@ -40,6 +40,7 @@ from pathlib import Path
 import tomllib
 
 from .._validation import check_choice, check_float, check_int, check_seed
+from ..report import json_ready
 
 #: The five points of the spectrum, in order from one model to independent models.
 ALL_METHODS = ("single", "mc_dropout", "masksembles", "batchensemble", "deep_ensemble")
@@ -456,17 +457,6 @@ def as_list(value) -> list:
     if isinstance(value, str):
         return [value]
     return list(value)
-
-
-def json_ready(value):
-    """Tuples as lists and paths as strings, recursively (for JSON files)."""
-    if isinstance(value, dict):
-        return {str(key): json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(item) for item in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 class ResumableRuns:

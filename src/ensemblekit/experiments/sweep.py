@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 
 from ..atomic import atomic_write_text
+from ..plots import sweep_plot
 from ..report import mean_std
+from ..report.sweep import sweep_markdown
 from .pipeline import Log, build, check_batch_size, evaluate, load_experiment_data, train
 from .settings import SweepSettings
 
@@ -45,8 +47,6 @@ def run_metrics(record: dict) -> dict:
 def run_sweep(settings: SweepSettings, *, log: Log = print) -> dict:
     """Train and evaluate the grid and the references; write ``sweep.json``, ``sweep.md`` and
     ``sweep.png`` into ``settings.out``; return the ``sweep.json`` content."""
-    from .. import plots
-
     out = Path(settings.out)
     grid = [(n, scale) for n in settings.ns for scale in settings.scales]
     for n, scale in grid:
@@ -86,29 +86,10 @@ def run_sweep(settings: SweepSettings, *, log: Log = print) -> dict:
         **sweep,
     }
     atomic_write_text(out / "sweep.json", json.dumps(result, indent=1))
-    atomic_write_text(out / "sweep.md", sweep_markdown(result, available))
-    plots.sweep_plot(sweep, out / "sweep.png", metrics=available,
-                     title=f"Masksembles from one model to an ensemble on {settings.dataset}")
+    atomic_write_text(out / "sweep.md", sweep_markdown(result, available, grid="masksembles"))
+    sweep_plot(sweep, out / "sweep.png", metrics=available, grid="masksembles",
+               title=f"Masksembles from one model to an ensemble on {settings.dataset}")
     return result
-
-
-def sweep_markdown(result: dict, metrics) -> str:
-    """One table row per (n, scale) and per reference method."""
-    header = "| model | " + " | ".join(caption for _, caption in metrics) + " |"
-    lines = [f"# Masksembles transition on {result['dataset']}", "", header,
-             "|---|" + "---:|" * len(metrics)]
-    for n, by_scale in result["masksembles"].items():
-        for scale, values in by_scale.items():
-            lines.append(f"| Masksembles n={n} scale={scale} | "
-                         + " | ".join(_cell(values, key) for key, _ in metrics) + " |")
-    for method, values in result["references"].items():
-        lines.append(f"| {method} | " + " | ".join(_cell(values, key) for key, _ in metrics)
-                     + " |")
-    return "\n".join([*lines, "", "![sweep](sweep.png)", ""])
-
-
-def _cell(values: dict, key: str) -> str:
-    return f"{values[key]['mean']:.4f} ± {values[key]['std']:.4f}" if key in values else "-"
 
 
 def _brief(metrics: dict) -> str:

@@ -14,6 +14,7 @@ and predicts the same way: ``predict_members(model, x)`` -> member logits ``(M, 
 from . import single, mc_dropout, masksembles, batchensemble, mimo, deep_ensemble  # noqa: F401
 
 # isort: on
+from . import claims
 from .base import EnsembleModel, predict_members
 from .batchensemble import BatchEnsembleModel
 from .build import build_model
@@ -45,6 +46,7 @@ __all__ = [
     "MethodEntry",
     "SingleModel",
     "available_methods",
+    "claims",
     "build_model",
     "get_method",
     "method_entries",

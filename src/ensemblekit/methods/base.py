@@ -18,6 +18,7 @@ from torch import nn
 from .._validation import check_flag, check_int, check_tensor  # noqa: F401 (check_flag: re-exported)
 from ..layers.batchensemble import batchensemble_parameter_groups
 from ..members import repeat_members, split_members
+from ..runtime import eval_mode
 
 
 class EnsembleModel(nn.Module):
@@ -145,11 +146,5 @@ def predict_members(
                 f"num_samples applies to mc_dropout only; a {model.method} model has a fixed "
                 f"number of members ({model.num_members}); leave num_samples=None"
             )
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        logits = model.forward_members(x, num_samples)
-    finally:
-        for module, training in modes:
-            module.training = training
-    return logits
+    with eval_mode(model):
+        return model.forward_members(x, num_samples)
