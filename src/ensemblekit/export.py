@@ -4,6 +4,7 @@
 
     ensemblekit.export(model, "model.onnx", example_input=x[:2])          # ONNX
     ensemblekit.export(model, "model.pt2", x[:2], format="torch_export")   # torch.export
+    ensemblekit.export(converted, "model.onnx")   # converted with example_input: its shape
 
 The graph reads ``input`` ``(B, ...)`` (B free: the batch size is dynamic) and returns the
 requested ``outputs``, in that order:
@@ -39,6 +40,7 @@ from torch import nn
 
 from ._validation import check_choice, check_finite, check_tensor
 from .compile import compile_members
+from .example_inputs import recorded_example
 from .methods.base import EnsembleModel
 from .methods.masksembles import MasksemblesModel
 from .methods.mc_dropout import MCDropoutModel
@@ -145,7 +147,7 @@ def _members_module(model: EnsembleModel, example: torch.Tensor, members: str) -
 def export(
     model: EnsembleModel,
     path: str | os.PathLike,
-    example_input: torch.Tensor,
+    example_input: torch.Tensor | None = None,
     *,
     format: str = "onnx",
     outputs: tuple[str, ...] | list[str] = ("probs", "entropy", "mutual_information"),
@@ -158,7 +160,9 @@ def export(
             it is traced in eval mode, every module's mode restored afterwards.
         path: the file to write (``.onnx`` or ``.pt2`` by convention).
         example_input: a batch ``(b, ...)`` of at least 2 examples like the ones to predict on
-            (traced with the batch dim free; the other dims are fixed to these).
+            (traced with the batch dim free; the other dims are fixed to these); may be left
+            out for a model converted with an ``example_input`` (2 random examples of the shape
+            and dtype its recipe recorded).
         format: ``"onnx"`` (input name ``input``, output names as in ``outputs``) or
             ``"torch_export"`` (``torch.export.save``; load with ``torch.export.load(path)
             .module()``).
@@ -180,6 +184,14 @@ def export(
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"path {path} is a folder; pass a file path such as {path / 'model.onnx'}")
+    if example_input is None:
+        example_input = recorded_example(model)
+        if example_input is None:
+            raise ValueError(
+                "export needs example_input=x[:2] (a batch of at least 2 examples like the ones "
+                f"to predict on): this {model.method} model records no input shape (only a "
+                "converter given example_input does)"
+            )
     check_tensor("example_input", example_input)
     if example_input.ndim == 0 or len(example_input) < 2:
         raise ValueError(

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_finite, check_tensor
+from ..example_inputs import recorded_example
 from ..methods.base import predict_members
 from ..methods.masksembles import MasksemblesModel
 from ..methods.mc_dropout import MCDropoutModel
@@ -223,7 +224,8 @@ def compile_members(
             dry run).
         example_input: a small batch ``(b, ...)`` like the ones you will predict on, used for
             the dry run and for a self-check against ``predict_members``; default: 2 random
-            examples of ``model.backbone.input_shape`` (32 for a free spatial size).
+            examples of the input shape a converter recorded (``model.recipe["input"]``), else
+            of ``model.backbone.input_shape`` (32 for a free spatial size).
         share_prefix: run every layer before the first mask once for all members
             (:mod:`ensemblekit.compile.shared_prefix`; with ``strategy="loop"`` the first
             member computes it and the others reuse its outputs): with
@@ -253,8 +255,8 @@ def compile_members(
     a single model's forward with M*K outputs. ``strategy`` and ``share_prefix`` do not apply.
 
     **Your own network** (converted with :func:`ensemblekit.to_masksembles`; ``example_input``
-    required): the members are not cut into thin sub-networks, but every layer before the first
-    Masksembles layer runs once and the members fan out there
+    needed unless the converter was given one): the members are not cut into thin sub-networks,
+    but every layer before the first Masksembles layer runs once and the members fan out there
     (:class:`~ensemblekit.compile.fan_out.FanOutMembers`), where a check on ``example_input``
     shows that this is exact; otherwise (a residual add across the mask) the network runs tiled.
     The returned module's ``strategy`` says which ("fan-out" or "tiled"). **MC-Dropout** models
@@ -280,12 +282,15 @@ def compile_members(
         if not isinstance(flag, bool):
             raise ValueError(f"{name} must be True or False, got {flag!r}")
     generic = isinstance(model, MCDropoutModel) or not hasattr(model.backbone, "layer_widths")
+    if example_input is None:  # a converted model: a random batch of the shape it recorded
+        example_input = recorded_example(model)
     if example_input is not None:
         _check_example(example_input)
     elif generic and not hasattr(model.backbone, "input_shape"):
         raise ValueError(
             "compile_members of a converted network needs example_input=x[:2] (a batch like "
-            "the ones you will predict on): it cannot guess your input shape")
+            "the ones you will predict on): it cannot guess your input shape (a converter "
+            "given example_input records it)")
     else:
         example_input = _example_input(model)  # raises, naming the fix, without input_shape
     if isinstance(model, MIMOModel):

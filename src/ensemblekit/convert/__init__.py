@@ -15,10 +15,12 @@ network without dropout (torchvision's ResNets).
 Your network is ``model.backbone`` (so its ``state_dict`` keys gain a ``backbone.`` prefix; a
 site inserted after module ``a.b`` makes it ``a.b.0``, the new layer ``a.b.1``);
 ``model.config`` is ``None`` and ``model.recipe`` records what the converter did (a
-JSON-serialisable dict: converter, options, every site with its resolved width), so
+JSON-serialisable dict: converter, options, every site with its resolved width, the dropout
+modules a dry forward never called, the example input's shape and dtype), so
 :func:`ensemblekit.save` / ``load(path, into=network)`` rebuild the model on a fresh copy of
-your network without a dry run (:func:`apply_recipe`). Anything a converter cannot handle
-raises a ``ValueError`` that names the module's path and the reason.
+your network without a dry run (:func:`apply_recipe`), and ``compile_members(model)`` /
+``export(model, path)`` need no second example. Anything a converter cannot handle raises a
+``ValueError`` that names the module's path and the reason.
 
 One file per converter (:mod:`.masksembles`, :mod:`.mc_dropout`, :mod:`.batchensemble`), the
 site machinery they share (:mod:`._sites`), and the registry that replays a recipe

@@ -8,7 +8,8 @@ module at ``a.b`` becomes ``nn.Sequential(module, layer)``: ``a.b.0`` and ``a.b.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 from torch import nn
@@ -72,10 +73,11 @@ def select_sites(model: nn.Module, sites, converter: str) -> list[str]:
 
 def shapes_from_dry_run(
     model: nn.Module, inputs_of: list[str], outputs_of: list[str], example_input: torch.Tensor,
-    converter: str,
+    converter: str, *, may_skip: Collection[str] = (),
 ) -> dict[str, set[tuple[int, ...]]]:
     """The shapes of what each module at ``inputs_of`` receives and at ``outputs_of`` returns
-    during one eval-mode forward of ``example_input``."""
+    during one eval-mode forward of ``example_input``; raises for a module the forward never
+    calls, except those in ``may_skip`` (their set of shapes is empty)."""
     check_tensor("example_input", example_input)
     seen: dict[str, set[tuple[int, ...]]] = {path: set() for path in inputs_of + outputs_of}
 
@@ -100,12 +102,31 @@ def shapes_from_dry_run(
         for handle in handles:
             handle.remove()
     for path, shapes in seen.items():
-        if not shapes:
+        if not shapes and path not in may_skip:
             raise ValueError(
                 f"{converter}: {path!r} was not called during the dry forward on "
                 "example_input, so its width is unknown; remove it or pass an input that reaches it"
             )
     return seen
+
+
+def leave_uncalled(converter: str, not_called: list[str], *, site_left: bool, fix: str,
+                   stacklevel: int = 3) -> None:
+    """Warn that the dropout modules at ``not_called`` (never called by the dry forward) stay as
+    they are: they do nothing, since the network applies that dropout functionally. Raise
+    instead, naming them and ``fix``, when no drop site is left (``site_left`` false)."""
+    if not not_called:
+        return
+    note = (
+        f"{converter}: the dry forward on example_input never called the dropout module(s) "
+        f"{', '.join(repr(path) for path in not_called)}, so they do nothing in this network "
+        "(it applies that dropout functionally, e.g. attention dropout through F.dropout or "
+        "scaled_dot_product_attention); they are left in place, listed in the recipe's "
+        "'not_called'"
+    )
+    if not site_left:
+        raise ValueError(f"{note}; {fix}")
+    warnings.warn(note, stacklevel=stacklevel)
 
 
 def deepest_first(sites: list[dict]) -> list[dict]:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_flag, check_int
+from ..example_inputs import input_record
 from ..layers.batchensemble import (
     FAST_WEIGHT_INITS,
     BatchEnsembleConv1d,
@@ -16,7 +17,7 @@ from ..layers.batchensemble import (
 )
 from ..methods.batchensemble import BatchEnsembleModel
 from ..submodules import replace_module
-from ._sites import check_module
+from ._sites import check_module, shapes_from_dry_run
 
 #: layer -> its BatchEnsemble twin (exact types: a subclass may change the behaviour)
 _BATCHENSEMBLE_FOR = {
@@ -91,7 +92,8 @@ def _apply_batchensemble(
 
 
 def to_batchensemble(
-    model: nn.Module, n: int, *, init: str = "normal", tile_batch: bool = True
+    model: nn.Module, n: int, *, init: str = "normal", tile_batch: bool = True,
+    example_input: torch.Tensor | None = None,
 ) -> BatchEnsembleModel:
     """Replace every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` in ``model`` by its BatchEnsemble
     version.
@@ -101,6 +103,10 @@ def to_batchensemble(
     fine-tune a trained network). Normalisation and other layers stay shared. Other layers
     with weights that BatchEnsemble would have to split (transposed convolutions, RNNs,
     ``nn.MultiheadAttention``, subclasses of Linear / Conv) raise.
+
+    ``example_input`` (optional, a batch like the ones you will predict on): checked by one
+    dry forward of the network, its shape and dtype (not its data) kept in the recipe, so
+    ``export(model, path)`` needs no second example.
 
     Returns:
         a :class:`~ensemblekit.methods.BatchEnsembleModel` (``tile_batch`` as in build_model).
@@ -121,9 +127,13 @@ def to_batchensemble(
     ]
     if not layers:
         raise ValueError("to_batchensemble: model has no nn.Linear or nn.Conv1d/2d/3d layer")
+    if example_input is not None:  # fails here, naming example_input, if it does not fit
+        shapes_from_dry_run(model, [], [], example_input, "to_batchensemble")
     converted = _apply_batchensemble(model, n, init, tile_batch, layers)
     converted.recipe = {"converter": "to_batchensemble", "n": n, "init": init,
                         "tile_batch": tile_batch, "layers": layers}
+    if example_input is not None:
+        converted.recipe["input"] = input_record(example_input)
     return converted
 
 

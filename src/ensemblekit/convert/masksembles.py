@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_float, check_int, check_seed
+from ..example_inputs import input_record
 from ..layers import Masksembles, Masksembles1d, Masksembles2d, Masksembles3d
 from ..methods.masksembles import MasksemblesModel
 from ..submodules import replace_module
@@ -16,6 +17,7 @@ from ._sites import (
     check_module,
     deepest_first,
     insert_after,
+    leave_uncalled,
     select_sites,
     shapes_from_dry_run,
 )
@@ -164,10 +166,24 @@ def to_masksembles(
     sequences on the last dim (``nn.Dropout`` in a transformer; a site after a linear layer,
     attention, ...) -- except after a conv / norm / pooling layer, which writes (B, C, L).
 
+    Where to put the masks: where dropout goes, the authors' advice (Durasov et al. 2021: a
+    Masksembles layer "instead of dropout"), ``placement="dropout"`` in ``build_model``:
+    the tune grid measured masking every layer worse in 13 of 16 paired settings (issue 19).
+    So convert a network that has dropout without ``sites``; give ``sites`` to a network
+    without dropout (after its pooling or its last hidden layers), not after every layer.
+
     Widths come from a dry forward on ``example_input`` (needed with ``sites``; hooks record the
     shapes each site sees) or, without it, from the linear / conv / norm layer before the
-    dropout in its ``nn.Sequential``. All layers are built with the same ``seed`` (drawn from
-    torch's generator when ``None``), so layers of the same width share masks.
+    dropout in its ``nn.Sequential``. A dropout module the dry forward never calls (a network
+    that applies that dropout functionally, as timm's ViT and Hugging Face's BERT do for
+    attention dropout) does nothing, so it is left in place, listed in the recipe's
+    ``"not_called"``, with a ``UserWarning``; if no drop site remains, a ``ValueError`` names
+    the skipped modules and suggests ``sites``. All layers are built with the same ``seed``
+    (drawn from torch's generator when ``None``), so layers of the same width share masks.
+
+    The recipe keeps ``example_input``'s shape and dtype (not its data; for integer inputs
+    such as token ids also the range of its values), so ``compile_members(model)`` and
+    ``export(model, path)`` need no second example.
 
     Returns:
         a :class:`~ensemblekit.methods.MasksemblesModel` with ``n`` members around ``model``,
@@ -204,16 +220,9 @@ def to_masksembles(
                 "layer to replace; Masksembles goes where dropout would go: pass sites=[...] to "
                 "put it after chosen modules"
             )
-    for path, module, action in targets:
-        if not path:
-            raise ValueError(
-                "to_masksembles: the model is a dropout layer; build a Masksembles layer"
-            )
-        if action == "replace" and type(module) not in _MASKSEMBLES_FOR:
-            raise ValueError(
-                f"to_masksembles: {path!r} is {type(module).__name__}, which has no Masksembles "
-                "counterpart (only nn.Dropout, Dropout1d, Dropout2d and Dropout3d are replaced)"
-            )
+    if any(not path for path, _, _ in targets):
+        raise ValueError("to_masksembles: the model is a dropout layer; build a Masksembles layer")
+    not_called = []
     if example_input is not None:
         shapes = shapes_from_dry_run(
             model,
@@ -221,7 +230,20 @@ def to_masksembles(
             [path for path, _, action in targets if action == "insert"],
             example_input,
             "to_masksembles",
+            # a dropout module the network never calls does nothing: skip it (not one named)
+            may_skip=[path for path, _, _ in targets] if sites is None else (),
         )
+        not_called = [path for path, _, _ in targets if not shapes[path]]
+        targets = [target for target in targets if shapes[target[0]]]
+        leave_uncalled("to_masksembles", not_called, site_left=bool(targets),
+                       fix="no drop site remains: pass sites=[...] (module paths, e.g. each "
+                       "block's attention or MLP, after which a Masksembles layer goes)")
+    for path, module, action in targets:
+        if action == "replace" and type(module) not in _MASKSEMBLES_FOR:
+            raise ValueError(
+                f"to_masksembles: {path!r} is {type(module).__name__}, which has no Masksembles "
+                "counterpart (only nn.Dropout, Dropout1d, Dropout2d and Dropout3d are replaced)"
+            )
     plan = []
     for path, module, action in targets:
         if example_input is None:
@@ -240,7 +262,9 @@ def to_masksembles(
     _apply_masksembles(model, n, scale, seed, plan)
     converted = MasksemblesModel(model, n)
     converted.recipe = {"converter": "to_masksembles", "n": n, "scale": scale, "seed": seed,
-                        "sites": plan}
+                        "sites": plan, "not_called": not_called}
+    if example_input is not None:
+        converted.recipe["input"] = input_record(example_input)
     return converted
 
 
