@@ -40,6 +40,14 @@ def small_input(name: str, batch: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(seed))
 
 
+def assert_close_to_scale(got: torch.Tensor, want: torch.Tensor, tolerance: float = 1e-5):
+    """Equal up to float rounding at the tensor's scale (after one step on a 4-row batch,
+    eval-mode BatchNorm can blow logits up to 1e4, where a per-entry rtol checks nothing
+    meaningful about the small entries)."""
+    assert got.shape == want.shape
+    assert ((got - want).abs().max() / want.abs().max()).item() <= tolerance
+
+
 def linear_mimo(n: int = 3, **options):
     """An MLP without hidden layers: one MIMOLinear that is both stem and head, and no
     BatchNorm, so train and eval forwards compute the same function."""
@@ -56,7 +64,7 @@ def slots_of(model, batch: int) -> torch.Tensor:
 @pytest.mark.parametrize("name", list(SMALL))
 def test_every_backbone_trains_predicts_reloads_and_compiles(name, tmp_path):
     model = small(name, batch_repetitions=2)
-    x, y = small_input(name, 4), torch.randint(0, 5, (4,))
+    x, y = small_input(name, 4), torch.arange(4)
     optimizer = torch.optim.SGD(model.parameter_groups(weight_decay=1e-4, lr=0.05), lr=0.05)
     model.train()
     logits = model(x)
@@ -69,7 +77,7 @@ def test_every_backbone_trains_predicts_reloads_and_compiles(name, tmp_path):
         model.eval()  # the stem reads x once, slot weights summed: M stacked copies, rounded
         stacked = split_members(model.backbone(repeat_members(x, 3)), 3)
         model.train()
-    torch.testing.assert_close(members, stacked, rtol=1e-4, atol=1e-5)
+    assert_close_to_scale(members, stacked)
     assert members.shape == (3, 4, 5) and model.training
     assert not any(getattr(m, "shared_input", False) for m in model.modules())
 
@@ -89,7 +97,7 @@ def test_every_backbone_trains_predicts_reloads_and_compiles(name, tmp_path):
     with torch.no_grad():
         got = fast(small_input(name, 7, seed=1))
         want = predict_members(model, small_input(name, 7, seed=1))
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert_close_to_scale(got, want)
     assert not any(isinstance(m, MIMOConv2d | MIMOLinear) for m in fast.networks[0].modules())
 
 
