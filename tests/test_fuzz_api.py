@@ -282,6 +282,12 @@ def option_strategies(backbone: str, method: str) -> dict[str, st.SearchStrategy
                                  bad(st.sampled_from(["Normal", "", None]), "init"))
         options["tile_batch"] = either(good(st.booleans()),
                                        bad(st.sampled_from(["yes", 1, None]), "tile_batch"))
+    if method == "mimo":
+        options["input_repetition"] = either(
+            good(st.floats(0.0, 1.0)),
+            bad(bad_float(0.0, 1.0), "input_repetition"))
+        options["batch_repetitions"] = either(good(st.integers(1, 3)),
+                                              bad(bad_int(1), "batch_repetitions"))
     if method == "deep_ensemble":
         options["independent_batches"] = either(
             good(st.booleans()), bad(st.sampled_from(["no", 0]), "independent_batches"))

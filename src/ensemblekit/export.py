@@ -16,7 +16,8 @@ requested ``outputs``, in that order:
 
 How the members are computed (``members="auto"``): through the model's compiled members,
 :func:`ensemblekit.compile_members` (Masksembles: each member on its own channels; the single
-model, Deep Ensembles and BatchEnsemble: dense member networks with BatchNorm folded; a method
+model, Deep Ensembles and BatchEnsemble: dense member networks with BatchNorm folded; MIMO: one
+single-model forward, slot weights summed, BatchNorm folded; a method
 without a compiled path: its own ``forward_members``), in the standard memory layout, else --
 where compiling raises -- the model's ``forward_members``. MC-Dropout is exported with M fixed
 masks, the ones ``predict_members`` draws from the model's seeded generator (one mask per

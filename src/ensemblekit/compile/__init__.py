@@ -8,7 +8,14 @@ masks keep --, :mod:`.fan_out` for MC-Dropout, :mod:`.single`, :mod:`.deep_ensem
 (:mod:`.fallback`). A new method adds its file and imports it below.
 """
 
-from . import batchensemble, deep_ensemble, fan_out, masksembles, single  # noqa: F401 (register)
+from . import (  # noqa: F401 (each registers its compiler)
+    batchensemble,
+    deep_ensemble,
+    fan_out,
+    masksembles,
+    mimo,
+    single,
+)
 from .compiled import STRATEGIES, CompiledMembers, compile_members
 from .fallback import OwnForwardMembers
 from .fan_out import FanOutMembers

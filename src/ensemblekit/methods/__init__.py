@@ -1,5 +1,5 @@
-"""The ensemble spectrum behind one API: single, MC-Dropout, Masksembles, BatchEnsemble and
-Deep Ensembles, each turning any registered backbone into an :class:`EnsembleModel`.
+"""The ensemble spectrum behind one API: single, MC-Dropout, Masksembles, BatchEnsemble, MIMO
+and Deep Ensembles, each turning any registered backbone into an :class:`EnsembleModel`.
 
 Every model trains the same way::
 
@@ -11,7 +11,7 @@ and predicts the same way: ``predict_members(model, x)`` -> member logits ``(M, 
 
 # isort: off
 # Registration order is the spectrum: from one model to independent models.
-from . import single, mc_dropout, masksembles, batchensemble, deep_ensemble  # noqa: F401
+from . import single, mc_dropout, masksembles, batchensemble, mimo, deep_ensemble  # noqa: F401
 
 # isort: on
 from . import claims
@@ -22,6 +22,7 @@ from .deep_ensemble import DeepEnsembleModel
 from .masksembles import MasksemblesModel
 from .mc_dropout import MCDropoutModel
 from .member_masks import LayerMasks
+from .mimo import MIMOModel
 from .registry import (
     MethodEntry,
     available_methods,
@@ -40,6 +41,7 @@ __all__ = [
     "EnsembleModel",
     "LayerMasks",
     "MCDropoutModel",
+    "MIMOModel",
     "MasksemblesModel",
     "MethodEntry",
     "SingleModel",

@@ -45,7 +45,10 @@ class EnsembleModel(nn.Module):
         self.config: dict | None = None
 
     def training_targets(self, y: torch.Tensor) -> torch.Tensor:
-        """Targets that line up with the rows of ``model(x)`` (identity unless it tiles)."""
+        """Targets that line up with the rows of ``model(x)`` (identity unless it tiles).
+
+        Call it after the forward it belongs to: a method that draws which example each row
+        shows (MIMO's slot permutations) returns the labels of its last forward's draw."""
         return y
 
     def forward_members(self, x: torch.Tensor, num_samples: int | None) -> torch.Tensor:
