@@ -41,6 +41,7 @@ DEFAULT_PATH = {
     "masksembles": None,  # resolve_strategy: it also looks for a shared prefix
     "batchensemble": lambda deep: "loop" if deep else "stacked",
     "deep_ensemble": lambda deep: "loop" if deep else "stacked",
+    "mimo": lambda deep: "mimo",
 }
 BACKBONES = ["mlp", "lenet", "resnet20", "wrn28_10"]
 
