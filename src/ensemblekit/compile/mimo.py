@@ -69,12 +69,10 @@ def mimo_network(model: MIMOModel, example: torch.Tensor, *, channels_last: bool
 
 @register_compiler(MIMOModel)
 def compile_mimo(model: MIMOModel, options: CompileOptions) -> CompiledMembers:
-    """``(B, ...) -> (M, B, K)`` from one folded copy of the backbone (module docstring);
-    ``strategy`` and ``share_prefix`` do not apply (one network already)."""
-    if options.strategy != "auto":
-        raise ValueError(f"strategy={options.strategy!r} applies to Masksembles, BatchEnsemble "
-                         "and Deep Ensembles; a MIMO model compiles to one network: leave "
-                         "strategy='auto'")
+    """``(B, ...) -> (M, B, K)`` from one folded copy of the backbone (module docstring).
+
+    ``strategy`` and ``share_prefix`` do not apply: the members already run as one network
+    (as for the single model, every strategy gives this one path)."""
     network = mimo_network(model, options.example_input, channels_last=options.channels_last,
                            fold_batchnorm_into_conv=options.fold_batchnorm_into_conv)
     return CompiledMembers([network], model.num_members, "mimo", options.channels_last)
