@@ -37,7 +37,9 @@ OPTIONS = {**METHOD_OPTIONS, "batchensemble": {"n": 3}, "deep_ensemble": {"n": 3
 #: the path each built method takes by default on the CPU, per backbone kind
 DEFAULT_PATH = {
     "single": lambda deep: "one network",
-    "mc_dropout": lambda deep: "fan-out",
+    # with placement="dropout" (the default) the ResNets' first dropout sits inside a residual
+    # add, where fanning out is not exact: the self-check keeps the tiled pass
+    "mc_dropout": lambda deep: "tiled" if deep else "fan-out",
     "masksembles": None,  # resolve_strategy: it also looks for a shared prefix
     "batchensemble": lambda deep: "loop" if deep else "stacked",
     "deep_ensemble": lambda deep: "loop" if deep else "stacked",
