@@ -275,7 +275,7 @@ def test_user_backbones_breaking_the_conditions_are_refused():
 
 
 def test_bad_arguments():
-    with pytest.raises(TypeError, match="Masksembles or MC-Dropout model"):
+    with pytest.raises(TypeError, match="Masksembles, MC-Dropout or Packed-Ensembles model"):
         compile_members(build_model("lenet", "single", 5, 1, input_size=8))
     model = small_masksembles("mlp")
     with pytest.raises(ValueError, match="strategy"):

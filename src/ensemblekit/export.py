@@ -13,14 +13,16 @@ requested ``outputs``, in that order:
 * ``"mutual_information"``: ``(B,)`` ``H(mean probs) - mean_m H(p_m)`` (>= 0, nats);
 * ``"member_logits"``: ``(M, B, K)``, what ``predict_members`` returns.
 
-How the members are computed (``members="auto"``): a Masksembles model through
-:func:`ensemblekit.compile_members` (each member on its own channels) when it compiles and
-passes its self-check, else the tiled model; every other method through its
-``forward_members``. MC-Dropout is exported with M fixed masks, the ones ``predict_members``
-draws from the model's seeded generator (one mask per member and dropout call, shared by
-every example, :mod:`ensemblekit.methods.seeded_dropout`), baked into the graph as constants:
-the exported model predicts exactly what ``predict_members`` predicts, for any batch size, but
-it cannot draw new masks (export again with another ``sampling_seed`` or ``num_samples``).
+How the members are computed (``members="auto"``): a method whose registry entry says its
+inference path is :func:`ensemblekit.compile_members` (Masksembles: each member on its own
+channels; Packed-Ensembles: BatchNorm folded, its fastest layout) through it when it compiles
+and passes its self-check, else the model's own ``forward_members`` (tiled for Masksembles);
+every other method through its ``forward_members``. MC-Dropout is exported with M fixed
+masks, the ones ``predict_members`` draws from the model's seeded generator (one mask per
+member and dropout call, shared by every example, :mod:`ensemblekit.methods.seeded_dropout`),
+baked into the graph as constants: the exported model predicts exactly what
+``predict_members`` predicts, for any batch size, but it cannot draw new masks (export again
+with another ``sampling_seed`` or ``num_samples``).
 
 After writing, the file is read back and run on ``example_input`` (``torch_export`` always,
 ONNX when ``onnxruntime`` is installed): outputs that differ from the model's by more than
@@ -38,8 +40,8 @@ from torch import nn
 
 from ._validation import check_choice, check_finite, check_tensor
 from .methods.base import EnsembleModel
-from .methods.masksembles import MasksemblesModel
 from .methods.mc_dropout import MCDropoutModel
+from .methods.registry import available_methods, method_entry
 
 FORMATS = ("onnx", "torch_export")
 OUTPUTS = ("probs", "entropy", "mutual_information", "member_logits")
@@ -117,15 +119,20 @@ def _drawn_masks(model: MCDropoutModel, example: torch.Tensor) -> list[torch.Ten
     return drawn
 
 
+def _compiles(model: EnsembleModel) -> bool:
+    """Whether ``model``'s method infers through ``compile_members`` (its registry entry)."""
+    return model.method in available_methods() and method_entry(model.method).compiled_inference
+
+
 def _members_module(model: EnsembleModel, example: torch.Tensor, members: str) -> nn.Module:
-    if members == "compiled" and not isinstance(model, MasksemblesModel):
+    if members == "compiled" and not _compiles(model):
         raise ValueError(
-            f"members='compiled' needs a Masksembles model (compile_members), got "
-            f"{model.method!r}; use members='auto'"
+            f"members='compiled' needs a model whose inference path is compile_members "
+            f"(Masksembles, Packed-Ensembles), got {model.method!r}; use members='auto'"
         )
     if isinstance(model, MCDropoutModel):
         return _FrozenDropoutMembers(model, _drawn_masks(model, example))
-    if members == "tiled" or not isinstance(model, MasksemblesModel):
+    if members == "tiled" or not _compiles(model):
         return _ForwardMembers(model)
     from .compile import compile_members
 
@@ -161,8 +168,9 @@ def export(
             .module()``).
         outputs: which of ``"probs"``, ``"entropy"``, ``"mutual_information"``,
             ``"member_logits"`` the graph returns, in this order.
-        members: ``"auto"`` (see the module docstring), ``"compiled"`` (Masksembles only:
-            fail rather than fall back to the tiled model) or ``"tiled"``.
+        members: ``"auto"`` (see the module docstring), ``"compiled"`` (Masksembles and
+            Packed-Ensembles only: fail rather than fall back to ``forward_members``) or
+            ``"tiled"`` (the model's own ``forward_members``).
 
     Returns:
         the path written.

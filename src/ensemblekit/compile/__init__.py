@@ -2,7 +2,8 @@
 
 ``compile_members(model)`` turns a Masksembles model into an inference-only module returning
 the same member logits ``(M, B, K)`` as ``predict_members(model, x)`` at about ``M * k^2`` of
-one model's work (k the masks' keep fraction) instead of M.
+one model's work (k the masks' keep fraction) instead of M; a Packed-Ensembles model compiles
+to its fastest exact layout (BatchNorm folded; :mod:`ensemblekit.compile.packed`).
 """
 
 from .compiled import STRATEGIES, CompiledMembers, compile_members, resolve_strategy

@@ -60,6 +60,10 @@ class MethodEntry:
             the method (e.g. other initialisations), named ``<name>_<suffix>``.
         compiled_inference: its inference path is :func:`ensemblekit.compile_members` (the
             cost measurement then times it both compiled and tiled).
+        member_width: ``options -> float``: a member's channels at a hidden layer over the
+            single model's, nominal (before rounding to whole channels), from the resolved
+            build options (Packed-Ensembles: ``alpha / n``); None: derived from
+            ``drop_fraction`` (``1 - drop_fraction``, or 1 for a method that widens).
     """
 
     name: str
@@ -75,6 +79,7 @@ class MethodEntry:
     tune_grid: Mapping[str, list] = field(default_factory=dict)
     controls: Mapping[str, Mapping] = field(default_factory=dict)
     compiled_inference: bool = False
+    member_width: Callable[[Mapping], float] | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
