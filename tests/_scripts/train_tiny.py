@@ -39,6 +39,7 @@ def tiny_model(method: str = "masksembles"):
         "single": {},
         "masksembles": {"n": 4, "scale": 2.0},
         "deep_ensemble": {"n": 2, "independent_batches": True},
+        "packed_ensemble": {"n": 4, "alpha": 2.0, "gamma": 2},
     }[method]
     return build_model("mlp", method, num_classes=4, in_channels=16, hidden=(32,), seed=0,
                        **options)
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--optimizer", default="sgd")
     parser.add_argument("--method", default="masksembles",
-                        choices=("single", "masksembles", "deep_ensemble"))
+                        choices=("single", "masksembles", "deep_ensemble", "packed_ensemble"))
     parser.add_argument("--checkpoint-dir", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--stall-at-step", type=int)
