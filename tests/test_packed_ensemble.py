@@ -16,10 +16,12 @@ from torch import nn
 
 import ensemblekit as ek
 from ensemblekit.layers.packed import (
+    MIN_GROUP_CHANNELS,
     PackedConv2d,
     PackedLinear,
     grouped_linear,
     member_batchnorm,
+    packed_gamma,
     packed_width,
 )
 from ensemblekit.methods import PackedEnsembleModel, available_methods, build_model
@@ -47,14 +49,24 @@ def labels(batch: int = 6, seed: int = 2) -> torch.Tensor:
 
 # -- layers ----------------------------------------------------------------------------------
 
-def test_packed_width_rounds_alpha_c_up_to_whole_groups():
+def test_packed_width_rounds_alpha_c_up_to_whole_members():
     assert packed_width(16, 2.0, 4) == 32
-    assert packed_width(18, 2.0, 4, 2) == 40      # 36 -> 8 groups of 5
+    assert packed_width(18, 2.0, 4) == 36
     assert packed_width(10, 1.1, 1) == 11         # 11.000000000000002 stays 11
-    assert packed_width(3, 1.0, 4, 2) == 8        # never below one channel per group
+    assert packed_width(3, 1.0, 4) == 4           # never below one channel per member
     assert packed_width(6, 1.5, 4) == 12          # 9 -> 12
     with pytest.raises(ValueError, match="alpha"):
         packed_width(8, 0.0, 4)
+
+
+def test_packed_gamma_keeps_sub_groups_only_where_they_are_wide_and_divide():
+    assert packed_gamma(512, 512, 4, 2) == 2      # 8 groups of 64
+    assert packed_gamma(256, 256, 4, 2) == 1      # groups of 32: below the floor
+    assert packed_gamma(1024, 1024, 4, 3) == 2    # 12 groups do not divide 1024
+    assert packed_gamma(1024, 1020, 4, 2) == 1    # the output must divide too
+    assert packed_gamma(40, 40, 4, 2, minimum=0) == 2
+    assert packed_gamma(36, 36, 4, 2, minimum=0) == 1
+    assert MIN_GROUP_CHANNELS == 64
 
 
 def test_packed_conv_is_one_convolution_per_group():
@@ -89,6 +101,10 @@ def test_packed_linear_is_a_block_diagonal_linear():
     torch.testing.assert_close(layer(x[None])[0], layer(x), rtol=0, atol=0)  # any leading dims
     torch.testing.assert_close(layer.member_layer(2)(x[:, 8:]), layer(x)[:, 4:], rtol=0,
                                atol=1e-5)
+    grouped = PackedLinear(12, 8, 2, gamma=2)
+    member = grouped.member_layer(1)  # two groups of its own
+    assert isinstance(member, PackedLinear) and member.groups == 2
+    torch.testing.assert_close(member(x[:, 6:]), grouped(x)[:, 4:], rtol=0, atol=1e-5)
     # nn.Linear's init on each group: uniform with bound 1/sqrt(in/G)
     wide = PackedLinear(400, 800, 4)
     assert wide.weight.abs().max() <= 1 / math.sqrt(100) and wide.bias.abs().max() <= 0.1
@@ -153,12 +169,18 @@ def test_registry_entry_states_the_methods_facts():
 
 def test_parameters_scale_as_alpha_squared_over_n_gamma():
     single = sum(p.numel() for p in small("resnet20", "single").parameters())
-    packed = {(alpha, gamma): sum(p.numel() for p in small(
-        "resnet20", alpha=alpha, gamma=gamma).parameters()) for alpha, gamma in
-        ((2.0, 1), (4.0, 1), (2.0, 2))}
-    assert packed[(2.0, 1)] / single == pytest.approx(1.0, abs=0.03)
-    assert packed[(4.0, 1)] / single == pytest.approx(4.0, abs=0.05)
-    assert packed[(2.0, 2)] / single == pytest.approx(0.5, abs=0.03)
+    packed = {alpha: sum(p.numel() for p in small("resnet20", alpha=alpha).parameters())
+              for alpha in (2.0, 4.0)}
+    assert packed[2.0] / single == pytest.approx(1.0, abs=0.03)
+    assert packed[4.0] / single == pytest.approx(4.0, abs=0.05)
+    # a hidden layer wide enough for gamma = 2 (8 groups of 64 inputs) halves its weights
+    wide = {gamma: small("mlp", hidden=(256, 256), gamma=gamma).backbone.hidden[1][0]
+            for gamma in (1, 2)}
+    assert (wide[1].gamma, wide[2].gamma) == (1, 2)
+    assert wide[2].weight.numel() * 2 == wide[1].weight.numel() == 512 * 512 // 4
+    # ResNet-20's groups stay below the floor: gamma 2 changes nothing there
+    assert all(m.gamma == 1 for m in small("resnet20", gamma=2).modules()
+               if isinstance(m, PackedConv2d))
 
 
 def test_forward_is_member_major_and_targets_repeat():
@@ -214,19 +236,21 @@ def test_one_member_of_width_one_is_the_single_model(name):
                                    atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mlp", "lenet", "resnet20"])
-def test_a_members_loss_has_no_gradient_on_other_members(name):
+@pytest.mark.parametrize("name, options", [
+    ("mlp", {"hidden": (256, 256), "n": 2}),  # hidden.1 keeps gamma 2: sub-groups too
+    ("lenet", {"n": 3}), ("resnet20", {"n": 3})])
+def test_a_members_loss_has_no_gradient_on_other_members(name, options):
     """Every parameter is member-major on dim 0; member m's loss reaches only its own rows
     (LeNet: fc1 reads the flattened conv maps, each member's channels contiguous)."""
-    n = 3
-    model = small(name, n=n, alpha=2.0, gamma=2).train()
+    n = options["n"]
+    model = small(name, alpha=2.0, gamma=2, **options).train()
     logits = model(small_input(name)).unflatten(0, (n, -1))
     parameters = list(model.parameters())
     for member in range(n):
         loss = F.cross_entropy(logits[member], labels())
         grads = torch.autograd.grad(loss, parameters, retain_graph=True)
         own = 0.0
-        for parameter, grad in zip(parameters, grads, strict=True):
+        for grad in grads:
             rows = grad.reshape(n, -1)
             others = torch.cat([rows[:member], rows[member + 1:]])
             assert torch.count_nonzero(others) == 0
@@ -235,7 +259,8 @@ def test_a_members_loss_has_no_gradient_on_other_members(name):
 
 
 def test_member_weights_are_each_members_own_network():
-    model = small("lenet", n=4, gamma=2)
+    model = small("mlp", hidden=(256, 256), n=4, gamma=2)
+    assert model.backbone.hidden[1][0].gamma == 2
     weights = model.member_weights()
     for member in (0, 3):
         network = model.member_network(member)

@@ -5,9 +5,9 @@ Every convolution and linear layer of the backbone is widened by ``alpha`` and s
 ``n * gamma`` groups, each member owning ``gamma`` of them; the first layer reads the plain
 input (one group, each member through its own output rows), the head writes ``n * K`` logits,
 one group per member. Members share no weight: ``alpha = n, gamma = 1`` is a deep ensemble of
-the same backbone in one network, ``n = alpha = gamma = 1`` the single model. Parameters
-scale as ``alpha^2 / (n * gamma)`` of the single model's (``alpha = 2, n = 4, gamma = 1``: about
-the single model's count and FLOPs).
+the same backbone in one network, ``n = alpha = gamma = 1`` the single model. A hidden layer's
+parameters are ``alpha^2 / (n * gamma)`` of the single model's (``alpha = 2, n = 4, gamma = 1``:
+about the single model's count and FLOPs).
 
 Training: every member sees the whole batch. ``model(x)`` returns ``(n*B, K)`` member-major
 rows (the head's ``(B, n*K)`` rearranged) and ``training_targets(y)`` repeats ``y`` n times.
@@ -20,12 +20,12 @@ divided by n.)
 Inference: one forward of the ordinary batch gives all n members (no tiling).
 :func:`ensemblekit.compile_members` folds BatchNorm and picks the fastest exact layout.
 
-Widths that do not divide (:func:`~ensemblekit.layers.packed.packed_width`): ``alpha * C`` is
-rounded up to a multiple of ``n * gamma``. Measured on digits, validation split, 3 seeds, n = 4,
-alpha = 2, gamma = 2, against TorchUncertainty's rule (lower gamma layer by layer until the
-groups divide and hold >= 64 channels: gamma 1 on every layer of these backbones) and against
-lowering gamma only where the channels do not divide (``docs/experiments/packed_rule.py``):
-see the numbers there; rounding up was kept (RULE_RESULT below).
+Widths and groups (:mod:`ensemblekit.layers.packed`): every hidden width is ``alpha * C``
+rounded up to a multiple of n (:func:`~ensemblekit.layers.packed.packed_width`), and each
+layer lowers gamma until its groups divide and read at least 64 channels
+(:func:`~ensemblekit.layers.packed.packed_gamma`, TorchUncertainty's rule): measured better on
+digits than keeping gamma everywhere (the numbers are in the layers' module docstring). A
+layer's ``gamma`` attribute says what it got.
 """
 
 from __future__ import annotations
@@ -36,7 +36,13 @@ import torch
 from torch import nn
 
 from .._validation import check_float, check_int
-from ..layers.packed import PackedConv2d, PackedLinear, member_network, packed_width
+from ..layers.packed import (
+    PackedConv2d,
+    PackedLinear,
+    member_network,
+    packed_gamma,
+    packed_width,
+)
 from ..members import repeat_members
 from ..models.factory import LayerFactory
 from .base import EnsembleModel, scale_member_gradients
@@ -44,8 +50,10 @@ from .registry import register_method
 
 
 class PackedLayers(LayerFactory):
-    """Packed convolutions and linear layers; every hidden width ``packed_width(C, alpha, n,
-    gamma)``. BatchNorm (per channel, hence per member) and ReLU drop sites as in single."""
+    """Packed convolutions and linear layers: every hidden width ``packed_width(C, alpha, n)``,
+    each layer's gamma ``packed_gamma`` of the one asked for; the first layer reads the plain
+    input, the head writes n*K logits (one group per member). BatchNorm (per channel, hence per
+    member) and ReLU drop sites as in single."""
 
     def __init__(self, n: int, alpha: float, gamma: int) -> None:
         self.n, self.alpha, self.gamma = n, alpha, gamma
@@ -53,18 +61,23 @@ class PackedLayers(LayerFactory):
     def site_channels(self, channels: int, *, classic: bool = False) -> int:
         # every hidden width of a backbone is asked for here, flattened ones included (LeNet's
         # fc1 reads site_channels(c2) * H * W features: each member's channels contiguous)
-        return packed_width(channels, self.alpha, self.n, self.gamma)
+        return packed_width(channels, self.alpha, self.n)
+
+    def _gamma(self, size_in: int, size_out: int, stem: bool) -> int:
+        return 1 if stem else packed_gamma(size_in, size_out, self.n, self.gamma)
 
     def conv(self, in_channels, out_channels, kernel_size, *, stride=1, padding=0, bias=False,
              stem=False):
-        return PackedConv2d(in_channels, out_channels, kernel_size, self.n, gamma=self.gamma,
-                            first=stem, stride=stride, padding=padding, bias=bias)
+        return PackedConv2d(in_channels, out_channels, kernel_size, self.n,
+                            gamma=self._gamma(in_channels, out_channels, stem), first=stem,
+                            stride=stride, padding=padding, bias=bias)
 
     def linear(self, in_features, out_features, *, bias=True, stem=False, head=False):
         if head:  # n*K logits, one group per member
             return PackedLinear(in_features, self.n * out_features, self.n, first=stem,
                                 bias=bias)
-        return PackedLinear(in_features, out_features, self.n, gamma=self.gamma, first=stem,
+        return PackedLinear(in_features, out_features, self.n,
+                            gamma=self._gamma(in_features, out_features, stem), first=stem,
                             bias=bias)
 
 
@@ -125,7 +138,8 @@ def _construction(options) -> str:
     construction=_construction,
     member_width=lambda options: options["alpha"] / options["n"],
     # alpha 2 is the paper's (about the single model's parameters at n=4), alpha = n a deep
-    # ensemble in one network; gamma 2 the paper's CIFAR setting (half the parameters)
+    # ensemble in one network; gamma 2 the paper's CIFAR setting (fewer parameters in the
+    # layers wide enough for it: LeNet x3's fc2 on digits)
     tune_grid={"alpha": [2.0, 3.0, 4.0], "gamma": [1, 2]},
     compiled_inference=True,
 )
@@ -133,8 +147,9 @@ def packed_ensemble(
     make_backbone: Callable, *, seed: int, n: int = 4, alpha: float = 2.0, gamma: int = 1,
 ) -> PackedEnsembleModel:
     """``n`` members, every hidden width ``alpha`` times the single model's (rounded up to a
-    multiple of ``n * gamma``: :func:`~ensemblekit.layers.packed.packed_width`), each member
-    split into ``gamma`` groups."""
+    multiple of n: :func:`~ensemblekit.layers.packed.packed_width`), each member split into
+    ``gamma`` groups in the layers wide enough (:func:`~ensemblekit.layers.packed.packed_gamma`:
+    at least 64 input channels per group)."""
     n = check_int("n", n, minimum=1)
     alpha = check_float("alpha", alpha, minimum=0.0, min_inclusive=False)
     gamma = check_int("gamma", gamma, minimum=1)
