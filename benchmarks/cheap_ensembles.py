@@ -15,8 +15,9 @@ Sections (``--sections``):
 * ``layers``: our ``PackedConv2d`` / ``PackedLinear`` against TorchUncertainty's on the same
   shapes (ResNet-20's and LeNet's at alpha = 2, M = 4, gamma = 1), forward and forward +
   backward;
-* ``per-layer``: where the time goes in ResNet-20: every convolution of the single model, the
-  packed model and one compiled member, timed on its own input, summed per stage.
+* ``per-layer``: where the time goes in ResNet-20: self CPU time per operator (convolution,
+  BatchNorm, ReLU, adds; ``torch.profiler``) of the single model, the packed model and both
+  compiled, then every convolution alone, timed on its own input, summed per stage.
 
 CPU fp32, batch 256, one thread by default. Compare the ratios, not the milliseconds.
 
@@ -285,31 +286,76 @@ def per_layer_section(args) -> None:
     x = benchmark_input("resnet20", args.batch)
     single = build("resnet20", "single", {})
     packed = build("resnet20", "packed_ensemble", {"n": MEMBERS, "alpha": 2.0, "gamma": 1})
-    member = compile_members(packed, strategy="loop", example_input=x[:2]).networks[0]
-    nets = {"single": single.backbone, "packed (as trained)": packed.backbone,
-            "one compiled member x4": member}
+    compiled = compile_members(packed, strategy="loop", example_input=x[:2])
+    single_compiled = _compiled("resnet20", *COMPILED_SINGLE, x, strategy="stacked")[0]
+    runs = {"single": lambda: predict_members(single, x),
+            "packed": lambda: predict_members(packed, x), "packed compiled (loop)": lambda:
+            compiled(x), "single compiled": lambda: single_compiled(x)}
+    with torch.no_grad():
+        ops = op_medians(runs, rounds=args.rounds)
+    kinds = sorted({kind for per_op in ops.values() for kind in per_op},
+                   key=lambda kind: -ops["packed"].get(kind, 0.0))
+    print(f"\nResNet-20, batch {args.batch}: self CPU ms per call by operator "
+          "(torch.profiler, median over rounds, candidates interleaved)\n")
+    print("| operator | " + " | ".join(runs) + " |")
+    print("|---|" + "---:|" * len(runs))
+    for kind in [*kinds[:6], "all"]:
+        cells = [sum(per_op.values()) if kind == "all" else per_op.get(kind, 0.0)
+                 for per_op in ops.values()]
+        print(f"| {kind} | " + " | ".join(f"{cell:.1f}" for cell in cells) + " |")
+    conv_stages(args, x, single, packed, compiled)
+
+
+#: profiler event names -> what they are
+OPERATORS = {"aten::mkldnn_convolution": "convolution", "aten::native_batch_norm": "BatchNorm",
+             "aten::clamp_min": "ReLU", "aten::add": "residual add",
+             "aten::addmm": "linear", "aten::bmm": "linear", "aten::baddbmm": "linear"}
+
+
+def op_medians(runs: dict, *, rounds: int) -> dict[str, dict[str, float]]:
+    """candidate -> {operator kind: median self CPU ms of one call}, profiled round by round."""
+    from torch.profiler import ProfilerActivity, profile
+
+    samples = {name: defaultdict(list) for name in runs}
+    for fn in runs.values():
+        fn()
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            with profile(activities=[ProfilerActivity.CPU]) as profiler:
+                fn()
+            per_kind = defaultdict(float)
+            for event in profiler.key_averages():
+                per_kind[OPERATORS.get(event.key, "other")] += event.self_cpu_time_total / 1e3
+            for kind, value in per_kind.items():
+                samples[name][kind].append(value)
+    return {name: {kind: sorted(values)[len(values) // 2] for kind, values in per.items()}
+            for name, per in samples.items()}
+
+
+def conv_stages(args, x: torch.Tensor, single, packed, compiled) -> None:
+    """The convolutions alone, per stage, each timed on its own input."""
+    nets = {"single": single.backbone, "packed": packed.backbone,
+            "one compiled member x4": compiled.networks[0]}
     timers = {}
     for label, network in nets.items():
-        inputs = x.contiguous(memory_format=torch.channels_last) if label.startswith("one") \
-            else x
+        member = label.startswith("one")
+        inputs = x.contiguous(memory_format=torch.channels_last) if member else x
         for name, conv, inp in conv_inputs(network, inputs):
-            repeat = MEMBERS if label.startswith("one") else 1
             timers[(label, stage(name), name)] = (
-                lambda c=conv, i=inp, r=repeat: [F.conv2d(i, c.weight, c.bias, c.stride,
-                                                          c.padding, c.dilation, c.groups)
-                                                 for _ in range(r)])
+                lambda c=conv, i=inp, r=MEMBERS if member else 1: [
+                    F.conv2d(i, c.weight, c.bias, c.stride, c.padding, c.dilation, c.groups)
+                    for _ in range(r)])
     with torch.no_grad():
         ms = interleaved_medians(timers, rounds=args.rounds, warmup=1)
     totals = defaultdict(float)
     for (label, where, _), value in ms.items():
         totals[(label, where)] += value
-    stages = list(dict.fromkeys(where for _, where, _ in timers))
-    print(f"\nResNet-20 convolutions, batch {args.batch}: sum of each stage's convolutions "
-          "timed one by one on their own inputs (medians, ms; the compiled member's times x4 "
-          "members, channels-last, BatchNorm folded)\n")
+    print(f"\nResNet-20 convolutions alone, batch {args.batch}: each stage's convolutions timed "
+          "one by one on their own inputs, summed (medians, ms; the compiled member's x4, "
+          "channels-last, BatchNorm folded)\n")
     print("| stage | " + " | ".join(nets) + " | packed / single | compiled / single |")
     print("|---|" + "---:|" * (len(nets) + 2))
-    for where in [*stages, "all"]:
+    for where in [*dict.fromkeys(where for _, where, _ in timers), "all"]:
         row = [sum(v for (lab, w), v in totals.items() if lab == label and where in (w, "all"))
                for label in nets]
         print(f"| {where} | " + " | ".join(f"{v:.1f}" for v in row)

@@ -47,6 +47,24 @@ def labels(batch: int = 6, seed: int = 2) -> torch.Tensor:
     return torch.randint(0, 5, (batch,), generator=torch.Generator().manual_seed(seed))
 
 
+def sgd_step(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One SGD step (momentum, weight decay, BatchNorm in training mode) through the one
+    training contract; returns the loss."""
+    optimizer = torch.optim.SGD(model.parameter_groups(weight_decay=0.01, lr=0.05), lr=0.05,
+                                momentum=0.9)
+    model.train()
+    loss = F.cross_entropy(model(x), model.training_targets(y))
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def assert_same_members(model, other, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        torch.testing.assert_close(members_of(model, x), members_of(other, x), rtol=0,
+                                   atol=1e-5)
+
+
 # -- layers ----------------------------------------------------------------------------------
 
 def test_packed_width_rounds_alpha_c_up_to_whole_members():
@@ -203,18 +221,10 @@ def test_alpha_n_gamma_1_is_a_deep_ensemble_in_one_network(name):
     for index, member in enumerate(deep.members):
         member.load_state_dict(packed.member_network(index).state_dict())
     x, y = small_input(name), labels()
-    with torch.no_grad():
-        torch.testing.assert_close(members_of(packed, x), members_of(deep, x), rtol=0,
-                                   atol=1e-5)
+    assert_same_members(packed, deep, x)
     for model in (packed, deep):
-        optimizer = torch.optim.SGD(model.parameter_groups(weight_decay=0.01, lr=0.1), lr=0.1,
-                                    momentum=0.9)
-        model.train()
-        F.cross_entropy(model(x), model.training_targets(y)).backward()
-        optimizer.step()
-    with torch.no_grad():
-        torch.testing.assert_close(members_of(packed, x), members_of(deep, x), rtol=0,
-                                   atol=1e-5)
+        sgd_step(model, x, y)
+    assert_same_members(packed, deep, x)
     # the same parameters, in the same order
     torch.testing.assert_close(packed.member_weights(), deep.member_weights(), rtol=0, atol=1e-6)
 
@@ -227,13 +237,8 @@ def test_one_member_of_width_one_is_the_single_model(name):
     single.backbone.load_state_dict(packed.backbone.state_dict())  # strict: same layout
     x, y = small_input(name), labels()
     for model in (packed, single):
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        model.train()
-        F.cross_entropy(model(x), model.training_targets(y)).backward()
-        optimizer.step()
-    with torch.no_grad():
-        torch.testing.assert_close(members_of(packed, x), members_of(single, x), rtol=0,
-                                   atol=1e-5)
+        sgd_step(model, x, y)
+    assert_same_members(packed, single, x)
 
 
 @pytest.mark.parametrize("name, options", [
@@ -289,14 +294,9 @@ def trained(name: str, batch: int = 8):
     torch.manual_seed(0)
     model = small(name)
     x, y = small_input(name, batch=batch), labels(batch)
-    optimizer = torch.optim.SGD(model.parameter_groups(weight_decay=1e-4, lr=0.05), lr=0.05)
-    model.train()
     for _ in range(2):
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x), model.training_targets(y))
-        loss.backward()
-        optimizer.step()
-    assert torch.isfinite(loss)
+        model.zero_grad()
+        assert torch.isfinite(sgd_step(model, x, y))
     return model, x
 
 
@@ -360,8 +360,10 @@ def test_compile_picks_the_loop_for_resnets_and_stacks_small_nets():
 @pytest.mark.slow  # a torchrun pair: ~20 s on 2 cores
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
 def test_two_gloo_processes_train_the_same_packed_ensemble(tmp_path):
-    """Each process takes half of every batch; every member sees both halves through DDP's
-    averaged gradient, so the runs agree (the tolerance is checked in tests/test_ddp.py)."""
+    """A packed LeNet (grouped convolutions with channels-last weights, no BatchNorm, whose
+    per-process statistics would differ): each process takes half of every batch, every member
+    sees both halves through DDP's averaged gradient, so the runs agree to float summation
+    order (the tolerance is shown to be a real check in tests/test_ddp.py)."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 "--nproc_per_node", "2"]
     single, single_history = run_tiny([sys.executable], tmp_path / "single", "--method",

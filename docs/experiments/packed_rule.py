@@ -8,7 +8,7 @@ epochs, AdamW). TorchUncertainty lowers gamma in its convolutions only; here the
 applies to the hidden linear layers too (its linear layers refuse widths that do not divide).
 
     PYTHONPATH=src .venv/bin/python docs/experiments/packed_rule.py [--rules ...]
-    # ~5 min of CPU; --rules runs a subset (the rows are seeded: a subset repeats its numbers)
+    # ~12 min on the shared 2-core machine; --rules runs a subset (seeded: the same numbers)
 
 Where the rules differ: LeNet x3 (6-16-120-84 x 3 = 18-48-360-252): alpha=2 gives conv1 36
 channels, not a multiple of 8 (rounded up: 40; lowered: conv2 reads 36 with gamma 1); alpha=3

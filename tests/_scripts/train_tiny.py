@@ -33,16 +33,28 @@ def tiny_model(method: str = "masksembles"):
     """An MLP (16-32-4) without BatchNorm or dropout: training is a function of the data order.
 
     Masksembles (4 masks on the 32 hidden units) by default: its batch is split into 4 member
-    groups, which data-parallel sharding must preserve.
+    groups, which data-parallel sharding must preserve. Packed-Ensembles: a LeNet (no
+    BatchNorm either) reading the 16 features as 1x4x4 images, so that grouped convolutions
+    with channels-last weights go through DistributedDataParallel too.
     """
+    if method == "packed_ensemble":
+        return build_model("lenet", method, num_classes=4, in_channels=1, input_size=4,
+                           seed=0, n=4, alpha=2.0)
     options = {
         "single": {},
         "masksembles": {"n": 4, "scale": 2.0},
         "deep_ensemble": {"n": 2, "independent_batches": True},
-        "packed_ensemble": {"n": 4, "alpha": 2.0, "gamma": 2},
     }[method]
     return build_model("mlp", method, num_classes=4, in_channels=16, hidden=(32,), seed=0,
                        **options)
+
+
+def tiny_data(method: str):
+    """:func:`tiny_problem`, as 1x4x4 images for the model that reads images."""
+    images, labels = tiny_problem()
+    if method == "packed_ensemble":
+        images = images.view(-1, 1, 4, 4)
+    return images, labels
 
 
 def main() -> None:
@@ -77,7 +89,7 @@ def main() -> None:
         epochs=args.epochs, batch_size=args.batch_size, lr=0.1, optimizer=args.optimizer,
         schedule="cosine", warmup_epochs=1, seed=args.seed, progress=False,
     )
-    history = train_model(model, tiny_problem(), config, checkpoint_dir=args.checkpoint_dir,
+    history = train_model(model, tiny_data(args.method), config, checkpoint_dir=args.checkpoint_dir,
                           resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save(model.state_dict(), args.out / "weights.pt")
