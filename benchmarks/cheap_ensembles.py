@@ -5,11 +5,12 @@ Sections (``--sections``):
 
 * ``methods``: per backbone (LeNet 1x28x28, ResNet-20 3x32x32), every method of ``METHODS``
   (add a row there for a new method): parameters, FLOPs per sample and latency of its
-  inference path (``compile_members`` where the method's registry entry says so, else
-  ``predict_members``; both for those), timed interleaved round by round (medians), as ratios
-  to the single model through ``predict_members`` and to the single network compiled the same
-  way (BatchNorm folded, channels-last: Packed-Ensembles with n = alpha = gamma = 1);
-  TorchUncertainty's packed ResNet-20 beside ours when installed;
+  inference path (``predict_members``, and for a method whose registry entry says it infers
+  through ``compile_members``, each compiled layout too), timed interleaved round by round
+  (medians), as ratios to the single model through ``predict_members`` and to the single
+  network compiled the same way (BatchNorm folded, channels-last: Packed-Ensembles with
+  n = alpha = gamma = 1); our packed model once more with contiguous conv weights (what
+  storing them channels-last gains); TorchUncertainty's packed ResNet-20 when installed;
 * ``memory``: peak RSS of one prediction per candidate, each in a fresh subprocess (the method
   of ``benchmarks/memory.py``);
 * ``layers``: our ``PackedConv2d`` / ``PackedLinear`` against TorchUncertainty's on the same
@@ -65,6 +66,7 @@ COMPILED_SINGLE = ("packed_ensemble", {"n": 1, "alpha": 1.0, "gamma": 1})
 BACKBONES = {"lenet": (1, 28, {"input_size": 28}), "resnet20": (3, 32, {})}
 PEER_ROWS = ("TorchUncertainty packed ResNet-20", "TorchUncertainty ResNet-20")
 COMPILED = "single (compiled: BN folded, NHWC)"
+NCHW = "packed_ensemble, contiguous (NCHW) conv weights"
 
 
 def peer_reason() -> str | None:
@@ -102,9 +104,13 @@ def candidates(backbone: str, x: torch.Tensor) -> dict[str, object]:
     found: dict[str, object] = {}
     for row, (method, options) in METHODS.items():
         found[row] = lambda method=method, options=options: _predicting(backbone, method, options)
-        if method_entry(method).compiled_inference:
-            found[f"{row} (compiled)"] = (
-                lambda method=method, options=options: _compiled(backbone, method, options, x))
+        if method_entry(method).compiled_inference:  # both layouts: "auto" picks one
+            for strategy in ("stacked", "loop"):
+                found[f"{row} (compiled, {strategy})"] = (
+                    lambda method=method, options=options, strategy=strategy:
+                    _compiled(backbone, method, options, x, strategy))
+    found[NCHW] = lambda: _predicting(backbone, *METHODS["packed_ensemble"],
+                                      memory_format=torch.contiguous_format)
     found[COMPILED] = lambda: _compiled(backbone, *COMPILED_SINGLE, x, strategy="stacked")
     if backbone == "resnet20" and peer_reason() is None:
         for row in PEER_ROWS:
@@ -112,8 +118,10 @@ def candidates(backbone: str, x: torch.Tensor) -> dict[str, object]:
     return found
 
 
-def _predicting(backbone: str, method: str, options: dict):
+def _predicting(backbone: str, method: str, options: dict, memory_format=None):
     model = build(backbone, method, options)
+    if memory_format is not None:  # PackedConv2d keeps channels-last weights; undo it
+        model.to(memory_format=memory_format)
     return (lambda inputs: predict_members(model, inputs)), model, "predict_members"
 
 

@@ -24,12 +24,12 @@ def test_every_registered_method_has_a_row():
 def test_cheap_ensembles_candidates_predict_members():
     x = cheap_ensembles.benchmark_input("lenet", 2)
     built = {name: make() for name, make in cheap_ensembles.candidates("lenet", x).items()}
-    assert "packed_ensemble (compiled)" in built
+    assert {"packed_ensemble (compiled, stacked)", "packed_ensemble (compiled, loop)"} <= set(built)
     with torch.no_grad():
         for name, (predict, _, how) in built.items():
             members = 1 if name.startswith("single") else cheap_ensembles.MEMBERS
             assert predict(x).shape == (members, 2, 10), name
-            assert how.startswith("compile_members") == name.endswith("(compiled)") or \
+            assert how.startswith("compile_members") == ("(compiled" in name) or \
                 name == cheap_ensembles.COMPILED
 
 
