@@ -9,13 +9,14 @@ what compiling changes is how the same arithmetic is laid out:
   convolutions of the member's width), one after the other, ``(B, ...) -> (B, K)`` each.
 
 Both fold every BatchNorm into the convolution before it and can run channels-last. Measured
-(``benchmarks/cheap_ensembles.py --threads 1``, batch 256, n=4, alpha=2, two runs on a shared
+(``benchmarks/cheap_ensembles.py --threads 1``, batch 256, n=4, alpha=2, four runs on a shared
 2-core CPU; benchmarks/RESULTS.md): on ResNet-20 the loop runs at 0.88-1.02x the single
-model's ``predict_members`` latency and 1.15-1.44x the single network compiled the same way,
-against 2.2-2.3x for the packed network as trained: its BatchNorm, ReLU and residual adds
-stream activations twice the single model's size (32 MiB per stage-1 map at batch 256), while
-each member's quarter stays in cache. LeNet and the MLP, whose few small layers would pay n
-times the per-call overhead in a loop, run stacked (LeNet: 0.77-0.99x single).
+model's ``predict_members`` latency and 1.06-1.44x the single network compiled the same way
+(1.5-2.0x faster than stacked), against 2.2-2.3x for the packed network as trained: its
+BatchNorm, ReLU and residual adds stream activations twice the single model's size (32 MiB
+per stage-1 map at batch 256), while each member's quarter stays in cache. LeNet and the MLP,
+whose few small layers would pay n times the per-call overhead in a loop, run stacked (LeNet:
+0.77-0.99x single, looped 2.09x).
 """
 
 from __future__ import annotations

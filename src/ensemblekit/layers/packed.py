@@ -170,9 +170,9 @@ class PackedConv2d(nn.Conv2d):
         self.n, self.gamma, self.first = n, gamma, bool(first)
         # Channels-last weights: the convolution then runs (and hands the next layer) the
         # channels-last layout, in which oneDNN's grouped kernels are faster on the CPU: the
-        # packed ResNet-20 predicts 1.41x faster, LeNet 1.10x, than with contiguous weights
-        # (benchmarks/cheap_ensembles.py, one thread, batch 256). Values, state_dict keys and
-        # shapes are unchanged; .to() keeps the format.
+        # packed ResNet-20 predicts 1.19-1.41x faster, LeNet 1.10x, than with contiguous
+        # weights (benchmarks/cheap_ensembles.py, one thread, batch 256). Values, state_dict
+        # keys and shapes are unchanged; .to() keeps the format.
         self.weight = nn.Parameter(self.weight.detach().contiguous(
             memory_format=torch.channels_last))
 
