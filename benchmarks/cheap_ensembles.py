@@ -58,6 +58,7 @@ METHODS = {
     "batchensemble": ("batchensemble", {"n": MEMBERS}),
     "packed_ensemble": ("packed_ensemble", {"n": MEMBERS, "alpha": 2.0, "gamma": 1}),
     "packed_ensemble (gamma 2)": ("packed_ensemble", {"n": MEMBERS, "alpha": 2.0, "gamma": 2}),
+    "mimo": ("mimo", {"n": MEMBERS}),
     "deep_ensemble": ("deep_ensemble", {"n": MEMBERS}),
 }
 #: the single network compiled as a compiled method is (BatchNorm folded, channels-last)

@@ -10,8 +10,13 @@ A second section times the shared prefix: Masksembles with ``placement="dropout"
 where the classic architecture puts dropout: LeNet's fully connected layers, ResNet-20's last
 stage), where every layer before the first mask runs once for all members.
 
+A third, ``methods``, takes a model of every method through ``compile_members`` (its default,
+``strategy="auto"``, and the other strategies where a method has two) beside the method's own
+``predict_members`` (Deep Ensembles: its CPU loop and its vmap), each compiled model checked
+against ``predict_members`` on the benchmark batch first.
+
     python benchmarks/inference.py [--backbones lenet resnet20] [--rounds 7] [--device cuda]
-        [--sections masks shared-prefix]
+        [--sections masks shared-prefix methods]
 """
 
 from __future__ import annotations
@@ -181,6 +186,77 @@ def bench_shared_prefix(backbone: str, batch: int, rounds: int, device: torch.de
               f"{times['tiled'] / value:.2f} |")
 
 
+#: the methods section: method -> build options (M = 4; the masking methods on the classic
+#: dropout positions, the placement the tune grid measured better)
+METHOD_OPTIONS = {
+    "single": {},
+    "mc_dropout": {"n": MEMBERS, "p": 0.1, "placement": "dropout"},
+    "masksembles": {"n": MEMBERS, "scale": 2.0, "placement": "dropout"},
+    "batchensemble": {"n": MEMBERS},
+    "deep_ensemble": {"n": MEMBERS},
+}
+#: the strategies compile_members can take for a method beside its default (each timed once:
+#: the one the default picks is not timed again) and other predict_members modes
+METHOD_VARIANTS = {
+    "masksembles": ["loop", "stacked"],
+    "batchensemble": ["loop", "stacked"],
+    "deep_ensemble": ["loop", "stacked", "vmap"],
+}
+
+
+def method_candidates(backbone: str, x: torch.Tensor) -> dict[tuple[str, str], Callable]:
+    """``{(method, path): predict}`` for every method: ``predict_members``, ``compile_members``
+    (default and the other strategies), each compiled one checked against ``predict_members``
+    on ``x``."""
+    in_channels, _, options = BACKBONES[backbone]
+    candidates = {}
+    for method, method_options in METHOD_OPTIONS.items():
+        model = build_model(backbone, method, 10, in_channels, seed=0, **options,
+                            **method_options).to(x.device).eval()
+        candidates[(method, "predict_members")] = lambda m=model: predict_members(m, x)
+        if "vmap" in METHOD_VARIANTS.get(method, []):
+            twin = copy.deepcopy(model)
+            twin.inference = "vmap"
+            candidates[(method, "predict_members (vmap)")] = lambda m=twin: predict_members(m, x)
+        with torch.no_grad():
+            expected = predict_members(model, x)
+        default = None
+        for strategy in ["auto", *METHOD_VARIANTS.get(method, [])]:
+            if strategy == "vmap" or strategy == default:
+                continue
+            fast = compile_members(model, example_input=x[:2], strategy=strategy)
+            with torch.no_grad():
+                error = float((fast(x) - expected).abs().max() / expected.abs().max())
+            if not error <= 1e-5:
+                raise AssertionError(f"{backbone} {method} {strategy}: relative difference "
+                                     f"{error:.2e}")
+            kind = "compiled" if fast.strategy != "own forward" else "fallback"
+            note = ", default" if strategy == "auto" else ""
+            default = fast.strategy if strategy == "auto" else default
+            candidates[(method, f"compile_members ({kind}: {fast.strategy}{note})")] = \
+                lambda f=fast: f(x)
+    return candidates
+
+
+def bench_methods(backbone: str, batch: int, rounds: int, device: torch.device) -> None:
+    """Every method: compile_members (default and variants) vs its own predict_members."""
+    x = benchmark_input(backbone, batch, device)
+    candidates = {key: synchronised(fn, device)
+                  for key, fn in method_candidates(backbone, x).items()}
+    with torch.no_grad():
+        slowest = max(median_ms(fn, repeats=1, warmup=1) for fn in candidates.values())
+        per_round = max(1, math.ceil(200.0 / slowest))
+        times = interleaved_medians(candidates, rounds=rounds, per_round=per_round, warmup=2)
+    single = times[("single", "predict_members")]
+    print(f"\n## every method through compile_members: {backbone}, M={MEMBERS}, batch {batch}, "
+          f"fp32, {device.type}, {rounds} rounds")
+    print("\n| method | path | median ms | x own predict_members | x single predict_members |")
+    print("|---|---|---:|---:|---:|")
+    for (method, path), value in times.items():
+        own = times[(method, "predict_members")]
+        print(f"| {method} | {path} | {value:.1f} | {value / own:.2f} | {value / single:.2f} |")
+
+
 def add_machine_arguments(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--threads``, shared by the benchmark scripts."""
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -201,8 +277,8 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", choices=list(BACKBONES), default=list(BACKBONES))
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--sections", nargs="+", choices=("masks", "shared-prefix"),
-                        default=["masks", "shared-prefix"])
+    parser.add_argument("--sections", nargs="+", choices=("masks", "shared-prefix", "methods"),
+                        default=["masks", "shared-prefix", "methods"])
     add_machine_arguments(parser)
     args = parser.parse_args()
     device = start(args, "inference.py")
@@ -211,6 +287,8 @@ def main() -> None:
             bench_backbone(backbone, args.batch, args.rounds, device)
         if "shared-prefix" in args.sections:
             bench_shared_prefix(backbone, args.batch, args.rounds, device)
+        if "methods" in args.sections:
+            bench_methods(backbone, args.batch, args.rounds, device)
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 

@@ -37,9 +37,16 @@ def status_kib(field: str) -> int:
 
 def measure_child(backbone: str, kind: str, scale: float | None, batch: int) -> dict:
     """Run in the subprocess: the memory of one candidate, in MiB."""
+    return measure_prediction(lambda: make_candidate(
+        backbone, kind, scale, benchmark_input(backbone, batch, torch.device("cpu"))))
+
+
+def measure_prediction(make_predict) -> dict:
+    """Run in a fresh subprocess: ``make_predict()`` builds a candidate and returns its
+    ``predict()``; returns its resident memory after one warm-up call and the peak of the next
+    call above that, in MiB (see the module docstring)."""
     start = status_kib("VmRSS")
-    x = benchmark_input(backbone, batch, torch.device("cpu"))
-    predict = make_candidate(backbone, kind, scale, x)
+    predict = make_predict()
     with torch.no_grad():
         predict()
         before = status_kib("VmRSS")

@@ -19,7 +19,7 @@ import torch
 
 from _timing import interleaved_medians, machine_line
 from ensemblekit.metrics import evaluate_predictions
-from ensemblekit.train import cpu_threads
+from ensemblekit.runtime import cpu_threads
 
 CHUNK = 100_000
 

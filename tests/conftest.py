@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ensemblekit.experiments import recipes as recipes_module
+
 _RECORDS = pytest.StashKey[list]()
 
 
@@ -73,3 +75,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         )
     faults = sum(1 for kind, _, _ in records if kind == "fault")
     terminalreporter.write_line(f"{len(records) - faults} inputs fuzzed, {faults} faults injected")
+
+
+@pytest.fixture
+def recipes(tmp_path, monkeypatch) -> Path:
+    """A writable copy of ``configs/recipes/`` that the experiments read instead of the
+    repository's (``ensemblekit.experiments.recipes.RECIPES_DIR``): edit its files to try
+    another recipe."""
+    folder = tmp_path / "recipes"
+    shutil.copytree(recipes_module.RECIPES_DIR, folder)
+    monkeypatch.setattr(recipes_module, "RECIPES_DIR", folder)
+    return folder

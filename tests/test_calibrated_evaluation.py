@@ -9,9 +9,10 @@ import torch
 from ensemblekit import checkpoint, cli
 from ensemblekit.calibration import pooled_log_probs
 from ensemblekit.experiments.calibrated import calibrated_evaluation
-from ensemblekit.experiments.pipeline import load_experiment_data, predict_split
-from ensemblekit.experiments.settings import Settings
+from ensemblekit.experiments.config import Settings
+from ensemblekit.experiments.splits import load_experiment_data
 from ensemblekit.metrics import evaluate_predictions
+from ensemblekit.predict import predict
 
 
 def test_evaluate_calibrate_adds_the_scaled_metrics(tmp_path, capsys):
@@ -30,8 +31,10 @@ def test_evaluate_calibrate_adds_the_scaled_metrics(tmp_path, capsys):
     settings = Settings(dataset="digits", out=str(tmp_path / "t"))
     data = load_experiment_data(settings, with_train=True, log=lambda *_: None)
     model = checkpoint.load(path)
-    val_logits, val_labels = predict_split(model, data.validation, "digits")
-    test_logits, test_labels = predict_split(model, data.test, "digits")
+    validation = predict(model, data.validation, dataset="digits")
+    test = predict(model, data.test, dataset="digits")
+    val_logits, val_labels = validation.logits, validation.labels
+    test_logits, test_labels = test.logits, test.labels
     temperature = fitted["temperatures"][0]
     by_hand = evaluate_predictions((pooled_log_probs(test_logits) / temperature).unsqueeze(0),
                                    test_labels)

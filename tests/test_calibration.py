@@ -16,13 +16,13 @@ from ensemblekit.calibration import (
     fit_ensemble_temperature,
     fit_temperature,
     fit_vector_scaling,
-    load_scaler,
     nll_at_temperature,
     pooled_log_probs,
     scaler_from_metadata,
     scaler_metadata,
     temperature_scaled_metrics,
 )
+from ensemblekit.checkpoint import load_scaler
 from ensemblekit.metrics import evaluate_predictions
 
 
@@ -76,12 +76,17 @@ def test_held_out_nll_falls():
                                                 labels[part].numpy()), abs=1e-12)
 
 
-def test_bounds_are_returned_when_the_nll_has_no_interior_minimum():
+def test_a_minimiser_at_a_bound_is_not_applied():
+    # Before: every sample right gave the bound T = 0.01, all wrong the upper bound. A bound is
+    # not a fit: T = 1 with the reason (tests/test_temperature_identification.py has the rest).
     labels = torch.tensor([0, 1, 2, 1])
     separable = torch.nn.functional.one_hot(labels, 3).double() * 5
-    assert fit_temperature(separable, labels) == 1e-2  # every sample right: T -> 0
-    assert fit_temperature(-separable, labels, bounds=(0.5, 20.0)) == 20.0  # all wrong
-    assert fit_temperature(torch.zeros(4, 3), labels) == 1e2  # constant logits: anything
+    with pytest.warns(ek.calibration.TemperatureNotIdentifiedWarning, match="T -> 0"):
+        assert fit_temperature(separable, labels) == 1.0
+    with pytest.warns(ek.calibration.TemperatureNotIdentifiedWarning, match="T grows"):
+        assert fit_temperature(-separable, labels, bounds=(0.5, 20.0)) == 1.0
+    with pytest.warns(ek.calibration.TemperatureNotIdentifiedWarning, match="chance"):
+        assert fit_temperature(torch.zeros(4, 3), labels) == 1.0
 
 
 def test_temperature_scaler_module():

@@ -82,10 +82,15 @@ def test_a_residual_across_the_mask_falls_back_to_the_tiled_pass():
         assert relative_error(fast, model, digits(6)) < 1e-6
 
 
-def test_a_converted_network_needs_an_example_input():
-    model = ek.to_masksembles(nested_cnn(), n=4, scale=2.0, example_input=digits(4), seed=0)
+def test_a_converted_network_needs_an_example_input_unless_its_converter_recorded_one():
+    unrecorded = ek.to_mc_dropout(nested_cnn(), num_samples=4, seed=0)  # converted without one
     with pytest.raises(ValueError, match="example_input=x\\[:2\\]"):
-        ek.compile_members(model)
+        ek.compile_members(unrecorded)
+    recorded = ek.to_masksembles(nested_cnn(), n=4, scale=2.0, example_input=digits(4), seed=0)
+    assert recorded.recipe["input"] == {"shape": [1, 8, 8], "dtype": "float32"}
+    fast = ek.compile_members(recorded)  # self-checked on 2 random examples of that shape
+    assert fast.strategy == "fan-out"
+    assert relative_error(fast, recorded, digits(6)) < 1e-6
 
 
 def test_evaluate_model_accepts_compiled_members():

@@ -104,7 +104,8 @@ def test_exact_for_any_members_scale_and_batch(n, scale, batch, seed, name):
 def test_auto_strategy_loops_over_deep_conv_nets_on_the_cpu():
     # width 1: every stage wide enough for masks at n=4 (width 0.5 leaves the 8-channel first
     # stage unmasked: a shared prefix, which stacking runs once)
-    resnet = build_model("resnet20", "masksembles", 5, 3, seed=0, n=4, scale=2.0)
+    resnet = build_model("resnet20", "masksembles", 5, 3, seed=0, n=4, scale=2.0,
+                         placement="all")
     assert resolve_strategy(resnet) == "loop"
     late = build_model("resnet20", "masksembles", 5, 3, seed=0, n=4, placement="dropout")
     assert resolve_strategy(late) == "stacked"
@@ -275,8 +276,8 @@ def test_user_backbones_breaking_the_conditions_are_refused():
 
 
 def test_bad_arguments():
-    with pytest.raises(TypeError, match="Masksembles, MC-Dropout or Packed-Ensembles model"):
-        compile_members(build_model("lenet", "single", 5, 1, input_size=8))
+    with pytest.raises(TypeError, match="needs an ensemble model.*got Linear"):
+        compile_members(nn.Linear(3, 2))
     model = small_masksembles("mlp")
     with pytest.raises(ValueError, match="strategy"):
         compile_members(model, strategy="fast")

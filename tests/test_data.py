@@ -29,16 +29,25 @@ from ensemblekit.data import (
 
 EMBEDDED = ["digits", "letters", "toy_moons", "toy_blobs", "toy_moons_far", "toy_blobs_far"]
 ALL = EMBEDDED + ["mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "cifar10_c", "imagenet"]
+# Regression sets (tests/test_regression_data.py): embedded ones, then the UCI release's nine.
+REGRESSION = ["diabetes", "toy_cubic", "toy_in_between", "toy_hetero_sine"]
+UCI = ["uci-bostonHousing", "uci-concrete", "uci-energy", "uci-kin8nm",
+       "uci-naval-propulsion-plant", "uci-power-plant", "uci-protein-tertiary-structure",
+       "uci-wine-quality-red", "uci-yacht"]
 
 
 def test_every_name_is_registered_with_consistent_info():
-    assert set(available_datasets()) == set(ALL)
+    # A session may register more UCI folders (register_uci_dataset); the built-ins are these.
+    assert {name for name in available_datasets() if name not in UCI
+            and not name.startswith("uci-")} == set(ALL + REGRESSION)
+    assert set(UCI) <= set(available_datasets())
     for name in ALL:
         info = dataset_info(name)
         assert info.name == name
         assert len(info.mean) == len(info.std) == info.in_channels
         assert info.num_features == torch.Size(info.input_shape).numel()
         assert info.embedded == (name in EMBEDDED)
+        assert info.task == "classification" and info.num_outputs == 0
 
 
 @pytest.mark.parametrize("name", EMBEDDED)

@@ -110,12 +110,12 @@ def test_patience_needs_validation_data_and_a_positive_count():
 
 
 def test_fast_weight_decay_and_multiplier_reach_the_optimizer_groups():
-    from ensemblekit.train import _build_optimizer
+    from ensemblekit.train.optim import build_optimizer
 
     net = build_model("mlp", "batchensemble", 4, 16, hidden=(32,), seed=0, n=2)
     fast = {id(p) for name, p in net.named_parameters() if name.endswith((".r", ".s"))}
-    reference = _build_optimizer(net, config(weight_decay=5e-4))
-    seed_code = _build_optimizer(net, config(weight_decay=5e-4, fast_weight_decay=5e-4,
+    reference = build_optimizer(net, config(weight_decay=5e-4))
+    seed_code = build_optimizer(net, config(weight_decay=5e-4, fast_weight_decay=5e-4,
                                              fast_weight_lr_multiplier=1.0))
     for optimizer, decay, lr in ((reference, 0.0, 0.025), (seed_code, 5e-4, 0.05)):
         groups = [g for g in optimizer.param_groups if {id(p) for p in g["params"]} == fast]

@@ -9,8 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from ensemblekit.data import Normalize, as_tensors, corrupt, load_dataset
-from ensemblekit.evaluate import corruption_seed, evaluate_model
+from ensemblekit.data import (
+    Normalize,
+    as_tensors,
+    load_dataset,
+    read_corrupted_folder,
+    write_corrupted_folder,
+)
+from ensemblekit.evaluate import evaluate_model
 from ensemblekit.methods import build_model, predict_members
 from ensemblekit.metrics import OOD_SCORES, auroc, evaluate_predictions
 from ensemblekit.train import TrainConfig, train_model
@@ -78,18 +84,44 @@ def test_arrays_match_the_metrics(results, data):
         assert recomputed == pytest.approx(results["ood"][kind]["auroc"])
 
 
-def test_corrupt_then_normalise_then_predict(trained, data):
+def test_corrupt_then_normalise_then_predict(trained, data, tmp_path):
     images, labels = as_tensors(data["digits"])
     images, labels = images[:100], labels[:100]
     result = evaluate_model(trained, (images, labels), dataset="digits", corruptions=("fog",),
                             severities=(3,), batch_size=100, seed=4)
-    # By hand: one batch, corrupted with the seed of batch 0.
-    shifted = corrupt(images, "fog", 3, seed=corruption_seed(4, "fog", 3, 0))
+    # By hand: the images a corrupted folder written with the same seed holds (the one shift
+    # source of the experiments), normalised, one batch.
+    write_corrupted_folder((images, labels), tmp_path, ["fog"], [3], seed=4)
+    shifted, folder_labels = read_corrupted_folder(tmp_path, "fog", 3).tensors
+    assert torch.equal(folder_labels, labels)
     with torch.no_grad():
         logits = predict_members(trained, Normalize("digits")(shifted))
     expected = evaluate_predictions(logits, labels)
     assert result["shift"][3]["fog"]["nll"] == expected["nll"]
     assert result["shift"][3]["fog"]["ece"] == expected["ece"]
+
+
+def test_corrupted_images_and_metrics_do_not_depend_on_the_batch_size(trained, data):
+    seen = {}
+    for batch_size in (7, 500):
+        rows = []
+        handle = trained.members[0].register_forward_pre_hook(
+            lambda module, inputs, rows=rows: rows.append(inputs[0].detach().clone()))
+        try:
+            seen[batch_size] = (evaluate_model(
+                trained, data["digits"], dataset="digits", corruptions=("gaussian_noise",),
+                severities=(5,), batch_size=batch_size), torch.cat(rows))
+        finally:
+            handle.remove()
+    (small, small_inputs), (large, large_inputs) = seen[7], seen[500]
+    # the same normalised images reach the model, clean and corrupted (539 rows each)...
+    assert small_inputs.shape[0] == large_inputs.shape[0] == 2 * len(data["digits"])
+    assert torch.equal(small_inputs, large_inputs)
+    # ...so the metrics agree but for the last bits of the model's arithmetic per batch size
+    shifted = small["shift"][5]["gaussian_noise"], large["shift"][5]["gaussian_noise"]
+    for key in ("accuracy", "nll", "brier", "ece"):
+        assert shifted[0][key] == pytest.approx(shifted[1][key], rel=1e-6, abs=1e-9)
+    assert small["test"]["nll"] == pytest.approx(large["test"]["nll"], rel=1e-6)
 
 
 def test_tensor_and_dataset_inputs_and_explicit_normalize_agree(trained, data):

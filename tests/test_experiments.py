@@ -10,6 +10,7 @@ import pytest
 import tomllib
 
 from ensemblekit.experiments import (
+    SETTINGS,
     BenchmarkSettings,
     DiversitySettings,
     SweepSettings,
@@ -17,16 +18,18 @@ from ensemblekit.experiments import (
     run_sweep,
     run_toy,
 )
-from ensemblekit.experiments.settings import RECIPES, SETTINGS
+from ensemblekit.experiments.recipes import RECIPES_DIR, recipe_for
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+RECIPES = sorted(path.stem for path in RECIPES_DIR.glob("*.toml"))
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_there_are_configs():
     names = {path.stem for path in CONFIGS}
-    assert {"digits", "cifar10_resnet20", "cifar10_wrn28_10", "mnist_member_study",
+    assert {"cifar10_resnet20", "cifar10_wrn28_10", "mnist_member_study",
             "cifar10_resnet18_study"} <= names
+    assert {"digits", "mnist", "fashion_mnist", "toy_moons", "toy_blobs", "image"} <= set(RECIPES)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[path.stem for path in CONFIGS])
@@ -52,15 +55,50 @@ def test_the_study_configs_hold_the_published_recipes():
         "adam", 1e-3, 1e-4)
 
 
-def test_the_digits_config_is_the_default_benchmark():
-    from_file = BenchmarkSettings.from_sources(
-        Path(__file__).parent.parent / "configs" / "digits.toml")
+def test_the_digits_recipe_file_is_what_the_default_benchmark_runs():
     default = BenchmarkSettings.from_sources()
-    assert from_file.to_dict() == default.to_dict()
-    assert default.train == {**RECIPES["digits"]["train"]}
+    recipe = tomllib.loads((RECIPES_DIR / "digits.toml").read_text())
+    assert (default.backbone, default.width, default.epochs, default.threads) == (
+        recipe["backbone"], recipe["width"], recipe["epochs"], recipe["threads"])
+    assert default.train == recipe["train"]
+    assert default.method_options == {method: dict(sorted(table.items()))
+                                      for method, table in recipe["method_options"].items()}
 
 
-@pytest.mark.parametrize("dataset", sorted(RECIPES))
+def test_the_digits_recipe_takes_its_method_options_from_the_recorded_tune_run():
+    # configs/tuned/ keeps the tune run's output; the recipe names it and holds its picks
+    tuned = tomllib.loads((Path(__file__).parent.parent / "configs" / "tuned" /
+                           "digits-tuned.toml").read_text())
+    recipe = recipe_for("digits")
+    assert recipe["method_options"] == tuned["method_options"]
+    assert "configs/tuned/digits-tuned.toml" in recipe["tuned"]
+    for key in ("backbone", "width", "epochs"):
+        assert recipe[key] == tuned[key]
+    assert recipe["train"] == tuned["train"]
+
+
+def test_a_recipe_file_may_stand_for_another_and_a_missing_one_is_the_image_recipe():
+    assert recipe_for("fashion_mnist") == recipe_for("mnist")
+    assert recipe_for("toy_blobs") == recipe_for("toy_moons")
+    assert recipe_for("cifar10") == recipe_for("svhn") == recipe_for("image")
+    assert recipe_for("cifar10")["backbone"] == "resnet20"
+
+
+def test_a_missing_recipes_folder_is_a_clear_error(monkeypatch, tmp_path):
+    from ensemblekit.experiments import recipes
+
+    monkeypatch.setattr(recipes, "RECIPES_DIR", tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="pip install -e"):
+        BenchmarkSettings.from_sources()
+
+
+def test_unknown_keys_in_a_recipe_file_are_refused(recipes):
+    (recipes / "digits.toml").write_text('backbone = "lenet"\nepoch = 3\n')
+    with pytest.raises(ValueError, match="unknown key.*'epoch'.*recipe file"):
+        BenchmarkSettings.from_sources()
+
+
+@pytest.mark.parametrize("dataset", [name for name in RECIPES if name != "image"] + ["cifar10"])
 def test_every_recipe_allows_a_one_epoch_run(dataset):
     # A recipe's warm-up must fit inside the shortest run a user asks for (--epochs 1).
     settings = BenchmarkSettings.from_sources(overrides={

@@ -20,6 +20,7 @@ OPTIONS = {
     "masksembles": {"n": 4, "scale": 2.0},
     "batchensemble": {"n": 2},
     "packed_ensemble": {"n": 4, "alpha": 2.0},
+    "mimo": {"n": 3},
     "deep_ensemble": {"n": 2},
 }
 
@@ -48,3 +49,27 @@ def test_onnx_graph_matches_predict_members(method, tmp_path):
         np.testing.assert_allclose(probs, mean, rtol=0, atol=1e-5)
         np.testing.assert_allclose(entropy, expected_entropy, rtol=0, atol=1e-5)
         np.testing.assert_allclose(information, expected_information, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", sorted(set(OPTIONS) - {"mc_dropout"}))
+def test_compiled_members_export_for_every_method(method, tmp_path):
+    # members="compiled" refuses what members="auto" would quietly replace by the model's own
+    # forward: every method but MC-Dropout (masks baked in) has a compiled path to export.
+    model = ek.build_model("lenet", method, num_classes=10, in_channels=1, input_size=8, seed=0,
+                           **OPTIONS[method])
+    images = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    path = ek.export(model, tmp_path / "model.pt2", images[:2], format="torch_export",
+                     outputs=("member_logits",), members="compiled")
+    program = torch.export.load(path).module()
+    with torch.no_grad():
+        (logits,) = program(images)
+        expected = ek.predict_members(model, images)
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
+
+
+def test_compiled_members_are_refused_where_they_do_not_apply(tmp_path):
+    model = ek.build_model("lenet", "mc_dropout", num_classes=10, in_channels=1, input_size=8,
+                           seed=0, **OPTIONS["mc_dropout"])
+    with pytest.raises(ValueError, match="does not apply to MC-Dropout"):
+        ek.export(model, tmp_path / "m.pt2", torch.rand(2, 1, 8, 8), format="torch_export",
+                  members="compiled")

@@ -286,6 +286,12 @@ def option_strategies(backbone: str, method: str) -> dict[str, st.SearchStrategy
         options["alpha"] = either(good(st.floats(0.25, 4.0)),
                                   bad(bad_float(0.0, min_inclusive=False), "alpha"))
         options["gamma"] = either(good(st.integers(1, 3)), bad(bad_int(1), "gamma"))
+    if method == "mimo":
+        options["input_repetition"] = either(
+            good(st.floats(0.0, 1.0)),
+            bad(bad_float(0.0, 1.0), "input_repetition"))
+        options["batch_repetitions"] = either(good(st.integers(1, 3)),
+                                              bad(bad_int(1), "batch_repetitions"))
     if method == "deep_ensemble":
         options["independent_batches"] = either(
             good(st.booleans()), bad(st.sampled_from(["no", 0]), "independent_batches"))
@@ -387,8 +393,8 @@ EXAMPLES = [
 
 
 @FEW
-@given(model=either(good(st.sampled_from(["masksembles", "mc_dropout"])),
-                    bad(st.sampled_from(["single", "batchensemble", "linear"]), "Masksembles")),
+@given(model=either(good(st.sampled_from(sorted(MODELS))),
+                    bad(st.sampled_from(["linear", "sequential"]), "ensemble model")),
        strategy=either(good(st.sampled_from(STRATEGIES)),
                        bad(st.sampled_from(["fast", "", None]), "strategy")),
        channels_last=either(good(st.booleans()),
@@ -397,7 +403,8 @@ EXAMPLES = [
                    bad(st.sampled_from(["no", 0]), "fold_batchnorm_into_conv")),
        example=st.sampled_from(EXAMPLES[:2] * 3 + EXAMPLES[2:]))
 def test_compile_members(model, strategy, channels_last, fold, example, reliability_log):
-    source = torch.nn.Linear(4, 3) if model.value == "linear" else MODELS[model.value]
+    not_ensembles = {"linear": torch.nn.Linear(4, 3), "sequential": torch.nn.Sequential()}
+    source = not_ensembles[model.value] if model.bad else MODELS[model.value]
     compiled = check_call(
         reliability_log, "compile_members",
         lambda: compile_members(source, strategy=strategy.value,

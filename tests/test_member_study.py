@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import ensemblekit as ek
+from ensemblekit.experiments import DiversitySettings
 from ensemblekit.experiments.diversity import run_diversity
-from ensemblekit.experiments.diversity_verdicts import weighted_cka
 from ensemblekit.experiments.member_probes import layer_columns, member_outputs
-from ensemblekit.experiments.settings import DiversitySettings
 from ensemblekit.metrics import linear_cka, pairwise_cka, pairwise_disagreement
+from ensemblekit.stats.weighted import weighted_cka
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -123,7 +123,7 @@ def test_weighted_cka_is_linear_cka_of_the_resampled_rows():
 def test_diversity_study_writes_everything(tmp_path):
     settings = DiversitySettings.from_sources(overrides={
         "methods": ["single", "batchensemble", "deep_ensemble"], "seeds": 2, "epochs": 1,
-        "batchensemble_controls": ["ones"], "corruptions": ["gaussian_noise"],
+        "controls": {"batchensemble": ["ones"]}, "corruptions": ["gaussian_noise"],
         "out": str(tmp_path), "threads": 1})
     results = run_diversity(settings, log=lambda message: None)
     variants = results["variants"]

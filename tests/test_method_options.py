@@ -7,9 +7,11 @@ import math
 
 import pytest
 
+from ensemblekit.experiments import BenchmarkSettings, TuneSettings
 from ensemblekit.experiments.benchmark import finished_runs, run_path
-from ensemblekit.experiments.pipeline import build, load_experiment_data, train
-from ensemblekit.experiments.settings import BenchmarkSettings
+from ensemblekit.experiments.pipeline import build, train
+from ensemblekit.experiments.recipes import recipe_for
+from ensemblekit.experiments.splits import load_experiment_data
 
 TOML = """
 dataset = "digits"
@@ -30,6 +32,11 @@ n = 6
 [method_options.batchensemble]
 init = "random_sign"
 """
+
+
+def without_tables(recipe: str) -> str:
+    """A recipe file's text without its [method_options] tables (they come last)."""
+    return recipe[:recipe.index("[method_options.")]
 
 
 def published_keep(n: int, scale: float) -> float:
@@ -166,24 +173,20 @@ def test_fingerprint_holds_the_tables_and_resume_refuses_other_ones(config, tmp_
         finished_runs(other)
 
 
-def test_no_tables_keep_the_fingerprint_of_before(monkeypatch):
-    from ensemblekit.experiments.settings import RECIPES
-
+def test_no_tables_keep_the_fingerprint_of_before(recipes):
     # the digits recipe carries tuned tables; a recipe without any keeps the old fingerprint
-    plain = {key: value for key, value in RECIPES["digits"].items() if key != "method_options"}
-    monkeypatch.setitem(RECIPES, "digits", plain)
+    digits = recipes / "digits.toml"
+    digits.write_text(without_tables(digits.read_text()))
     assert "method_options" not in BenchmarkSettings.from_sources().fingerprint()
     assert "method_options" in BenchmarkSettings.from_sources(overrides={
         "method_options": {"masksembles": {"scale": 3.0}}}).fingerprint()
 
 
 @pytest.fixture
-def recipe_with_tables(monkeypatch):
-    from ensemblekit.experiments.settings import RECIPES
-
-    tables = {"masksembles": {"scale": 3.0, "epochs": 9}, "mc_dropout": {"p": 0.2}}
-    monkeypatch.setitem(RECIPES, "digits", {**RECIPES["digits"], "method_options": tables})
-    return tables
+def recipe_with_tables(recipes):
+    digits = recipes / "digits.toml"
+    digits.write_text(without_tables(digits.read_text()) + "[method_options.masksembles]\n"
+                      "scale = 3.0\nepochs = 9\n[method_options.mc_dropout]\np = 0.2\n")
 
 
 def test_a_recipes_tables_are_the_default_and_lie_under_config_and_flags(recipe_with_tables,
@@ -210,9 +213,23 @@ def test_a_recipes_tables_are_the_default_and_lie_under_config_and_flags(recipe_
 
 
 def test_tune_starts_from_the_recipes_plain_settings_not_its_tuned_tables():
-    from ensemblekit.experiments.settings import RECIPES, TuneSettings
-
-    assert RECIPES["digits"]["method_options"]  # the benchmark's default is tuned...
+    assert recipe_for("digits")["method_options"]  # the benchmark's default is tuned...
     assert BenchmarkSettings.from_sources().method_options
     # ...but tune explores those knobs itself: the recorded tune command stays reproducible
     assert TuneSettings.from_sources().method_options == {}
+
+
+def test_a_methods_table_may_set_backbone_options_such_as_width():
+    # a method added later (MIMO) needs its own width: the backbone's options are table keys
+    settings = BenchmarkSettings.from_sources(overrides={"method_options": {
+        "batchensemble": {"width": 2.0}}})
+    assert settings.model_options("batchensemble", seed=0)["width"] == 2.0
+    assert settings.model_options("single", seed=0)["width"] == settings.width == 3.0
+    assert build(settings, "batchensemble", seed=0).config["width"] == 2.0
+    assert settings.method_settings("batchensemble")["width"] == 2.0
+    with pytest.raises(ValueError, match="method_options.batchensemble.width"):
+        BenchmarkSettings.from_sources(overrides={"method_options": {
+            "batchensemble": {"width": 0}}})
+    with pytest.raises(ValueError, match="unknown key 'input_size'"):  # the dataset's to set
+        BenchmarkSettings.from_sources(overrides={"method_options": {
+            "batchensemble": {"input_size": 16}}})

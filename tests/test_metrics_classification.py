@@ -14,9 +14,13 @@ from ensemblekit.metrics import (
     accuracy,
     adaptive_ece,
     brier,
+    brier_per_sample,
+    calibration_gaps,
+    confidence_and_correct,
     ece,
     mce,
     nll,
+    nll_per_sample,
     reliability_bins,
 )
 from test_metrics_data import random_probs
@@ -96,6 +100,60 @@ def test_nll_floors_a_zero_probability_like_sklearn():
     expected = (-math.log(PROBABILITY_FLOOR) - math.log(0.75)) / 2
     assert nll(probs, labels) == pytest.approx(expected, rel=1e-12)
     assert nll(probs, labels) == pytest.approx(log_loss([1, 1], probs.numpy(), labels=[0, 1]))
+
+
+def test_per_sample_metrics_match_numpy_and_average_to_the_metric():
+    probs, labels = random_probs(300, 6, seed=3, dtype=torch.float32)
+    p, y = probs.double().numpy(), labels.numpy()
+    rows = np.arange(len(y))
+    per_nll = nll_per_sample(probs, labels)
+    assert per_nll.shape == (300,) and per_nll.dtype == torch.float64
+    np.testing.assert_allclose(per_nll.numpy(), -np.log(np.maximum(p[rows, y], 2.0 ** -52)),
+                               rtol=1e-12)
+    np.testing.assert_allclose(brier_per_sample(probs, labels).numpy(),
+                               ((p - np.eye(6)[y]) ** 2).sum(1), atol=1e-12)
+    confidence, correct = confidence_and_correct(probs, labels)
+    np.testing.assert_array_equal(confidence.numpy(), p.max(1))
+    np.testing.assert_array_equal(correct.numpy(), p.argmax(1) == y)
+    # the scalar metrics are the means of the per-example ones, computed the same way
+    assert nll(probs, labels) == per_nll.mean().item()
+    assert brier(probs, labels) == brier_per_sample(probs, labels).mean().item()
+    assert accuracy(probs, labels) == correct.double().mean().item()
+
+
+@pytest.mark.parametrize("n_bins", [1, 4, 15])
+def test_calibration_gaps_give_the_ece_and_a_weighted_ece(n_bins):
+    probs, labels = random_probs(400, 5, seed=n_bins, sharpness=2.0)
+    confidence, correct = confidence_and_correct(probs, labels)
+    gaps = calibration_gaps(confidence, correct, n_bins)
+    assert gaps.shape == (400, n_bins)
+    assert gaps.sum(0).abs().sum().item() / 400 == pytest.approx(ece(probs, labels, n_bins),
+                                                                 abs=1e-12)
+    # each example sits in one bin: its row holds correct - confidence there, 0 elsewhere
+    assert bool(((gaps != 0).sum(1) <= 1).all())
+    np.testing.assert_allclose(gaps.sum(1).numpy(), (correct.double() - confidence).numpy())
+    # integer weights = repeated examples: the weighted ECE is the ECE of the repeated set
+    weights = torch.randint(0, 3, (400,), generator=torch.Generator().manual_seed(0))
+    repeated = torch.repeat_interleave(torch.arange(400), weights)
+    weighted = (weights.double() @ gaps).abs().sum() / weights.sum()
+    assert weighted.item() == pytest.approx(ece(probs[repeated], labels[repeated], n_bins),
+                                            abs=1e-12)
+    # J sets of the same examples: one (N, J, n_bins) block per set
+    stacked = calibration_gaps(torch.stack([confidence, confidence.flip(0)], 1),
+                               torch.stack([correct, correct.flip(0)], 1), n_bins)
+    assert stacked.shape == (400, 2, n_bins) and torch.equal(stacked[:, 0], gaps)
+
+
+@pytest.mark.parametrize(("confidence", "correct", "match"), [
+    (torch.tensor([0.5, 1.5]), torch.tensor([True, False]), "confidence must lie in"),
+    (torch.tensor([0.5, float("nan")]), torch.tensor([True, False]), "confidence"),
+    (torch.tensor([1, 0]), torch.tensor([True, False]), "confidence must be a floating"),
+    (torch.tensor([0.5, 0.9]), torch.tensor([True]), "correct must have the shape"),
+    (torch.zeros(2, 2, 2), torch.zeros(2, 2, 2, dtype=torch.bool), "confidence must have"),
+])
+def test_calibration_gaps_refuse_bad_input(confidence, correct, match):
+    with pytest.raises(ValueError, match=match):
+        calibration_gaps(confidence, correct)
 
 
 @pytest.mark.parametrize("seed", range(4))

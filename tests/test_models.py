@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ensemblekit.compile.stacking import replace_module
 from ensemblekit.layers import Masksembles
 from ensemblekit.methods import available_methods, build_model, predict_members
 from ensemblekit.models import available_backbones
+from ensemblekit.submodules import replace_module
 
 # name -> (in_channels, spatial size, extra options): small widths and inputs keep this fast
 SMALL = {
@@ -29,6 +29,7 @@ METHOD_OPTIONS = {
     "masksembles": {"n": 2, "scale": 2.0},
     "batchensemble": {"n": 2},
     "packed_ensemble": {"n": 2, "alpha": 2.0, "gamma": 2},
+    "mimo": {"n": 2, "batch_repetitions": 2},
     "deep_ensemble": {"n": 2},
 }
 
@@ -163,7 +164,8 @@ def test_each_masksembles_member_is_its_thin_subnetwork(name):
 
 
 def test_masksembles_placement_and_skip_rule():
-    model = build_model("lenet", "masksembles", 10, 1, input_size=8, n=4, scale=2.0, seed=0)
+    model = build_model("lenet", "masksembles", 10, 1, input_size=8, n=4, scale=2.0, seed=0,
+                        placement="all")
     layers = [m for m in model.backbone.modules() if isinstance(m, Masksembles)]
     # conv1's 6 channels would leave each mask 3 (< 8): no masks there; 16 (masks of 9), 120
     # and 84 channels are masked.
@@ -177,14 +179,14 @@ def test_masksembles_placement_and_skip_rule():
     assert fc1_in.shape == (4, 64)
     assert torch.equal(fc1_in, entries["conv2"].out_masks.repeat_interleave(4, dim=1))
 
-    resnet = small_model("resnet20", "masksembles", n=4, width=1.0)
+    resnet = small_model("resnet20", "masksembles", n=4, width=1.0, placement="all")
     by_width = {}
     for module in resnet.backbone.modules():
         if isinstance(module, Masksembles):
             by_width.setdefault(module.channels, []).append(module.masks)
     assert sorted(by_width) == [16, 32, 64]
     # at width 0.5 the 8-channel stage would leave each mask 4 channels: skipped
-    narrow = small_model("resnet20", "masksembles", n=4)
+    narrow = small_model("resnet20", "masksembles", n=4, placement="all")
     assert sorted({m.channels for m in narrow.backbone.modules()
                    if isinstance(m, Masksembles)}) == [16, 32]
     for masks in by_width.values():

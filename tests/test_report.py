@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,20 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ensemblekit import metrics, report
+from ensemblekit import metrics, plots, report
+from ensemblekit.experiments.benchmark_protocol import tuned_source
+from ensemblekit.methods import get_method, method_entries, register_method, unregister_method
+from ensemblekit.methods.claims import (
+    BENCHMARK_CLAIMS,
+    DIVERSITY_CLAIMS,
+    Better,
+    Between,
+    ClaimSet,
+    Lands,
+)
+from ensemblekit.report import diversity as diversity_report
+from ensemblekit.report.benchmark import CLAIM_METRIC_LABELS
+from ensemblekit.stats import CLAIM_METRICS, orderings
 
 
 @given(st.lists(st.floats(-1e3, 1e3), min_size=2, max_size=20))
@@ -113,18 +128,18 @@ MASKSEMBLES_BETWEEN = "Masksembles lies between the single model and Deep Ensemb
 
 
 def test_orderings_hold_when_the_numbers_say_so():
-    checks = report.orderings(_predictions({"single": 0.80, "mc_dropout": 0.83,
-                                            "masksembles": 0.86, "batchensemble": 0.81,
-                                            "deep_ensemble": 0.90}), n_boot=400)
+    checks = orderings(_predictions({"single": 0.80, "mc_dropout": 0.83,
+                                     "masksembles": 0.86, "batchensemble": 0.81,
+                                     "deep_ensemble": 0.90}), n_boot=400)
     assert [check["verdict"] for check in checks[:5]] == ["holds"] * 5
     # where Masksembles lands beside the "between" claim: better than MC-Dropout and
     # BatchEnsemble here
     position = [check for check in checks if check["claim"].startswith("Masksembles is better")]
     assert [check["verdict"] for check in position] == ["holds", "holds"]
-    assert [c["metric"] for c in position[0]["comparisons"]] == list(report.CLAIM_METRICS)
+    assert [c["metric"] for c in position[0]["comparisons"]] == list(CLAIM_METRICS)
     between = _by_claim(checks)[MASKSEMBLES_BETWEEN]
     assert [c["metric"] for c in between["comparisons"]] == [
-        m for m in report.CLAIM_METRICS for _ in range(2)]
+        m for m in CLAIM_METRICS for _ in range(2)]
     first = checks[0]["comparisons"][0]
     assert first["metric"] == "ece" and first["claimed"] == "negative"
     # ECE = |accuracy - 0.95| here: 0.05 for Deep Ensembles, 0.15 for the single model.
@@ -137,7 +152,7 @@ def test_orderings_hold_when_the_numbers_say_so():
 
 
 def test_orderings_fail_when_the_numbers_say_so():
-    checks = _by_claim(report.orderings(_predictions({
+    checks = _by_claim(orderings(_predictions({
         "single": 0.90, "mc_dropout": 0.92, "masksembles": 0.70, "batchensemble": 0.86,
         "deep_ensemble": 0.80}), n_boot=400))
     for claim in ("Deep Ensembles are better calibrated than the single model",
@@ -156,37 +171,37 @@ def test_between_in_the_wrong_order_does_not_hold_although_the_old_check_passed(
            for m in quality}
     low, high = sorted([ece["deep_ensemble"], ece["single"]])
     assert low <= ece["masksembles"] <= high  # the old check: "holds"
-    between = _by_claim(report.orderings(predictions, n_boot=400))[MASKSEMBLES_BETWEEN]
+    between = _by_claim(orderings(predictions, n_boot=400))[MASKSEMBLES_BETWEEN]
     assert between["verdict"] == "does not hold"
     for comparison in between["comparisons"]:  # accuracy, NLL, ECE: each comparison reversed
         assert comparison["verdict"] == "does not hold"
     # Masksembles better than both: not between either.
     better = _predictions({"single": 0.80, "masksembles": 0.92, "deep_ensemble": 0.86},
                           ood=False, shift=False)
-    verdicts = [c["verdict"] for c in _by_claim(report.orderings(better, n_boot=400))[
+    verdicts = [c["verdict"] for c in _by_claim(orderings(better, n_boot=400))[
         MASKSEMBLES_BETWEEN]["comparisons"]]
     assert verdicts == ["holds", "does not hold"] * 3
 
 
 def test_orderings_need_their_methods():
-    assert report.orderings(_predictions({"single": 0.8, "masksembles": 0.85})) == []
-    checks = report.orderings(_predictions({"mc_dropout": 0.8, "masksembles": 0.85}))
+    assert orderings(_predictions({"single": 0.8, "masksembles": 0.85})) == []
+    checks = orderings(_predictions({"mc_dropout": 0.8, "masksembles": 0.85}))
     assert [check["claim"].split(" (")[0] for check in checks] == [
         "Masksembles is better than MC-Dropout"]
 
 
 def test_a_gap_within_the_noise_is_inconclusive():
     # Two examples' difference out of 600 on average, and seeds that disagree on its sign.
-    checks = report.orderings(_predictions({"single": 0.850, "deep_ensemble": 0.853},
-                                           jitter={"deep_ensemble": 0.03}, ood=False,
-                                           shift=False), n_boot=400)
+    checks = orderings(_predictions({"single": 0.850, "deep_ensemble": 0.853},
+                                    jitter={"deep_ensemble": 0.03}, ood=False,
+                                    shift=False), n_boot=400)
     assert checks[0]["verdict"] == "inconclusive"
     difference = checks[0]["comparisons"][0]["difference"]
     assert difference["low"] < 0 < difference["high"]
 
 
 def _with_orderings(results, quality):
-    results["orderings"] = report.orderings(_predictions(quality), n_boot=200)
+    results["orderings"] = orderings(_predictions(quality), n_boot=200)
     results["bootstrap"] = {"n_boot": 200, "seed": 0, "level": 0.95,
                             "resampled": "seeds and test examples"}
     return results
@@ -444,22 +459,107 @@ def test_risk_coverage_mean_matches_a_numpy_reference():
     assert curve["risk"] == pytest.approx(np.mean(expected, axis=0).tolist(), abs=1e-12)
 
 
-def test_tuned_source_names_the_recipe_only_while_its_options_run(monkeypatch):
+def test_tuned_source_names_the_recipe_only_while_its_options_run(recipes):
     from ensemblekit.experiments import BenchmarkSettings
-    from ensemblekit.experiments import settings as settings_module
+    from ensemblekit.experiments.recipes import recipe_for
 
     # The default benchmark runs the recipe's tuned options: the report names their source.
-    default = report.tuned_source(BenchmarkSettings.from_sources())
-    assert default == settings_module.RECIPES["digits"]["tuned"] and "ensemblekit tune" in default
+    default = tuned_source(BenchmarkSettings.from_sources())
+    assert default == recipe_for("digits")["tuned"] and "ensemblekit tune" in default
     sentence = "configs/digits_tuned.toml, from `ensemblekit tune --dataset digits`"
-    recipe = {**settings_module.RECIPES["digits"], "tuned": sentence,
-              "method_options": {"masksembles": {"scale": 3.0}}}
-    monkeypatch.setitem(settings_module.RECIPES, "digits", recipe)
-    assert report.tuned_source(BenchmarkSettings.from_sources()) == sentence
+    digits = recipes / "digits.toml"
+    text = digits.read_text()
+    plain = "\n".join(line for line in text[:text.index("[method_options.")].splitlines()
+                      if not line.startswith("tuned ="))
+    digits.write_text(f"tuned = {sentence!r}\n{plain}\n[method_options.masksembles]\n"
+                      "scale = 3.0\n")
+    assert tuned_source(BenchmarkSettings.from_sources()) == sentence
     # Another scale (a flag or a config) is not the tuned setting any more.
-    assert report.tuned_source(BenchmarkSettings.from_sources(overrides={"scale": 2.0})) is None
+    assert tuned_source(BenchmarkSettings.from_sources(overrides={"scale": 2.0})) is None
     changed = {"method_options": {"masksembles": {"scale": 4.0}}}
-    assert report.tuned_source(BenchmarkSettings.from_sources(overrides=changed)) is None
-    monkeypatch.setitem(settings_module.RECIPES, "digits",
-                        {key: value for key, value in recipe.items() if key != "tuned"})
-    assert report.tuned_source(BenchmarkSettings.from_sources()) is None
+    assert tuned_source(BenchmarkSettings.from_sources(overrides=changed)) is None
+    digits.write_text(f"{plain}\n[method_options.masksembles]\nscale = 3.0\n")
+    assert tuned_source(BenchmarkSettings.from_sources()) is None
+
+def test_a_new_claim_is_one_entry_of_data_evaluated_in_its_place():
+    claims = ClaimSet(claims=(
+        Between("BatchEnsemble between", method="batchensemble", low="single",
+                high="deep_ensemble", metrics=("ece",)),
+        Better("needs Masksembles, which did not run", better="masksembles", worse="single",
+               metrics=("nll",)),
+        Lands("{method} vs {other}", method="deep_ensemble",
+              others=("single", "masksembles", "mc_dropout"), metrics=("accuracy",)),
+    ), unchecked="none")
+    checks = orderings(_predictions({"single": 0.80, "mc_dropout": 0.83, "batchensemble": 0.85,
+                                     "deep_ensemble": 0.90}, ood=False, shift=False),
+                       n_boot=200, claims=claims)
+    assert [c["claim"] for c in checks] == ["BatchEnsemble between",
+                                            "Deep Ensemble vs Single model",
+                                            "Deep Ensemble vs MC-Dropout"]
+    assert [c["verdict"] for c in checks] == ["holds"] * 3
+    assert [c["statement"] for c in checks[0]["comparisons"]] == [
+        "BatchEnsemble better than Single model", "Deep Ensemble better than BatchEnsemble"]
+
+
+def test_the_benchmark_claims_speak_of_the_metrics_the_report_names():
+    for claim in BENCHMARK_CLAIMS.claims:
+        assert set(claim.metrics) <= set(CLAIM_METRICS) <= set(CLAIM_METRIC_LABELS)
+
+
+def test_labels_come_from_the_registry_and_variants_derive_theirs():
+    for entry in method_entries():
+        assert report.method_label(entry.name) == entry.label
+    assert report.method_label("masksembles_tiled") == "Masksembles (tiled)"
+    assert report.method_label("batchensemble_ones") == "BatchEnsemble (init ones)"
+    assert report.method_label("batchensemble_random_sign") == "BatchEnsemble (init random_sign)"
+    assert report.method_label("something else") == "something else"
+    assert report.short_label("deep_ensemble") == "DE"
+
+
+def test_a_method_registered_later_is_labelled_and_drawn_from_its_entry():
+    register_method("throwaway", label="Throwaway", color="#123456", marker="P")(
+        get_method("single"))
+    try:
+        assert report.method_label("throwaway") == "Throwaway"
+        assert report.method_label("throwaway_tiled") == "Throwaway (tiled)"
+        assert report.short_label("throwaway") == "Throwaway"
+        assert plots.method_style("throwaway") == ("#123456", "P")
+        assert plots.method_style("throwaway_tiled") == ("#123456", "P")
+    finally:
+        unregister_method("throwaway")
+
+
+def test_one_formatter_reproduces_each_reports_style():
+    value = {"mean": 0.123456, "std": 0.01}
+    assert report.pm(value) == "0.1235 ± 0.0100"  # the benchmark
+    assert report.pm({"mean": 12.3456, "std": 1.0}) == "12.346 ± 1.000"
+    assert report.pm(value, alone=True) == "0.1235"  # the benchmark, one seed
+    assert report.pm({"mean": 0.5, "std": 0.0}, digits=4, alone_if_exact=True) == "0.5000"
+    assert report.pm(value, digits=4, alone_if_exact=True) == "0.1235 ± 0.0100"  # tune
+    floor = {"mean": 1.0, "std": 0.0, "by_definition": True}
+    assert report.pm(floor, digits=4, mark_floor=True) == "1 (floor)"  # the diversity study
+    assert report.pm(floor, digits=4) == "1.0000 ± 0.0000"  # the sweep
+    assert report.pm({"mean": None, "std": None}) == "n/a"
+
+
+def test_json_ready_keys_tuples_paths_and_undefined_values():
+    value = {1: (0.5, Path("runs") / "x"), "undefined": [float("nan"), float("inf")]}
+    kept = report.json_ready(value)
+    assert kept["1"] == [0.5, str(Path("runs") / "x")]
+    assert all(not math.isfinite(v) for v in kept["undefined"])
+    assert report.json_ready(value, nonfinite_as_null=True)["undefined"] == [None, None]
+
+
+def test_diversity_verdict_lines_name_the_methods_by_their_short_labels():
+    verdicts = [{"claim": "BE tracks", "reference": "single", "verdict": "inconclusive",
+                 "comparisons": [{"metric": "accuracy", "batchensemble": 0.98,
+                                  "reference": 0.97, "deep_ensemble": 0.99,
+                                  "closeness": {"estimate": -0.01, "low": -0.02, "high": 0.001},
+                                  "verdict": "inconclusive"}]}]
+    assert diversity_report.verdict_lines(verdicts) == [
+        "- BE tracks: **inconclusive**. accuracy: BE 0.9800, single 0.9700, DE 0.9900; "
+        "|BE-single| - |BE-DE| = -0.0100 [-0.0200, +0.0010] (inconclusive).",
+        "- Intervals: 95 % paired bootstrap over seeds and test examples (2000 replicates; 400 "
+        "for CKA); a comparison holds when |BE - reference| - |BE - DE| lies below 0 "
+        "throughout."]
+    assert diversity_report.verdict_lines([]) == [DIVERSITY_CLAIMS.unchecked]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ensemblekit.cli import main
-from ensemblekit.experiments.settings import BenchmarkSettings, DiversitySettings
+from ensemblekit.experiments import BenchmarkSettings, DiversitySettings
 from test_data_formats import _write_idx
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -48,7 +48,7 @@ def test_mnist_study_config_holds_the_protocol():
     assert (config.optimizer, config.lr, config.weight_decay) == ("adam", 1e-3, 1e-4)
     assert (config.schedule, config.milestones, config.gamma) == ("multistep", (25, 50), 0.1)
     assert (config.early_stopping_patience, config.restore_best) == (10, True)
-    assert settings.batchensemble_controls == ["ones", "random_sign"]
+    assert settings.controls == {"batchensemble": ["ones", "random_sign"]}
     for name in ("cifar10_resnet18_study", "cifar10_resnet18_diversity"):
         path = CONFIGS / f"{name}.toml"
         cls = BenchmarkSettings if name.endswith("study") else DiversitySettings

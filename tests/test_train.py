@@ -266,6 +266,7 @@ def digits():
         ("mc_dropout", {"p": 0.2}),
         ("masksembles", {"n": 4, "scale": 2.0}),
         ("batchensemble", {"n": 4}),
+        ("mimo", {"n": 3, "batch_repetitions": 2}),
         ("deep_ensemble", {"n": 2}),
         ("deep_ensemble", {"n": 2, "independent_batches": True}),
     ],

@@ -11,7 +11,7 @@ import pytest
 import tomllib
 
 from ensemblekit.cli import main
-from ensemblekit.experiments.settings import BenchmarkSettings, TuneSettings
+from ensemblekit.experiments import BenchmarkSettings, TuneSettings
 from ensemblekit.experiments.tune import (
     expand_grid,
     pareto_front,
@@ -321,3 +321,11 @@ def test_the_command_writes_the_config_and_records_its_own_line(tmp_path, capsys
 
 def _point(row_: dict) -> dict:
     return {"method": row_["method"], "options": row_["options"], "epochs": row_["epochs"]}
+
+
+def test_a_grid_may_vary_a_backbone_option():
+    settings = TuneSettings.from_sources(overrides={
+        "methods": ["batchensemble"], "grid": {"batchensemble": {"width": [1.0, 2.0]}}})
+    points = expand_grid(settings)
+    assert sorted((p["options"]["init"], p["options"]["width"]) for p in points) == [
+        ("normal", 1.0), ("normal", 2.0), ("random_sign", 1.0), ("random_sign", 2.0)]

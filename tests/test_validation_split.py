@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ensemblekit import data
-from ensemblekit.experiments.pipeline import load_experiment_data
-from ensemblekit.experiments.settings import BenchmarkSettings
+from ensemblekit.experiments import BenchmarkSettings
+from ensemblekit.experiments.splits import load_experiment_data
 
 
 def reference_split(labels: np.ndarray, fraction: float, seed: int):

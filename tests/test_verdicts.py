@@ -8,8 +8,10 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from ensemblekit import metrics
-from ensemblekit.experiments import verdicts as v
+from ensemblekit import metrics, stats
+from ensemblekit.methods.claims import DIVERSITY_CLAIMS, IDENTICAL, ClaimSet
+from ensemblekit.stats import bootstrap as v
+from ensemblekit.stats import weighted as w
 
 
 def numpy_ece(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
@@ -74,8 +76,8 @@ def as_torch(values):
     return torch.from_numpy(np.asarray(values))
 
 
-METRICS = {"accuracy": v.ACCURACY, "nll": v.NLL, "ece": v.ECE, "auroc": v.AUROC,
-           "shift_ece": v.SHIFT_ECE}
+METRICS = {"accuracy": w.ACCURACY, "nll": w.NLL, "ece": w.ECE, "auroc": w.AUROC,
+           "shift_ece": w.SHIFT_ECE}
 
 
 @pytest.mark.parametrize("name", ["accuracy", "nll", "ece", "shift_ece", "auroc"])
@@ -115,14 +117,14 @@ def test_unit_weights_give_the_library_metrics():
     rng = np.random.default_rng(0)
     probs = torch.from_numpy(rng.dirichlet(np.full(6, 0.4), size=200))
     labels = torch.from_numpy(rng.integers(0, 6, size=200))
-    assert v.ACCURACY(probs, labels) == pytest.approx(metrics.accuracy(probs, labels), abs=1e-15)
-    assert v.NLL(probs, labels) == pytest.approx(metrics.nll(probs, labels), abs=1e-12)
-    assert v.BRIER(probs, labels) == pytest.approx(metrics.brier(probs, labels), abs=1e-12)
-    assert v.ECE(probs, labels) == pytest.approx(metrics.ece(probs, labels), abs=1e-12)
+    assert w.ACCURACY(probs, labels) == pytest.approx(metrics.accuracy(probs, labels), abs=1e-15)
+    assert w.NLL(probs, labels) == pytest.approx(metrics.nll(probs, labels), abs=1e-12)
+    assert w.BRIER(probs, labels) == pytest.approx(metrics.brier(probs, labels), abs=1e-12)
+    assert w.ECE(probs, labels) == pytest.approx(metrics.ece(probs, labels), abs=1e-12)
     scores_in = torch.from_numpy(np.round(rng.normal(size=150), 1))
     scores_out = torch.from_numpy(np.round(rng.normal(0.7, 1, size=90), 1))
     is_ood = torch.cat([torch.zeros(150, dtype=torch.bool), torch.ones(90, dtype=torch.bool)])
-    assert v.AUROC(torch.cat([scores_in, scores_out]), is_ood) == pytest.approx(
+    assert w.AUROC(torch.cat([scores_in, scores_out]), is_ood) == pytest.approx(
         metrics.auroc(scores_in, scores_out), abs=1e-12)
 
 
@@ -133,7 +135,7 @@ def test_metric_from_function_gives_the_vectorised_replicates():
     resamples = v.draw_resamples(30, 1, n_boot=40, seed=5)
     plain = v.metric_from_function("ece", metrics.ece, higher_is_better=False)
     assert torch.allclose(v.replicates(plain, [probs], labels, resamples),
-                          v.replicates(v.ECE, [probs], labels, resamples), atol=1e-12)
+                          v.replicates(w.ECE, [probs], labels, resamples), atol=1e-12)
 
 
 def test_draws_keep_strata_sizes_and_count_every_draw():
@@ -153,7 +155,7 @@ def test_clearly_separated_methods_hold_and_identical_ones_are_inconclusive():
     good = [torch.nn.functional.one_hot(labels, k).double() * 0.9 + 0.02 for _ in range(3)]
     noise = [torch.from_numpy(rng.dirichlet(np.ones(k), size=n)) for _ in range(3)]
     resamples = v.draw_resamples(n, 3, n_boot=500, seed=0)
-    for metric in (v.ACCURACY, v.NLL, v.ECE):
+    for metric in (w.ACCURACY, w.NLL, w.ECE):
         result = v.compare(metric, better=good, worse=noise, labels=labels,
                            resamples=resamples, names=("good", "noise"))
         assert result.verdict == v.HOLDS, metric.name
@@ -190,10 +192,10 @@ def test_unpaired_inputs_are_refused():
     labels = torch.zeros(5, dtype=torch.long)
     probs = torch.full((5, 2), 0.5, dtype=torch.float64)
     with pytest.raises(ValueError, match="same seeds"):
-        v.paired_bootstrap(v.ACCURACY, [probs, probs], [probs], labels)
+        v.paired_bootstrap(w.ACCURACY, [probs, probs], [probs], labels)
     resamples = v.draw_resamples(5, 2, n_boot=10)
     with pytest.raises(ValueError, match="n_seeds=1"):
-        v.replicates(v.ACCURACY, [probs], labels, resamples)
+        v.replicates(w.ACCURACY, [probs], labels, resamples)
     with pytest.raises(ValueError, match="strata must have shape"):
         v.draw_resamples(5, 1, strata=torch.zeros(4))
 
@@ -207,3 +209,59 @@ def test_closeness_is_the_difference_of_absolute_gaps_per_replicate():
     assert result.estimate == pytest.approx(-0.05)
     assert (result.low, result.high) == pytest.approx(tuple(np.percentile(expected, [2.5, 97.5])))
     assert v.verdict(result, claimed="negative") == v.HOLDS
+
+
+def _study_run(quality: float, *, n=400, k=3, identical_members: bool, seed: int,
+               features_of=40):
+    """One seed of a study variant: the ensemble right on the first round(q n) examples of a
+    fixed order (confidence 0.99: ECE falls as accuracy rises), per-sample disagreement / MI,
+    and the members' penultimate Gram matrices of the first ``features_of`` examples
+    (identical members: one representation repeated)."""
+    rng = np.random.default_rng(seed)
+    labels = torch.arange(n) % k
+    right = torch.zeros(n, dtype=torch.bool)
+    right[: round(quality * n)] = True
+    predicted = torch.where(right, labels, (labels + 1) % k)
+    probs = torch.full((n, k), 0.01 / (k - 1), dtype=torch.float64)
+    probs[torch.arange(n), predicted] = 0.99
+    features = torch.from_numpy(rng.normal(size=(3, features_of, 5)))
+    if identical_members:
+        features = features[:1].expand(3, features_of, 5)
+    spread = 0.0 if identical_members else 0.3
+    per_sample = {"probs": probs, "labels": labels, "disagreement": torch.full((n,), spread),
+                  "mutual_information": torch.full((n,), spread / 2)}
+    return {"sets": {"clean": {"per_sample": per_sample}},
+            "grams": features @ features.transpose(1, 2)}
+
+
+def test_study_verdicts_test_the_diversity_claims_with_their_floor():
+    floor = {"disagreement": 0.0, "mutual_information": 0.0, "cka_penultimate": 1.0}
+    runs = {name: [_study_run(q, identical_members=same, seed=s) for s in range(2)]
+            for name, q, same in (("single", 0.80, True), ("batchensemble", 0.82, True),
+                                  ("deep_ensemble", 0.95, False))}
+    verdicts = stats.study_verdicts(runs, floor=floor, seed=0)
+    assert [v_["claim"] for v_ in verdicts] == [c.text for c in DIVERSITY_CLAIMS.claims]
+    tracks, identical = verdicts
+    assert list(tracks) == ["claim", "reference", "comparisons", "verdict"]
+    assert tracks["reference"] == "single" and identical["reference"] == IDENTICAL
+    # no OOD set here: the AUROC comparison is left out, the others hold
+    assert [c["metric"] for c in tracks["comparisons"]] == ["accuracy", "ece", "nll"]
+    assert list(tracks["comparisons"][0]) == ["metric", "batchensemble", "reference",
+                                              "deep_ensemble", "closeness", "verdict"]
+    assert tracks["comparisons"][0]["batchensemble"] == pytest.approx(0.82, abs=0.01)
+    assert tracks["verdict"] == v.HOLDS
+    # identical members sit on the floor of every measure
+    assert [c["metric"] for c in identical["comparisons"]] == [
+        "disagreement", "mutual_information", "cka_penultimate"]
+    assert [c["reference"] for c in identical["comparisons"]] == [0.0, 0.0, 1.0]
+    assert identical["comparisons"][2]["batchensemble"] == pytest.approx(1.0)
+    assert identical["verdict"] == v.HOLDS
+    # without the single model only the claim that does not need it is tested
+    partial = stats.study_verdicts({key: runs[key] for key in ("batchensemble",
+                                                               "deep_ensemble")}, floor=floor)
+    assert [v_["reference"] for v_ in partial] == [IDENTICAL]
+
+
+def test_claims_of_an_unknown_kind_are_refused():
+    with pytest.raises(TypeError, match="unknown claim kind"):
+        stats.orderings({}, claims=ClaimSet(claims=("a sentence",), unchecked=""))

@@ -10,8 +10,8 @@ Writes runs/skip-rule.json and prints the mean over seeds per configuration and 
 import json
 import torch
 import ensemblekit.methods.masksembles as ms
-from ensemblekit.experiments.settings import BenchmarkSettings
-from ensemblekit.experiments import pipeline
+from ensemblekit.experiments import pipeline, protocol, splits
+from ensemblekit.experiments.benchmark import BenchmarkSettings
 
 rules = {"member>=8": ms.masks_fit, "C>=10": lambda c, n, s: c >= 10}
 configs = [  # (backbone options, scale)
@@ -22,7 +22,7 @@ configs = [  # (backbone options, scale)
 torch.set_num_threads(1)
 out = {}
 base = BenchmarkSettings.from_sources(overrides={"out": "runs/skip-rule"})
-data = pipeline.load_experiment_data(base, log=lambda m: None)
+data = splits.load_experiment_data(base, log=lambda m: None)
 for options, scale in configs:
     for rule_name, rule in rules.items():
         ms.masks_fit = rule
@@ -32,7 +32,8 @@ for options, scale in configs:
             model = pipeline.build(s, "masksembles", seed=seed, n=4, scale=scale)
             sites = sum(isinstance(m, ms.Masksembles) for m in model.modules())
             fit = pipeline.train(s, model, data, seed=seed)
-            val = pipeline.evaluate_validation(model, data, seed=seed)
+            val = protocol.validation_metrics(protocol.predict_splits(model, data, seed=seed,
+                                                                      shift=False))
             rows.append({"sites": sites, "train_acc": fit["accuracy"], **val})
         key = f"{options['backbone']} x{options['width']:g} s={scale:g} {rule_name}"
         out[key] = rows

@@ -16,9 +16,20 @@ The names most users need are re-exported here; each lives in the module named b
 - post-hoc calibration on logits: :func:`fit_temperature`, :class:`TemperatureScaler` and the
   rest of ``ensemblekit.calibration`` (vector scaling, ensemble temperature, saving);
 - data: :func:`load_dataset`, :func:`corrupt`, :func:`ood_dataset` (``ensemblekit.data``).
+- regression: members' Gaussians :class:`GaussianMembers` ``(means, variances)``, each
+  ``(M, B, D)``; :func:`evaluate_regression` (every regression metric, streamed) and
+  :func:`moment_match`; losses and the variance head (``ensemblekit.losses``); variance scaling
+  and split-conformal intervals (:func:`fit_variance_scaling`, :func:`conformal_intervals`);
+  regression sets ``diabetes``, the toys and ``uci-<name>`` through :func:`load_dataset`.
 """
 
-from .calibration import TemperatureScaler, fit_temperature
+from .calibration import (
+    TemperatureScaler,
+    VarianceScaler,
+    conformal_intervals,
+    fit_temperature,
+    fit_variance_scaling,
+)
 from .checkpoint import load, load_into, save
 from .compile import CompiledMembers, compile_members
 from .convert import to_batchensemble, to_masksembles, to_mc_dropout
@@ -42,14 +53,17 @@ from .layers.batchensemble import (
 )
 from .layers.packed import PackedConv2d, PackedLinear
 from .masks import generate_masks, mask_stats
-from .members import repeat_members, split_members
+from .members import GaussianMembers, repeat_members, split_members
 from .methods import EnsembleModel, available_methods, build_model, predict_members
 from .metrics import (
     PredictionAccumulator,
+    RegressionAccumulator,
     augrc,
     aurc,
     e_aurc,
     evaluate_predictions,
+    evaluate_regression,
+    moment_match,
     risk_coverage_curve,
     weight_similarity,
 )
@@ -67,6 +81,7 @@ __all__ = [
     "BatchEnsembleLinear",
     "CompiledMembers",
     "EnsembleModel",
+    "GaussianMembers",
     "Masksembles",
     "Masksembles1d",
     "Masksembles2d",
@@ -75,8 +90,10 @@ __all__ = [
     "PackedLinear",
     "MemberBatchSampler",
     "PredictionAccumulator",
+    "RegressionAccumulator",
     "TemperatureScaler",
     "TrainConfig",
+    "VarianceScaler",
     "augrc",
     "aurc",
     "available_backbones",
@@ -85,24 +102,28 @@ __all__ = [
     "batchensemble_parameter_groups",
     "build_model",
     "compile_members",
+    "conformal_intervals",
     "corrupt",
     "dataset_info",
     "e_aurc",
     "evaluate_model",
     "evaluate_predictions",
-    "fit_temperature",
+    "evaluate_regression",
     "export",
+    "fit_temperature",
+    "fit_variance_scaling",
     "generate_masks",
     "load",
     "load_dataset",
     "load_into",
     "make_corrupted",
     "mask_stats",
+    "moment_match",
     "ood_dataset",
     "predict_members",
     "repeat_members",
-    "save",
     "risk_coverage_curve",
+    "save",
     "seed_everything",
     "split_members",
     "to_batchensemble",

@@ -33,6 +33,9 @@ from torch import nn
 
 from ._validation import check_choice, check_device
 from .atomic import atomic_torch_save
+from .calibration import scaler_from_metadata
+from .convert import apply_recipe
+from .methods import build_model
 
 FORMAT = "ensemblekit.checkpoint"
 #: the newest format this module reads; it writes 1 for build_model models (unchanged since
@@ -94,8 +97,6 @@ def load(
             "ensemblekit.checkpoint.load_into(model, path)"
         )
     else:
-        from .methods import build_model  # the registry imports every backbone; only here
-
         # Building initialises weights (and may draw masks) from the global RNG; fork it so
         # loading a model leaves the caller's random stream where it was.
         with torch.random.fork_rng(devices=[]):
@@ -120,8 +121,6 @@ def _rebuild_converted(path, recipe: dict, into: nn.Module | None) -> nn.Module:
             "does not contain (only its weights and the conversion recipe); pass a fresh "
             "instance of that network, unconverted: ensemblekit.load(path, into=MyNetwork())"
         )
-    from .convert import apply_recipe  # imports every method; only needed here
-
     # Converting builds layers that draw from the global RNG (fast weights; masks have a
     # seed); fork it so loading leaves the caller's random stream where it was.
     with torch.random.fork_rng(devices=[]):
@@ -370,3 +369,15 @@ def _check_json(name: str, value: dict) -> dict:
 def _shortlist(items: list[str]) -> str:
     shown = ", ".join(items[:_LISTED])
     return shown + (f" (and {len(items) - _LISTED} more)" if len(items) > _LISTED else "")
+
+
+def load_scaler(path: str | os.PathLike, key: str = "calibration") -> nn.Module:
+    """The scaler stored under ``metadata[key]`` of the checkpoint at ``path`` (written with
+    ``ek.save(model, path, metadata={key: calibration.scaler_metadata(scaler)})``)."""
+    metadata = read_checkpoint(path).get("metadata") or {}
+    if key not in metadata:
+        raise ValueError(
+            f"{path} holds no scaler under metadata[{key!r}]; save one with ensemblekit.save("
+            f"model, path, metadata={{{key!r}: scaler_metadata(scaler)}})"
+        )
+    return scaler_from_metadata(metadata[key])

@@ -14,6 +14,20 @@ import sys
 import time
 from pathlib import Path
 
+from ._validation import check_int
+from .experiments.benchmark import BenchmarkSettings, run_benchmark
+from .experiments.config import merge_method_options
+from .experiments.diversity import run_diversity
+from .experiments.diversity_settings import DiversitySettings
+from .experiments.single_run import TrainSettings, run_corrupt, run_evaluate, run_train
+from .experiments.sweep import SweepSettings, run_sweep
+from .experiments.toy import ToySettings, run_toy
+from .experiments.tune import expand_grid, run_tune
+from .experiments.tune_settings import TuneSettings
+from .report import summary_table
+from .report.diversity import diversity_table
+from .train import MAX_THREADS
+
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -280,8 +294,6 @@ def _settings(args, settings_class, extra: tuple[str, ...]):
     if settings.threads is not None:
         import torch
 
-        from ._validation import check_int
-        from .train import MAX_THREADS
 
         # 100000 threads exhaust memory (stacks) and break the next import: refuse it here.
         torch.set_num_threads(check_int("threads", settings.threads, minimum=1,
@@ -290,9 +302,6 @@ def _settings(args, settings_class, extra: tuple[str, ...]):
 
 
 def _benchmark(args) -> int:
-    from .experiments.benchmark import run_benchmark
-    from .experiments.settings import BenchmarkSettings
-    from .report import summary_table
 
     settings = _settings(args, BenchmarkSettings,
                          ("methods", "seeds", "corruptions", "severities", "ood", "mc_samples",
@@ -314,8 +323,6 @@ def _benchmark(args) -> int:
 def _tune(args) -> int:
     import shlex
 
-    from .experiments.settings import TuneSettings, merge_method_options
-    from .experiments.tune import expand_grid, run_tune
 
     args.grid = None if args.grid is None else _merged(args.grid, merge_method_options)
     settings = _settings(args, TuneSettings, ("methods", "seeds", "grid", "budget", "ood"))
@@ -350,8 +357,6 @@ def _merged(tables: list[dict], merge) -> dict:
 
 
 def _toy(args) -> int:
-    from .experiments.settings import ToySettings
-    from .experiments.toy import run_toy
 
     settings = _settings(args, ToySettings, ("scales", "seed", "resolution"))
     run_toy(settings, log=_log)
@@ -360,8 +365,6 @@ def _toy(args) -> int:
 
 
 def _diversity(args) -> int:
-    from .experiments.diversity import diversity_table, run_diversity
-    from .experiments.settings import DiversitySettings
 
     settings = _settings(args, DiversitySettings, ("methods", "seeds", "corruptions",
                                                    "severities", "ood"))
@@ -375,8 +378,6 @@ def _diversity(args) -> int:
 
 
 def _sweep(args) -> int:
-    from .experiments.settings import SweepSettings
-    from .experiments.sweep import run_sweep
 
     settings = _settings(args, SweepSettings, ("scales", "ns", "references", "seeds",
                                                "corruptions", "severities", "ood"))
@@ -387,8 +388,6 @@ def _sweep(args) -> int:
 
 
 def _train(args) -> int:
-    from .experiments.settings import TrainSettings
-    from .experiments.single_run import run_train
 
     settings = _settings(args, TrainSettings, ("method", "seed", "resume"))
     run_train(settings, log=_log)
@@ -396,7 +395,6 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .experiments.single_run import run_evaluate
 
     run_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
                  corruptions=_flatten(args.corruptions) or "all",
@@ -407,7 +405,6 @@ def _evaluate(args) -> int:
 
 
 def _corrupt(args) -> int:
-    from .experiments.single_run import run_corrupt
 
     run_corrupt(args.dataset, data_dir=args.data_dir,
                 corruptions=_flatten(args.corruptions) or "all",

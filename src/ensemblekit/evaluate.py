@@ -1,8 +1,9 @@
-"""One evaluation pass: clean test set, corrupted copies at each severity, and OOD detection.
+"""One evaluation: clean test set, corrupted copies at each severity, and OOD detection.
 
-For every batch: corrupt the [0, 1] images (shift only), normalise them, then
-``predict_members(model, x) -> (M, B, K)`` logits, streamed into a
-:class:`~ensemblekit.metrics.PredictionAccumulator`; nothing of size (M, N, K) is kept.
+The member logits come from :func:`ensemblekit.predict.predict` (the one inference loop: the
+batch normalised, ``predict_members(model, x) -> (M, B, K)``, modes restored, seeded), streamed
+batch by batch into a :class:`~ensemblekit.metrics.PredictionAccumulator`; nothing of size
+(M, N, K) is kept.
 
 Returned dict (metric dicts as documented in :mod:`ensemblekit.metrics.evaluation`):
 
@@ -21,30 +22,38 @@ Returned dict (metric dicts as documented in :mod:`ensemblekit.metrics.evaluatio
   ``"label"`` and ``"prediction"`` (N,) int, and with ``ood_data``
   ``"ood_scores": {score: {"in": (N,), "out": (N_ood,)}}`` (higher = more OOD).
 
-Everything but the timing is reproducible: corruptions draw from seeds derived from ``seed``,
-the corruption, the severity and the batch index (so they depend on ``batch_size``), and
-predictions run under ``torch.manual_seed(seed)`` in a forked RNG that leaves the caller's
-generator untouched (MC-Dropout draws its masks from its own generator, seeded by the model's
-``sampling_seed``, so its members are the same whatever ``seed`` and ``batch_size``).
+**One shift source.** The corrupted images are those the experiments read from a
+CIFAR-10-C-layout folder written by :func:`ensemblekit.data.write_corrupted_folder` with the
+same ``seed``: the whole test set corrupted per kind and severity in fixed chunks of
+:data:`~ensemblekit.data.shifted.CORRUPTION_CHUNK` images with seeds derived from ``(seed,
+kind, severity, chunk)``, then quantised to uint8 (:func:`ensemblekit.data.corrupted_batches`
+streams them). They do not depend on ``batch_size``; the metrics then move only by the last
+bits of the model's arithmetic at another batch size. (Before, each batch was corrupted on the
+fly with a seed of its batch index and not quantised, so the numbers changed with
+``batch_size`` and differed from the benchmark's.)
+
+Everything but the timing is reproducible: predictions run under ``torch.manual_seed(seed)``
+in a forked RNG that leaves the caller's generator untouched, one pass per set (MC-Dropout
+draws its masks from its own generator, seeded by the model's ``sampling_seed``, so its
+members are the same whatever ``seed`` and ``batch_size``).
 """
 
 from __future__ import annotations
 
 import math
-import time
-import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from ._validation import check_finite, check_int, check_seed
+from ._validation import check_int, check_seed
+from .data import CORRUPTIONS, corrupted_batches
+from .data.shifted import CORRUPTION_CHUNK
 from .metrics import OOD_SCORES, PredictionAccumulator
-from .train import cpu_threads
-
-Transform = Callable[[torch.Tensor], torch.Tensor]
+from .predict import Transform, batches, predict, resolve_normalizer
+from .runtime import cpu_threads
 
 
 def evaluate_model(
@@ -73,7 +82,8 @@ def evaluate_model(
         dataset: dataset name; its normalisation is looked up in :mod:`ensemblekit.data`
             unless ``normalize`` is given; corruptions need it too (they are image kinds).
         normalize: ``(B, C, H, W) -> (B, C, H, W)`` applied after corruption, before the model.
-        corruptions: names from ``ensemblekit.data.CORRUPTIONS`` to apply on the fly.
+        corruptions: names from ``ensemblekit.data.CORRUPTIONS``: the test set corrupted as
+            ``write_corrupted_folder(..., seed=seed)`` stores it (module docstring).
         severities: corruption severities in 1..5.
         ood_data: out-of-distribution images in [0, 1] -- a tensor, ``(images, labels)``, or a
             ``Dataset`` -- normalised like the test set.
@@ -90,99 +100,86 @@ def evaluate_model(
     seed = check_seed(seed)
     severities = tuple(check_int("severity", s, minimum=1, maximum=5) for s in severities)
     corruptions = (corruptions,) if isinstance(corruptions, str) else tuple(corruptions)
-    corrupt = _corruption_function(corruptions)
+    unknown = [kind for kind in corruptions if kind not in CORRUPTIONS]
+    if unknown:
+        raise ValueError(f"unknown corruption(s) {unknown}; valid choices are: "
+                         f"{', '.join(CORRUPTIONS)}")
     if corruptions and not severities:
         raise ValueError("severities must hold at least one of 1..5 when corruptions are given")
-    normalize = _normalizer(dataset, normalize)
-    device = _model_device(model)
-
-    def prepare(images: torch.Tensor) -> torch.Tensor:
-        images = images.to(device, non_blocking=True)
-        return normalize(images) if normalize else images
-
-    @torch.no_grad()
-    def predict(inputs: torch.Tensor) -> torch.Tensor:
-        return _predict_members(model, inputs, num_samples)
-
-    with cpu_threads(threads), torch.random.fork_rng(
-        devices=[device] if device.type == "cuda" else []
-    ):
-        torch.manual_seed(seed)
-        clean, arrays, ms_per_sample = _clean_pass(
-            prepare, predict, test_data, ood_data, batch_size, device, n_bins
-        )
+    options = dict(normalize=resolve_normalizer(dataset, normalize), batch_size=batch_size,
+                   num_samples=num_samples, seed=seed, keep=False)
+    with cpu_threads(threads):
+        accumulator = PredictionAccumulator(n_bins=n_bins)
+        test = predict(model, test_data, on_batch=accumulator.update, timed=True, **options)
+        if ood_data is not None:
+            predict(model, ood_data, on_batch=lambda logits, _: accumulator.update_ood(logits),
+                    **options)
+        clean, arrays = scored(accumulator, ood=ood_data is not None)
         results = {"test": clean}
         if "ood" in clean:
             results["ood"] = clean["ood"]
-        results["inference_ms_per_sample"] = ms_per_sample
+        results["inference_ms_per_sample"] = _ms_per_sample(test.seconds, test.sizes)
         if corruptions:
-            shift = {
-                severity: {
-                    kind: _shifted_pass(prepare, predict, corrupt, test_data, kind, severity,
-                                        seed, batch_size, n_bins, device)
-                    for kind in corruptions
-                }
-                for severity in severities
-            }
+            shift = {severity: {kind: _shifted(model, test_data, kind, severity, n_bins,
+                                               options)
+                                for kind in corruptions}
+                     for severity in severities}
             results["shift"] = shift
             results["shift_mean"] = {severity: _mean_scalars(list(by_kind.values()))
                                      for severity, by_kind in shift.items()}
             results["shift_overall"] = _mean_scalars(
-                [metrics for by_kind in shift.values() for metrics in by_kind.values()]
-            )
+                [metrics for by_kind in shift.values() for metrics in by_kind.values()])
     results["arrays"] = arrays
     return results
 
 
-def _clean_pass(prepare, predict, test_data, ood_data, batch_size, device, n_bins):
-    """Metrics, per-sample arrays and predict milliseconds per sample on the clean test set."""
+def split_metrics(logits: torch.Tensor, labels: torch.Tensor, *,
+                  ood_logits: torch.Tensor | None = None, batch_size: int = 500,
+                  n_bins: int = 15) -> tuple[dict, dict]:
+    """:func:`evaluate_model`'s ``"test"`` metrics and ``"arrays"`` from stored member logits
+    ``(M, N, K)`` with labels ``(N,)`` (and OOD logits ``(M, N_ood, K)``), fed to the
+    accumulator in the chunks of ``batch_size`` rows a streaming pass would feed it, so the
+    numbers are the same to the bit."""
     accumulator = PredictionAccumulator(n_bins=n_bins)
-    timed_seconds = timed_samples = 0.0
-    all_seconds = 0.0
-    for index, (images, labels) in enumerate(_batches(test_data, batch_size)):
-        inputs = prepare(images)
-        _synchronize(device)
-        started = time.perf_counter()
-        logits = predict(inputs)
-        _synchronize(device)
-        elapsed = time.perf_counter() - started
-        all_seconds += elapsed
-        if index > 0:  # the first batch pays one-off costs (allocator, kernel selection)
-            timed_seconds, timed_samples = timed_seconds + elapsed, timed_samples + len(images)
-        accumulator.update(logits, labels.to(logits.device))
-    if ood_data is not None:
-        for images, _ in _batches(ood_data, batch_size):
-            accumulator.update_ood(predict(prepare(images)))
+    for start in range(0, logits.shape[1], batch_size):
+        stop = start + batch_size
+        accumulator.update(logits[:, start:stop].contiguous(), labels[start:stop])
+    if ood_logits is not None:
+        for start in range(0, ood_logits.shape[1], batch_size):
+            accumulator.update_ood(ood_logits[:, start:start + batch_size].contiguous())
+    return scored(accumulator, ood=ood_logits is not None)
+
+
+def scored(accumulator: PredictionAccumulator, *, ood: bool) -> tuple[dict, dict]:
+    """The accumulator's metrics and the per-sample arrays (NumPy) of the module docstring."""
     metrics = accumulator.compute()
-    if timed_samples == 0:  # a single batch: nothing better to report than its time
-        timed_seconds, timed_samples = all_seconds, metrics["n_samples"]
     per_sample = accumulator.per_sample()
     arrays = {key: per_sample[key].cpu().numpy()
               for key in ("confidence", "correct", "label", "prediction")}
-    if ood_data is not None:
+    if ood:
         arrays["ood_scores"] = {
             kind: {"in": per_sample["scores"][kind].cpu().numpy(),
                    "out": per_sample["ood_scores"][kind].cpu().numpy()}
             for kind in OOD_SCORES
         }
-    return metrics, arrays, 1000.0 * timed_seconds / timed_samples
+    return metrics, arrays
 
 
-def _shifted_pass(prepare, predict, corrupt, test_data, kind, severity, seed, batch_size, n_bins,
-                  device) -> dict:
+def _shifted(model, test_data, kind: str, severity: int, n_bins: int, options: dict) -> dict:
+    """Metrics on ``test_data`` under ``kind`` at ``severity`` (the folder's images)."""
     accumulator = PredictionAccumulator(n_bins=n_bins)
-    for index, (images, labels) in enumerate(_batches(test_data, batch_size)):
-        images = images.to(device, non_blocking=True)  # corrupt on the model's device
-        shifted = corrupt(images, kind, severity, seed=corruption_seed(seed, kind, severity, index))
-        logits = predict(prepare(shifted))
-        accumulator.update(logits, labels.to(logits.device))
+    images = corrupted_batches(batches(test_data, CORRUPTION_CHUNK), kind, severity,
+                               seed=options["seed"])
+    predict(model, images, on_batch=accumulator.update, **options)
     return accumulator.compute()
 
 
-def corruption_seed(seed: int, kind: str, severity: int, batch_index: int) -> int:
-    """The seed ``evaluate_model`` corrupts batch ``batch_index`` with: stable across runs and
-    processes (a CRC of the four values, not Python's salted ``hash``)."""
-    return zlib.crc32(f"{seed}/{kind}/{severity}/{batch_index}".encode())
+def _ms_per_sample(seconds: list[float], sizes: list[int]) -> float:
+    """Milliseconds per sample, the first batch left out when there are several (it pays
+    one-off costs: allocator, kernel selection)."""
+    if len(seconds) > 1:
+        seconds, sizes = seconds[1:], sizes[1:]
+    return 1000.0 * sum(seconds) / sum(sizes)
 
 
 def _mean_scalars(results: list[dict]) -> dict:
@@ -191,86 +188,3 @@ def _mean_scalars(results: list[dict]) -> dict:
             if isinstance(value, float) and not key.startswith("n_")]
     return {key: float(np.mean([r[key] for r in results])) if not any(
         math.isnan(r[key]) for r in results) else float("nan") for key in keys}
-
-
-def _batches(data, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``(images, labels)`` batches in order; labels are -1 for bare OOD image tensors."""
-    if isinstance(data, torch.Tensor):
-        data = (data, torch.full((len(data),), -1, dtype=torch.long))
-    elif isinstance(data, Dataset) and hasattr(data, "tensors") \
-            and getattr(data, "transform", None) is None and len(data.tensors) == 2:
-        data = data.tensors
-    if isinstance(data, (tuple, list)):
-        if len(data) != 2 or not isinstance(data[0], torch.Tensor) \
-                or len(data[0]) != len(data[1]):
-            raise ValueError("data as a pair must be (images (N, ...), labels (N,)) tensors")
-        images, labels = data
-        if len(images) == 0:
-            raise ValueError("cannot evaluate on an empty dataset")
-        for start in range(0, len(images), batch_size):
-            yield _checked_batch(images[start:start + batch_size], labels[start:start + batch_size])
-        return
-    if not isinstance(data, Dataset):
-        raise TypeError(f"data must be tensors or a Dataset, got {type(data).__name__}")
-    if hasattr(data, "__len__") and len(data) == 0:
-        raise ValueError("cannot evaluate on an empty dataset")
-    for images, labels in DataLoader(data, batch_size=batch_size, shuffle=False):
-        yield _checked_batch(images, labels)
-
-
-def _checked_batch(images: torch.Tensor, labels) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 images and int64 labels; integer images or float labels would give silently
-    wrong metrics (0..255 pixels read as [0, 1] ones, labels truncated to integers)."""
-    labels = torch.as_tensor(labels)
-    if not images.is_floating_point():
-        raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}; "
-                         "convert uint8 images with images.float() / 255")
-    if labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
-    check_finite("images", images)
-    return images.float(), labels.long()
-
-
-def _predict_members(model: nn.Module, x: torch.Tensor, num_samples: int | None):
-    if hasattr(model, "method") or getattr(model, "returns_member_logits", False):
-        from .methods import predict_members
-
-        return predict_members(model, x, num_samples=num_samples)
-    model.eval()
-    return model(x).unsqueeze(0)
-
-
-def _corruption_function(corruptions: tuple[str, ...]):
-    if not corruptions:
-        return None
-    from .data import CORRUPTIONS, corrupt
-
-    unknown = [kind for kind in corruptions if kind not in CORRUPTIONS]
-    if unknown:
-        raise ValueError(f"unknown corruption(s) {unknown}; valid choices are: "
-                         f"{', '.join(CORRUPTIONS)}")
-    return corrupt
-
-
-def _normalizer(dataset: str | None, normalize: Transform | None) -> Transform | None:
-    if normalize is not None:
-        if not callable(normalize):
-            raise ValueError(f"normalize must be callable, got {type(normalize).__name__}")
-        return normalize
-    if dataset is None:
-        return None
-    from .data import normalizer
-
-    return normalizer(dataset)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    tensor = next(iter(model.parameters()), None)
-    if tensor is None:
-        tensor = next(iter(model.buffers()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -4,6 +4,7 @@
 
     ensemblekit.export(model, "model.onnx", example_input=x[:2])          # ONNX
     ensemblekit.export(model, "model.pt2", x[:2], format="torch_export")   # torch.export
+    ensemblekit.export(converted, "model.onnx")   # converted with example_input: its shape
 
 The graph reads ``input`` ``(B, ...)`` (B free: the batch size is dynamic) and returns the
 requested ``outputs``, in that order:
@@ -13,11 +14,12 @@ requested ``outputs``, in that order:
 * ``"mutual_information"``: ``(B,)`` ``H(mean probs) - mean_m H(p_m)`` (>= 0, nats);
 * ``"member_logits"``: ``(M, B, K)``, what ``predict_members`` returns.
 
-How the members are computed (``members="auto"``): a method whose registry entry says its
-inference path is :func:`ensemblekit.compile_members` (Masksembles: each member on its own
-channels; Packed-Ensembles: BatchNorm folded, its fastest layout) through it when it compiles
-and passes its self-check, else the model's own ``forward_members`` (tiled for Masksembles);
-every other method through its ``forward_members``. MC-Dropout is exported with M fixed
+How the members are computed (``members="auto"``): through the model's compiled members,
+:func:`ensemblekit.compile_members` (Masksembles: each member on its own channels; the single
+model, Deep Ensembles and BatchEnsemble: dense member networks with BatchNorm folded; MIMO: one
+single-model forward, slot weights summed, BatchNorm folded; a method
+without a compiled path: its own ``forward_members``), in the standard memory layout, else --
+where compiling raises -- the model's ``forward_members``. MC-Dropout is exported with M fixed
 masks, the ones ``predict_members`` draws from the model's seeded generator (one mask per
 member and dropout call, shared by every example, :mod:`ensemblekit.methods.seeded_dropout`),
 baked into the graph as constants: the exported model predicts exactly what
@@ -39,9 +41,12 @@ import torch
 from torch import nn
 
 from ._validation import check_choice, check_finite, check_tensor
+from .compile import compile_members
+from .example_inputs import recorded_example
 from .methods.base import EnsembleModel
 from .methods.mc_dropout import MCDropoutModel
-from .methods.registry import available_methods, method_entry
+from .methods.seeded_dropout import seeded_mask_source
+from .runtime import eval_mode
 
 FORMATS = ("onnx", "torch_export")
 OUTPUTS = ("probs", "entropy", "mutual_information", "member_logits")
@@ -105,8 +110,6 @@ class _FrozenDropoutMembers(nn.Module):
 
 def _drawn_masks(model: MCDropoutModel, example: torch.Tensor) -> list[torch.Tensor]:
     """The masks ``forward_members`` draws on ``example``, in call order."""
-    from .methods.seeded_dropout import seeded_mask_source
-
     source = seeded_mask_source(model.num_members, model.sampling_seed, example.device)
     drawn: list[torch.Tensor] = []
 
@@ -119,37 +122,34 @@ def _drawn_masks(model: MCDropoutModel, example: torch.Tensor) -> list[torch.Ten
     return drawn
 
 
-def _compiles(model: EnsembleModel) -> bool:
-    """Whether ``model``'s method infers through ``compile_members`` (its registry entry)."""
-    return model.method in available_methods() and method_entry(model.method).compiled_inference
-
-
 def _members_module(model: EnsembleModel, example: torch.Tensor, members: str) -> nn.Module:
-    if members == "compiled" and not _compiles(model):
-        raise ValueError(
-            f"members='compiled' needs a model whose inference path is compile_members "
-            f"(Masksembles, Packed-Ensembles), got {model.method!r}; use members='auto'"
-        )
     if isinstance(model, MCDropoutModel):
+        if members == "compiled":
+            raise ValueError(
+                "members='compiled' does not apply to MC-Dropout: its export bakes in the masks "
+                "predict_members draws (members='auto'); compile_members draws them per call")
         return _FrozenDropoutMembers(model, _drawn_masks(model, example))
-    if members == "tiled" or not _compiles(model):
+    if members == "tiled":
         return _ForwardMembers(model)
-    from .compile import compile_members
-
     try:
         # Standard layout: a graph file has no memory format, and torch.export.save cannot
         # store channels-last weights whole.
-        return compile_members(model, example_input=example, channels_last=False)
+        compiled = compile_members(model, example_input=example, channels_last=False)
     except (NotImplementedError, ValueError) as error:
         if members == "compiled":
             raise ValueError(f"members='compiled': compile_members refused: {error}") from error
         return _ForwardMembers(model)
+    if members == "compiled" and compiled.strategy == "own forward":
+        raise ValueError(
+            f"members='compiled': a {model.method!r} model has no compiled path (compile_members "
+            "runs its own forward); use members='auto'")
+    return compiled
 
 
 def export(
     model: EnsembleModel,
     path: str | os.PathLike,
-    example_input: torch.Tensor,
+    example_input: torch.Tensor | None = None,
     *,
     format: str = "onnx",
     outputs: tuple[str, ...] | list[str] = ("probs", "entropy", "mutual_information"),
@@ -162,15 +162,17 @@ def export(
             it is traced in eval mode, every module's mode restored afterwards.
         path: the file to write (``.onnx`` or ``.pt2`` by convention).
         example_input: a batch ``(b, ...)`` of at least 2 examples like the ones to predict on
-            (traced with the batch dim free; the other dims are fixed to these).
+            (traced with the batch dim free; the other dims are fixed to these); may be left
+            out for a model converted with an ``example_input`` (2 random examples of the shape
+            and dtype its recipe recorded).
         format: ``"onnx"`` (input name ``input``, output names as in ``outputs``) or
             ``"torch_export"`` (``torch.export.save``; load with ``torch.export.load(path)
             .module()``).
         outputs: which of ``"probs"``, ``"entropy"``, ``"mutual_information"``,
             ``"member_logits"`` the graph returns, in this order.
-        members: ``"auto"`` (see the module docstring), ``"compiled"`` (Masksembles and
-            Packed-Ensembles only: fail rather than fall back to ``forward_members``) or
-            ``"tiled"`` (the model's own ``forward_members``).
+        members: ``"auto"`` (see the module docstring), ``"compiled"`` (fail rather than fall
+            back to the model's own forward; not for MC-Dropout, whose masks are baked in) or
+            ``"tiled"`` (the model's ``forward_members``).
 
     Returns:
         the path written.
@@ -185,6 +187,14 @@ def export(
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"path {path} is a folder; pass a file path such as {path / 'model.onnx'}")
+    if example_input is None:
+        example_input = recorded_example(model)
+        if example_input is None:
+            raise ValueError(
+                "export needs example_input=x[:2] (a batch of at least 2 examples like the ones "
+                f"to predict on): this {model.method} model records no input shape (only a "
+                "converter given example_input does)"
+            )
     check_tensor("example_input", example_input)
     if example_input.ndim == 0 or len(example_input) < 2:
         raise ValueError(
@@ -201,9 +211,7 @@ def export(
     if len(set(outputs)) != len(outputs):
         raise ValueError(f"outputs {outputs} names an output twice")
 
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
+    with eval_mode(model):
         graph = UncertaintyOutputs(_members_module(model, example_input, members), outputs).eval()
         with torch.no_grad():
             expected = graph(example_input)
@@ -213,9 +221,6 @@ def export(
         else:
             program = torch.export.export(graph, (example_input,), dynamic_shapes=({0: batch},))
             torch.export.save(program, path)
-    finally:
-        for module, training in modes:
-            module.training = training
     _check_file(path, format, example_input, expected, outputs)
     return path
 

@@ -4,13 +4,33 @@ A batch of B inputs tiled for M members has shape ``(M*B, ...)`` and member ``m`
 ``m*B : (m+1)*B`` -- exactly what ``x.repeat(M, 1, ...)`` produces. Masksembles and
 BatchEnsemble layers read this layout; ``split_members`` turns a member-major output back into
 ``(M, B, ...)``.
+
+What the members output: classification members end in logits ``(M, B, K)``; regression members
+each predict a Gaussian per output, returned as :class:`GaussianMembers` ``(means, variances)``,
+each ``(M, B, D)``.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from ._validation import check_int, check_tensor
+
+
+class GaussianMembers(NamedTuple):
+    """The members' Gaussian predictions of a regression model: member ``m`` predicts
+    ``N(means[m, b, d], variances[m, b, d])`` for output ``d`` of input ``b``, independently
+    over ``d``.
+
+    means: (M, B, D) floating; variances: (M, B, D) floating, > 0 (the same shape). A plain
+    tuple: ``means, variances = members`` unpacks it, and every function of
+    ``ensemblekit.metrics`` that takes ``(member_means, member_vars)`` takes ``*members``.
+    """
+
+    means: torch.Tensor
+    variances: torch.Tensor
 
 
 def repeat_members(x: torch.Tensor, n: int) -> torch.Tensor:

@@ -44,6 +44,7 @@ def tiny_model(method: str = "masksembles"):
         "single": {},
         "masksembles": {"n": 4, "scale": 2.0},
         "deep_ensemble": {"n": 2, "independent_batches": True},
+        "mimo": {"n": 3, "input_repetition": 0.25, "batch_repetitions": 2},
     }[method]
     return build_model("mlp", method, num_classes=4, in_channels=16, hidden=(32,), seed=0,
                        **options)
@@ -65,7 +66,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--optimizer", default="sgd")
     parser.add_argument("--method", default="masksembles",
-                        choices=("single", "masksembles", "deep_ensemble", "packed_ensemble"))
+                        choices=("single", "masksembles", "deep_ensemble", "packed_ensemble",
+                                 "mimo"))
     parser.add_argument("--checkpoint-dir", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--stall-at-step", type=int)

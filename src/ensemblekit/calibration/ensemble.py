@@ -10,6 +10,10 @@
 
 Either way the output is member logits, so ``evaluate_predictions(scaler(member_logits),
 labels)`` gives every metric of the calibrated ensemble. Inputs are LOGITS.
+
+Each temperature follows the rule of :mod:`.identification`: one the validation data do not
+identify is 1 (not applied), its ``fitted`` entry False and its ``reasons`` entry saying why,
+with a :class:`~.identification.TemperatureNotIdentifiedWarning` naming the members concerned.
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ from torch import nn
 
 from .._validation import check_choice, check_tensor
 from ._inputs import checked_logits
-from .temperature import TEMPERATURE_BOUNDS, _checked_bounds, _fit
+from ._solver import checked_bounds
+from .identification import (
+    MIN_VALIDATION_ERRORS,
+    TemperatureFit,
+    check_min_errors,
+    checked_outcome,
+    identified_temperature,
+    warn_not_fitted,
+)
+from .temperature import TEMPERATURE_BOUNDS
 
 #: The ways ``fit_ensemble_temperature`` can calibrate an ensemble.
 ENSEMBLE_MODES = ("pool", "members")
@@ -38,9 +51,13 @@ class EnsembleTemperatureScaler(nn.Module):
     """Calibrates member logits (M, B, K): ``"pool"`` -> (1, B, K), ``"members"`` -> (M, B, K).
 
     ``temperatures``: float64 buffer, (1,) for "pool", (M,) for "members" (``state_dict``).
+    ``fitted`` (list of bools) and ``reasons`` (list of str or None), one per temperature: which
+    temperatures the validation data identified, and why the others are 1 (default: all
+    fitted). Both travel in ``scaler_metadata``.
     """
 
-    def __init__(self, temperatures: torch.Tensor, mode: str = "pool"):
+    def __init__(self, temperatures: torch.Tensor, mode: str = "pool", *,
+                 fitted: list[bool] | None = None, reasons: list[str | None] | None = None):
         super().__init__()
         self.mode = check_choice("mode", mode, ENSEMBLE_MODES)
         check_tensor("temperatures", temperatures, ndim=1)
@@ -51,13 +68,29 @@ class EnsembleTemperatureScaler(nn.Module):
             raise ValueError(
                 f"temperatures must be finite and > 0, got {temperatures.tolist()}")
         self.register_buffer("temperatures", temperatures.detach().to(torch.float64).clone())
+        count = temperatures.numel()
+        fitted = [True] * count if fitted is None else list(fitted)
+        reasons = [None] * count if reasons is None else list(reasons)
+        if len(fitted) != count or len(reasons) != count:
+            raise ValueError(f"fitted and reasons need one entry per temperature ({count}), got "
+                             f"{len(fitted)} and {len(reasons)}")
+        outcomes = [checked_outcome(*pair) for pair in zip(fitted, reasons, strict=True)]
+        self.fitted = [flag for flag, _ in outcomes]
+        self.reasons = [reason for _, reason in outcomes]
 
     @classmethod
     def fit(cls, member_logits: torch.Tensor, labels: torch.Tensor, *, mode: str = "pool",
-            bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> EnsembleTemperatureScaler:
+            bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+            min_errors: int = MIN_VALIDATION_ERRORS) -> EnsembleTemperatureScaler:
         """Fit on validation member logits (M, N, K) and labels (N,) (module docstring)."""
-        return cls(fit_ensemble_temperature(member_logits, labels, mode=mode, bounds=bounds),
-                   mode)
+        fits = _checked_fits(member_logits, labels, mode, bounds, min_errors)
+        return cls.from_fits(fits, mode)
+
+    @classmethod
+    def from_fits(cls, fits: list[TemperatureFit], mode: str) -> EnsembleTemperatureScaler:
+        """The scaler of ``ensemble_temperature_fits``' outcomes."""
+        return cls(torch.tensor([fit.temperature for fit in fits], dtype=torch.float64), mode,
+                   fitted=[fit.fitted for fit in fits], reasons=[fit.reason for fit in fits])
 
     def forward(self, member_logits: torch.Tensor) -> torch.Tensor:
         if member_logits.ndim != 3:
@@ -73,18 +106,39 @@ class EnsembleTemperatureScaler(nn.Module):
 
     def extra_repr(self) -> str:
         temperatures = [round(t, 6) for t in self.temperatures.tolist()]
-        return f"mode={self.mode!r}, temperatures={temperatures}"
+        return f"mode={self.mode!r}, temperatures={temperatures}, fitted={self.fitted}"
+
+
+def ensemble_temperature_fits(
+    member_logits: torch.Tensor, labels: torch.Tensor, *, mode: str = "pool",
+    bounds: tuple[float, float] = TEMPERATURE_BOUNDS, min_errors: int = MIN_VALIDATION_ERRORS,
+) -> list[TemperatureFit]:
+    """One :class:`~.identification.TemperatureFit` for ``"pool"`` (on ``pooled_log_probs``),
+    one per member for ``"members"``: member logits (M, N, K), labels (N,). Temperatures the
+    data do not identify are 1, with the reason and one warning for all of them."""
+    return _checked_fits(member_logits, labels, mode, bounds, min_errors)
 
 
 def fit_ensemble_temperature(
     member_logits: torch.Tensor, labels: torch.Tensor, *, mode: str = "pool",
-    bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+    bounds: tuple[float, float] = TEMPERATURE_BOUNDS, min_errors: int = MIN_VALIDATION_ERRORS,
 ) -> torch.Tensor:
     """Temperatures for member logits (M, N, K) and labels (N,): (1,) float64 for ``"pool"``
-    (fitted on ``pooled_log_probs``), (M,) for ``"members"`` (one per member)."""
+    (fitted on ``pooled_log_probs``), (M,) for ``"members"`` (one per member); 1 for those the
+    data do not identify (``ensemble_temperature_fits`` says why)."""
+    fits = _checked_fits(member_logits, labels, mode, bounds, min_errors)
+    return torch.tensor([fit.temperature for fit in fits], dtype=torch.float64)
+
+
+def _checked_fits(member_logits, labels, mode, bounds, min_errors) -> list[TemperatureFit]:
+    """The public fits' common body; warns on behalf of the public function's caller."""
     mode = check_choice("mode", mode, ENSEMBLE_MODES)
-    low, high = _checked_bounds(bounds)
+    low, high = checked_bounds(bounds)
+    min_errors = check_min_errors(min_errors)
     values, labels = checked_logits("member_logits", member_logits, labels, members=True)
     targets = [pooled_log_probs(values)] if mode == "pool" else list(values)
-    return torch.tensor([_fit(target, labels, low, high) for target in targets],
-                        dtype=torch.float64)
+    fits = [identified_temperature(target, labels, low, high, min_errors) for target in targets]
+    warn_not_fitted([fit.reason for fit in fits],
+                    f"ensemble temperature scaling ({mode!r} mode) not applied (T = 1)",
+                    stacklevel=3)
+    return fits

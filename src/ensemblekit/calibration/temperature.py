@@ -1,16 +1,20 @@
 """Temperature scaling (Guo et al., 2017): one scalar T > 0, calibrated logits ``z / T``.
 
 T minimises the validation negative log-likelihood ``NLL(T) = mean_i [logsumexp(z_i / T) -
-z_i[y_i] / T]``. In ``b = 1 / T`` the NLL is convex (a log-sum-exp of linear functions of b
-minus a linear term), with derivative ``g(b) = mean_i (E_{softmax(b z_i)}[z_i] - z_i[y_i])`` and
-second derivative ``mean_i Var_{softmax(b z_i)}[z_i] >= 0``: the minimiser is the one root of
-the increasing ``g``, found by Newton's method safeguarded by bisection, all in float64 (exact
-to rounding; no learning rate, no iteration budget to tune).
+z_i[y_i] / T]``, a convex function of ``b = 1 / T`` solved exactly (:mod:`._solver`).
 
 The search is restricted to ``T`` in ``bounds`` (default [0.01, 100]), which always contains
-T = 1, so the fitted NLL is never above the unscaled one. When ``g`` keeps one sign over the
-whole range (every validation sample right with a margin: NLL falls as T -> 0; or logits no
-better than chance: it falls as T -> inf) the bound is returned.
+T = 1, so a fitted NLL is never above the unscaled one. **A temperature the validation data do
+not identify is not applied**: when the minimiser sits at a bound (every validation example
+right with a margin: the NLL falls as T -> 0; logits no better than chance: it falls as T ->
+inf), when the split holds fewer than ``min_errors`` errors, or when the fit does not beat the
+uniform prediction (:mod:`.identification`), the fit returns T = 1 with the reason and warns
+(:class:`~.identification.TemperatureNotIdentifiedWarning`); never the bound.
+
+``fit_temperature`` returns the float; ``temperature_fit`` the whole outcome
+(:class:`~.identification.TemperatureFit`: temperature, fitted, reason, errors); a
+:class:`TemperatureScaler` keeps ``fitted`` and ``reason`` beside T (and in its saved
+metadata, :mod:`.storage`).
 
 Inputs are LOGITS (N, K), before any softmax. (TorchUncertainty's users report its scaler
 assuming probabilities; here probabilities passed by mistake are refused.)
@@ -18,108 +22,96 @@ assuming probabilities; here probabilities passed by mistake are refused.)
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from .._validation import check_float, check_sequence
+from .._validation import check_float
 from ._inputs import checked_logits
+from ._solver import checked_bounds, mean_nll
+from .identification import (
+    MIN_VALIDATION_ERRORS,
+    TemperatureFit,
+    check_min_errors,
+    checked_outcome,
+    identified_temperature,
+    warn_not_fitted,
+)
 
 #: The default range searched for T.
 TEMPERATURE_BOUNDS = (1e-2, 1e2)
-_MAX_STEPS = 200
+
+
+def temperature_fit(
+    logits: torch.Tensor, labels: torch.Tensor, *,
+    bounds: tuple[float, float] = TEMPERATURE_BOUNDS, min_errors: int = MIN_VALIDATION_ERRORS,
+) -> TemperatureFit:
+    """The temperature in ``bounds`` minimising the NLL of ``softmax(logits / T)``, if the
+    validation data identify it, else T = 1 with ``fitted=False``, the reason and a
+    :class:`~.identification.TemperatureNotIdentifiedWarning` (module docstring).
+
+    logits: (N, K) floating, finite (validation logits, never test); labels: (N,) integers in
+    [0, K); ``min_errors``: the least number of misclassified validation examples a T is
+    fitted on (default 2, :data:`~.identification.MIN_VALIDATION_ERRORS`).
+    """
+    return _checked_fit(logits, labels, bounds, min_errors)
 
 
 def fit_temperature(
-    logits: torch.Tensor, labels: torch.Tensor, *, bounds: tuple[float, float] = TEMPERATURE_BOUNDS
+    logits: torch.Tensor, labels: torch.Tensor, *,
+    bounds: tuple[float, float] = TEMPERATURE_BOUNDS, min_errors: int = MIN_VALIDATION_ERRORS,
 ) -> float:
-    """The temperature T in ``bounds`` minimising the NLL of ``softmax(logits / T)``.
+    """``temperature_fit(logits, labels, ...).temperature``: the fitted T as a Python float,
+    1.0 (with a warning saying why) when the validation data do not identify it.
 
     logits: (N, K) floating, finite (validation logits, never test); labels: (N,) integers in
-    [0, K). Returns a Python float.
+    [0, K).
     """
-    low, high = _checked_bounds(bounds)
+    return _checked_fit(logits, labels, bounds, min_errors).temperature
+
+
+def _checked_fit(logits, labels, bounds, min_errors) -> TemperatureFit:
+    """The public fits' common body; warns on behalf of the public function's caller."""
+    low, high = checked_bounds(bounds)
+    min_errors = check_min_errors(min_errors)
     values, labels = checked_logits("logits", logits, labels)
-    return _fit(values, labels, low, high)
+    fit = identified_temperature(values, labels, low, high, min_errors)
+    warn_not_fitted([fit.reason], "temperature scaling not applied (T = 1)", stacklevel=3)
+    return fit
 
 
 def nll_at_temperature(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> float:
     """``mean_i -log softmax(logits_i / T)[labels_i]`` in float64: (N, K), (N,) -> float."""
     temperature = check_float("temperature", temperature, minimum=0.0, min_inclusive=False)
     values, labels = checked_logits("logits", logits, labels)
-    return _nll(values / temperature, labels)
+    return mean_nll(values / temperature, labels)
 
 
 class TemperatureScaler(nn.Module):
     """``z -> z / T`` on logits of any shape (..., K); T is a float64 buffer (``state_dict``).
 
-    ``TemperatureScaler.fit(val_logits, val_labels)`` fits it (see ``fit_temperature``).
+    ``TemperatureScaler.fit(val_logits, val_labels)`` fits it (see ``temperature_fit``);
+    ``fitted`` says whether the validation data identified T (else T = 1 and ``reason`` says
+    why); both travel in ``scaler_metadata``.
     """
 
-    def __init__(self, temperature: float = 1.0):
+    def __init__(self, temperature: float = 1.0, *, fitted: bool = True,
+                 reason: str | None = None):
         super().__init__()
         temperature = check_float("temperature", temperature, minimum=0.0, min_inclusive=False)
         self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float64))
+        self.fitted, self.reason = checked_outcome(fitted, reason)
 
     @classmethod
-    def fit(cls, logits: torch.Tensor, labels: torch.Tensor, **options) -> TemperatureScaler:
-        """A scaler with ``fit_temperature(logits, labels, **options)``."""
-        return cls(fit_temperature(logits, labels, **options))
+    def fit(cls, logits: torch.Tensor, labels: torch.Tensor, *,
+            bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+            min_errors: int = MIN_VALIDATION_ERRORS) -> TemperatureScaler:
+        """A scaler with ``temperature_fit(logits, labels, bounds=..., min_errors=...)``."""
+        fit = _checked_fit(logits, labels, bounds, min_errors)
+        return cls(fit.temperature, fitted=fit.fitted, reason=fit.reason)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         return logits / self.temperature.to(logits.dtype)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature.item():.6g}"
+        return f"temperature={self.temperature.item():.6g}, fitted={self.fitted}"
 
-
-def _checked_bounds(bounds) -> tuple[float, float]:
-    check_sequence("bounds", bounds)
-    if len(bounds) != 2:
-        raise ValueError(f"bounds must be (lowest, highest) temperatures, got {bounds!r}")
-    low = check_float("bounds[0]", bounds[0], minimum=0.0, min_inclusive=False)
-    high = check_float("bounds[1]", bounds[1], minimum=1.0)
-    if low > 1.0:
-        raise ValueError(f"bounds must contain T = 1 (the unscaled logits), got {bounds!r}")
-    return low, high
-
-
-def _nll(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    return (torch.logsumexp(logits, -1) - picked).mean().item()
-
-
-def _fit(logits: torch.Tensor, labels: torch.Tensor, low_t: float, high_t: float) -> float:
-    """Root of the NLL derivative in b = 1/T on [1/high_t, 1/low_t] (module docstring)."""
-    # Centring each row changes no softmax and keeps exp(b z) in range for every b.
-    centred = logits - logits.mean(-1, keepdim=True)
-    label_logit = centred.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-
-    def slope_and_curvature(b: float) -> tuple[float, float]:
-        probs = torch.softmax(b * centred, -1)
-        mean = (probs * centred).sum(-1)
-        variance = (probs * (centred - mean.unsqueeze(-1)) ** 2).sum(-1)
-        return (mean - label_logit).mean().item(), variance.mean().item()
-
-    low, high = 1.0 / high_t, 1.0 / low_t
-    if slope_and_curvature(low)[0] >= 0:
-        return high_t  # NLL rises from the smallest b on: the largest temperature
-    if slope_and_curvature(high)[0] <= 0:
-        return low_t  # NLL still falls at the largest b: the smallest temperature
-    b = min(max(1.0, low), high)
-    for _ in range(_MAX_STEPS):
-        slope, curvature = slope_and_curvature(b)
-        if slope == 0:
-            break
-        if slope < 0:
-            low = b
-        else:
-            high = b
-        newton = b - slope / curvature if curvature > 0 else math.nan
-        if abs(newton - b) <= 4 * torch.finfo(torch.float64).eps * b:
-            b = newton  # converged: the step is at the rounding level of b
-            break
-        # Newton inside the bracket, else the bracket's geometric middle (it spans decades).
-        b = newton if low < newton < high else math.sqrt(low * high)
-    return 1.0 / b

@@ -30,6 +30,8 @@ from ..layers import Masksembles
 from ..members import repeat_members, split_members
 from ..methods.mc_dropout import MCDropoutModel, dropout_modules
 from ..methods.seeded_dropout import member_dropout, seeded_mask_source
+from .compiled import reproduces
+from .registry import CompileOptions, register_compiler
 
 
 def _fan_out_layers(model) -> list[nn.Module]:
@@ -108,3 +110,10 @@ def fan_out_members(model, example: torch.Tensor, check) -> FanOutMembers:
     except RuntimeError:
         pass
     return FanOutMembers(model, fan_out=False)
+
+
+@register_compiler(MCDropoutModel)
+def compile_mc_dropout(model: MCDropoutModel, options: CompileOptions) -> FanOutMembers:
+    """MC-Dropout's compiled path: fan out at the first dropout layer (module docstring)."""
+    return fan_out_members(model, options.example_input,
+                           lambda fast, x: reproduces(model, fast, x))

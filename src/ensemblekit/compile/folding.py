@@ -15,7 +15,7 @@ from collections import Counter
 import torch
 from torch import nn
 
-from .stacking import replace_module
+from ..submodules import replace_module
 
 
 def _consumer_counts(root) -> Counter:
@@ -91,3 +91,15 @@ def fold_batchnorm(network: nn.Module, pairs: list[tuple[str, str]]) -> None:
         conv.weight.copy_(weight.to(conv.weight.dtype))
         conv.bias = nn.Parameter(shift.to(conv.weight.dtype))
         replace_module(network, norm_name, nn.Identity())
+
+
+def finish_inference_copy(network: nn.Module, example: torch.Tensor, *, fold: bool,
+                          channels_last: bool) -> None:
+    """The last steps of every compiled copy, in place: BatchNorm folded where exact
+    (``fold``), parameters frozen, and channels-last weights (``channels_last``)."""
+    if fold:
+        fold_batchnorm(network, conv_batchnorm_pairs(network, example))
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    if channels_last:
+        network.to(memory_format=torch.channels_last)

@@ -23,40 +23,43 @@ from __future__ import annotations
 
 import copy
 
-import torch
 from torch import nn
 
 from ..methods.packed_ensemble import PackedEnsembleModel
-from .folding import conv_batchnorm_pairs, fold_batchnorm
-
-#: on the CPU, packed backbones with more convolutions than this (besides the stem) loop
-DEEP_CONV_NET = 2
+from .compiled import CompiledMembers, loops_on_this_device
+from .folding import finish_inference_copy
+from .registry import CompileOptions, register_compiler
 
 
 def resolve_packed_strategy(model: PackedEnsembleModel) -> str:
     """What ``strategy="auto"`` picks for a Packed-Ensembles model: "loop" for a deep
     convolutional backbone on the CPU (ResNets), "stacked" otherwise (LeNet, MLP; and on an
     accelerator, where one grouped kernel per layer beats n launches)."""
-    convs = [m for m in model.backbone.modules() if isinstance(m, nn.Conv2d)]
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    return "loop" if on_cpu and len(convs) - 1 > DEEP_CONV_NET else "stacked"
+    return "loop" if loops_on_this_device(model.backbone) else "stacked"
 
 
-def packed_networks(model: PackedEnsembleModel, strategy: str, *, channels_last: bool,
-                    fold_batchnorm_into_conv: bool, example: torch.Tensor) -> list[nn.Module]:
+def packed_networks(model: PackedEnsembleModel, strategy: str, options: CompileOptions
+                    ) -> list[nn.Module]:
     """The inference-only networks of ``strategy`` ("stacked": one packed network; "loop":
-    the n member networks), BatchNorm folded (pairs found on ``example``), frozen, in the
-    requested memory format (channels-last, or contiguous: a graph file has no format)."""
+    the n member networks), BatchNorm folded (pairs found on the example), frozen, and
+    channels-last where ``options`` ask."""
     if strategy == "stacked":
-        networks = [copy.deepcopy(model.backbone)]
+        networks = [copy.deepcopy(model.backbone).train(False)]
     else:
-        networks = [model.member_network(m) for m in range(model.num_members)]
+        networks = [model.member_network(m).train(False) for m in range(model.num_members)]
     for network in networks:
-        network.train(False)
-        if fold_batchnorm_into_conv:
-            fold_batchnorm(network, conv_batchnorm_pairs(network, example))
-        for parameter in network.parameters():
-            parameter.requires_grad_(False)
-        network.to(memory_format=torch.channels_last if channels_last
-                   else torch.contiguous_format)
+        finish_inference_copy(network, options.example_input,
+                              fold=options.fold_batchnorm_into_conv,
+                              channels_last=options.channels_last)
     return networks
+
+
+@register_compiler(PackedEnsembleModel)
+def compile_packed(model: PackedEnsembleModel, options: CompileOptions) -> CompiledMembers:
+    """``(B, ...) -> (M, B, K)`` by the requested or measured-fastest layout (module
+    docstring). ``share_prefix`` does not apply: the members share no layer."""
+    strategy = options.strategy
+    if strategy == "auto":
+        strategy = resolve_packed_strategy(model)
+    networks = packed_networks(model, strategy, options)
+    return CompiledMembers(networks, model.num_members, strategy, options.channels_last)

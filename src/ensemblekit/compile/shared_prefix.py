@@ -24,6 +24,8 @@ from torch import nn
 from ..members import repeat_members
 from ..methods.masksembles import MasksemblesModel
 from ..methods.member_masks import LayerMasks
+from ..runtime import eval_mode
+from ..submodules import replace_module
 
 
 def shared_input_layers(model: MasksemblesModel, example: torch.Tensor) -> set[str]:
@@ -42,16 +44,12 @@ def shared_input_layers(model: MasksemblesModel, example: torch.Tensor) -> set[s
 
     modules = dict(model.backbone.named_modules())
     handles = [modules[name].register_forward_pre_hook(record(name)) for name in names]
-    modes = [(module, module.training) for module in model.modules()]
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model.backbone(repeat_members(example, count))
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes:
-            module.training = training
     return shared
 
 
@@ -119,8 +117,6 @@ def share_prefix_across(networks: list[nn.Module], kept: set[str]) -> _PrefixSto
     """Make the loop strategy's member networks compute the shared prefix once: member 0's
     kept layers record their outputs, the other members' replay them (same forward code, same
     call order). Returns the store to clear after each forward."""
-    from .stacking import replace_module
-
     store = _PrefixStore()
     for name in sorted(kept):
         replace_module(networks[0], name,

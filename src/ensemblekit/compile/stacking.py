@@ -31,6 +31,7 @@ from torch import nn
 from ..layers import Masksembles
 from ..methods.masksembles import MasksemblesModel
 from ..methods.member_masks import LayerMasks
+from ..submodules import replace_module
 
 
 def member_channels(model: MasksemblesModel) -> list[LayerMasks]:
@@ -205,12 +206,6 @@ def stacked_layer(entry: LayerMasks, members: list[int]) -> nn.Module:
         f"compile_members: layer {entry.name!r} is {type(module).__name__}; supported layers are "
         "nn.Conv2d, nn.Linear and BatchNorm"
     )
-
-
-def replace_module(root: nn.Module, path: str, new: nn.Module) -> None:
-    """Put ``new`` at ``path`` (``named_modules`` style) inside ``root``."""
-    parent, _, name = path.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, name, new)
 
 
 def stack_members(backbone: nn.Module, masks: list[LayerMasks], members: list[int],

@@ -13,30 +13,44 @@ see :mod:`ensemblekit.data.registry`. Registered names:
   ``toy_blobs`` and their OOD sets ``toy_moons_far``, ``toy_blobs_far``;
 - files on disk (``download=True`` on a machine with internet): ``mnist``, ``fashion_mnist``,
   ``cifar10``, ``cifar100``, ``svhn``, ``cifar10_c``; ``imagenet`` (ImageFolder, no download).
+
+Regression sets (``dataset_info(name).task == "regression"``; items ``(features, targets)``,
+standardised on the training part, see :mod:`ensemblekit.data.regression`):
+
+- embedded (offline): ``diabetes`` (real, scikit-learn's), ``toy_cubic``, ``toy_in_between``,
+  ``toy_hetero_sine`` (generated, :mod:`ensemblekit.data.regression_toys`);
+- files on disk (no download): ``uci-<name>`` for the nine sets of the UCI release
+  (``uci-bostonHousing``, ``uci-concrete``, ...; any other folder in the layout through
+  :func:`register_uci_dataset`), split ``"train-<i>"`` / ``"test-<i>"`` (:mod:`.uci`).
 """
 
 from . import (  # noqa: F401  (register the loaders)
     cifar10_c,  # noqa: F401  (after vision: reuses CIFAR-10's statistics)
+    diabetes,
     digits,
     imagenet,
     letters,
+    regression_toys,
     toy,
+    uci,
     vision,
 )
+from .batches import rebatch
 from .cifar10_c import corrupted_split, read_corrupted_folder, write_corrupted_folder
-from .corruptions import (
+from .corruption_severities import (
     BENCHMARK_CORRUPTIONS,
     CIFAR_SEVERITY_PARAMETERS,
     CORRUPTIONS,
     EXTRA_CORRUPTIONS,
     SEVERITIES,
-    corrupt,
 )
+from .corruptions import corrupt
 from .in_memory import InMemoryDataset, as_tensors
 from .letters import render_letters
 from .ood import ood_dataset, ood_pairs
 from .preview import corruption_grid, example_scene, save_corruption_preview
 from .registry import (
+    TASKS,
     DatasetInfo,
     available_datasets,
     dataset_info,
@@ -44,7 +58,9 @@ from .registry import (
     load_dataset,
     register_dataset,
 )
-from .shifted import CorruptedSets, corrupt_tensor, make_corrupted
+from .regression import RegressionDataset, Standardization
+from .regression_toys import REGRESSION_TOYS, RegressionToy, make_regression_toy
+from .shifted import CorruptedSets, corrupt_tensor, corrupted_batches, make_corrupted, quantize
 from .toy import ToyGrid, far_points, make_blobs, make_moons, toy_grid
 from .transforms import (
     Normalize,
@@ -53,6 +69,14 @@ from .transforms import (
     normalize,
     normalizer,
     train_augmentation,
+)
+from .uci import (
+    UCI_DATASETS,
+    UCIProtocol,
+    read_uci,
+    register_uci_dataset,
+    uci_protocol,
+    uci_split,
 )
 from .validation import (
     VALIDATION_SEED,
@@ -66,19 +90,27 @@ __all__ = [
     "CIFAR_SEVERITY_PARAMETERS",
     "CORRUPTIONS",
     "EXTRA_CORRUPTIONS",
+    "REGRESSION_TOYS",
     "SEVERITIES",
+    "TASKS",
+    "UCI_DATASETS",
     "VALIDATION_SEED",
     "CorruptedSets",
     "DatasetInfo",
     "InMemoryDataset",
     "Normalize",
     "RandomCropFlip",
+    "RegressionDataset",
+    "RegressionToy",
+    "Standardization",
     "ToyGrid",
+    "UCIProtocol",
     "as_tensors",
     "augment",
     "available_datasets",
     "corrupt",
     "corrupt_tensor",
+    "corrupted_batches",
     "corrupted_split",
     "corruption_grid",
     "dataset_info",
@@ -90,17 +122,24 @@ __all__ = [
     "make_blobs",
     "make_corrupted",
     "make_moons",
+    "make_regression_toy",
     "normalize",
     "normalizer",
     "ood_dataset",
     "ood_pairs",
+    "quantize",
     "read_corrupted_folder",
+    "read_uci",
+    "rebatch",
     "register_dataset",
+    "register_uci_dataset",
     "render_letters",
     "save_corruption_preview",
     "split_validation",
     "stratified_split",
     "toy_grid",
     "train_augmentation",
+    "uci_protocol",
+    "uci_split",
     "write_corrupted_folder",
 ]

@@ -24,10 +24,10 @@ from torch.utils.data import Dataset
 
 from .._validation import check_choice, check_int
 from ..atomic import atomic_write_bytes, atomic_write_text
-from .corruptions import CORRUPTIONS, SEVERITIES
+from .corruption_severities import CORRUPTIONS, SEVERITIES
 from .in_memory import InMemoryDataset, as_tensors
 from .registry import DatasetInfo, download_error, missing_data_error, register_dataset
-from .shifted import corrupt_tensor
+from .shifted import corrupt_tensor, quantize
 from .vision import CIFAR10_INFO
 
 CIFAR10_C_URL = "https://zenodo.org/record/2535967/files/CIFAR-10-C.tar"
@@ -135,7 +135,7 @@ def write_corrupted_folder(
     out_dir = Path(out_dir)
     for kind in kinds:
         blocks = [corrupt_tensor(images, kind, s, seed=seed) for s in severities]
-        pixels = (torch.cat(blocks) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+        pixels = quantize(torch.cat(blocks)).permute(0, 2, 3, 1)
         _save_npy(out_dir / f"{kind}.npy", pixels.contiguous().numpy())
         if progress is not None:
             progress(kind)

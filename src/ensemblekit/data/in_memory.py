@@ -68,7 +68,9 @@ PLAIN_TO_TENSOR = ToTensor()
 
 
 def as_tensors(dataset: Dataset, *, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """All of ``dataset`` as ``(images float32 (N, ...), labels int64 (N,))``.
+    """All of ``dataset`` as ``(images float32 (N, ...), labels int64 (N,))`` -- for a
+    regression set (:class:`~ensemblekit.data.regression.RegressionDataset`) ``(features
+    float32 (N, F), targets float32 (N, D))``.
 
     Fast paths (no per-item work): datasets exposing ``.tensors`` (:class:`InMemoryDataset`,
     ``torch.utils.data.TensorDataset``, CIFAR-10-C folders), ``Subset`` of those, and the
@@ -87,8 +89,9 @@ def as_tensors(dataset: Dataset, *, batch_size: int = 1024) -> tuple[torch.Tenso
     if not batches:
         raise ValueError("as_tensors got an empty dataset")
     images = torch.cat([torch.as_tensor(images) for images, _ in batches]).float()
-    labels = torch.cat([torch.as_tensor(labels) for _, labels in batches]).long()
-    return images, labels
+    labels = torch.cat([torch.as_tensor(labels) for _, labels in batches])
+    # Regression targets stay float; class labels become int64.
+    return images, labels.float() if labels.is_floating_point() else labels.long()
 
 
 def _fast_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -17,7 +17,7 @@ import torch
 from .._validation import check_int, check_tensor
 from ..atomic import atomic_write_bytes
 from ._image_ops import luminance
-from .corruptions import CORRUPTIONS, SEVERITIES
+from .corruption_severities import CORRUPTIONS, SEVERITIES
 from .shifted import corrupt_tensor
 
 

@@ -28,6 +28,8 @@ from .._validation import check_choice
 
 #: Environment variable naming the default data folder (used when ``data_dir`` is None).
 DATA_DIR_ENV = "ENSEMBLEKIT_DATA"
+#: What a dataset's targets are: class labels or real-valued regression targets.
+TASKS = ("classification", "regression")
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,10 @@ class DatasetInfo:
 
     Attributes:
         name: registry name.
-        num_classes: number of classes K (0 for OOD-only sets, whose labels are all -1).
-        in_channels: image channels C; for point data, the number of coordinates.
+        num_classes: number of classes K (0 for OOD-only sets, whose labels are all -1, and for
+            regression sets).
+        in_channels: image channels C; for point data, the number of coordinates; for
+            regression sets, the number of input features.
         image_size: ``(H, W)`` of the images ``load_dataset`` returns; None for point data.
         mean, std: per-channel statistics of the training images in [0, 1], used by
             :func:`~ensemblekit.data.normalize` (all zeros / ones for point data).
@@ -49,6 +53,11 @@ class DatasetInfo:
         folder: sub-folder of ``data_dir`` that holds the files (None when embedded).
         layout: the expected on-disk layout, as shown in the missing-data error.
         description: one line for listings.
+        task: ``"classification"`` (items ``(input, int label)``) or ``"regression"`` (items
+            ``(features (F,), targets (D,))`` as float tensors, standardised with the training
+            part's statistics; see :mod:`ensemblekit.data.regression`).
+        num_outputs: regression: the number of targets D per input; 0 for classification sets
+            (their outputs are the ``num_classes`` logits).
     """
 
     name: str
@@ -65,6 +74,17 @@ class DatasetInfo:
     folder: str | None = None
     layout: str = ""
     description: str = ""
+    task: str = "classification"
+    num_outputs: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("task", self.task, TASKS)
+        if self.task == "regression" and (self.num_outputs < 1 or self.num_classes != 0):
+            raise ValueError(f"regression dataset {self.name!r} needs num_outputs >= 1 and "
+                             f"num_classes 0, got {self.num_outputs} and {self.num_classes}")
+        if self.task == "classification" and self.num_outputs != 0:
+            raise ValueError(f"classification dataset {self.name!r} has num_classes outputs; "
+                             f"leave num_outputs at 0, got {self.num_outputs}")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -82,6 +102,11 @@ class DatasetInfo:
     def is_image(self) -> bool:
         """True for image data (corruptions, augmentation and normalisation apply)."""
         return self.image_size is not None
+
+    @property
+    def is_regression(self) -> bool:
+        """True for a regression set (float targets, no classes)."""
+        return self.task == "regression"
 
 
 #: ``loader(split, data_dir, download, transform) -> Dataset``; ``data_dir`` already resolved.
@@ -104,13 +129,11 @@ def register_dataset(info: DatasetInfo) -> Callable[[Loader], Loader]:
 
 def available_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`, in registration order."""
-    _import_builtin_loaders()
     return list(_REGISTRY)
 
 
 def dataset_info(name: str) -> DatasetInfo:
     """Metadata of dataset ``name`` (no file is read)."""
-    _import_builtin_loaders()
     check_choice("dataset name", name, _REGISTRY)
     return _REGISTRY[name][0]
 
@@ -143,7 +166,10 @@ def load_dataset(
     Returns:
         A ``Dataset`` whose items are ``(image, label)``: image a float tensor ``(C, H, W)`` in
         [0, 1] (``(2,)`` coordinates for the toy sets), label an ``int`` (-1 in OOD-only sets).
-        Images are not normalised; see the module docstring.
+        Images are not normalised; see the module docstring. For a regression set
+        (``dataset_info(name).task == "regression"``) a
+        :class:`~ensemblekit.data.regression.RegressionDataset` of ``(features (F,), targets
+        (D,))``, both standardised, with the ``standardization`` that undoes it.
 
     Raises:
         ValueError: unknown name or split.
@@ -205,8 +231,3 @@ def download_error(info: DatasetInfo, error: Exception) -> RuntimeError:
         "needs internet access -- download on a machine that has it and copy the folder "
         f"{info.folder!r} into data_dir"
     )
-
-
-def _import_builtin_loaders() -> None:
-    # The package __init__ imports every loader module, which registers itself.
-    from .. import data  # noqa: F401

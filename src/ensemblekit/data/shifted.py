@@ -15,8 +15,10 @@ import torch
 from torch.utils.data import Dataset
 
 from .._validation import check_choice, check_int, check_seed
-from .corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from .in_memory import InMemoryDataset, as_tensors
+from .batches import rebatch
+from .corruption_severities import CORRUPTIONS, SEVERITIES
+from .corruptions import corrupt
+from .in_memory import InMemoryDataset, _as_float, as_tensors
 
 #: Images corrupted per call: bounds peak memory, and fixes the chunking that seeds depend on.
 CORRUPTION_CHUNK = 500
@@ -37,6 +39,33 @@ def corrupt_tensor(
             corrupt(images[start : start + CORRUPTION_CHUNK], kind, severity, seed=chunk_seed)
         )
     return torch.cat(chunks) if chunks else images.clone()
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images as the uint8 pixels a corrupted folder stores: ``round(255 x)``."""
+    return (images * 255).round().to(torch.uint8)
+
+
+def corrupted_batches(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], kind: str, severity: int, *,
+    seed: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The images ``write_corrupted_folder(..., seed=seed)`` stores for ``kind`` at ``severity``,
+    streamed from clean ``(images in [0, 1], labels)`` batches of any size.
+
+    The clean rows are re-chunked to :data:`CORRUPTION_CHUNK` rows, each chunk corrupted with
+    its own derived seed (as :func:`corrupt_tensor`), quantised to uint8 (:func:`quantize`) and
+    read back as float32 in [0, 1] (as :func:`~ensemblekit.data.read_corrupted_folder` returns
+    them): the same images whatever the batching, and never the whole set in memory. Yields
+    ``(images (B, C, H, W) float32 on the CPU, labels (B,))`` chunks of CORRUPTION_CHUNK rows.
+    """
+    kind_index = CORRUPTIONS.index(check_choice("corruption kind", kind, CORRUPTIONS))
+    severity = check_int("severity", severity, minimum=1, maximum=5)
+    seed = check_seed(seed)
+    for chunk_index, (images, labels) in enumerate(rebatch(batches, CORRUPTION_CHUNK)):
+        chunk_seed = derived_seed(seed, kind_index, severity, chunk_index)
+        shifted = corrupt(images.cpu(), kind, severity, seed=chunk_seed)
+        yield _as_float(quantize(shifted)), labels
 
 
 def derived_seed(*parts: int) -> int:

@@ -9,8 +9,8 @@ images (250 images, 25 per class to rounding, stratified; training keeps 1008), 
 dataset 10 % of its training split. Test sets, corrupted test sets (CIFAR-10-C) and OOD sets
 are never split. Within each class a seeded permutation's first
 ``round(fraction * class size)`` indices are held out (the same rule the digits' own
-train/test split uses); datasets whose labels cannot be read without loading every image are
-split by one seeded permutation instead.
+train/test split uses); datasets whose labels cannot be read without loading every image, and
+regression sets (float targets, no classes), are split by one seeded permutation instead.
 """
 
 from __future__ import annotations
@@ -95,11 +95,16 @@ def split_validation(train, fraction: float, *, seed: int = VALIDATION_SEED):
 
 
 def _labels(train) -> np.ndarray | None:
-    """The class labels ``(N,)`` of a training split, if they can be read without its images."""
+    """The class labels ``(N,)`` of a training split, if they can be read without its images;
+    None for regression targets (floating point: no classes to stratify by)."""
     if isinstance(train, (tuple, list)):
-        return torch.as_tensor(train[1]).cpu().numpy()
+        return _class_labels(torch.as_tensor(train[1]).cpu().numpy())
     for name in ("labels", "targets"):  # InMemoryDataset and SVHN: labels; the others: targets
         values = getattr(train, name, None)
         if values is not None and len(values) == len(train):
-            return np.asarray(values)
+            return _class_labels(np.asarray(values))
     return None
+
+
+def _class_labels(values: np.ndarray) -> np.ndarray | None:
+    return None if np.issubdtype(values.dtype, np.floating) else values

@@ -9,26 +9,33 @@
   corrupted test sets.
 - :mod:`~ensemblekit.experiments.tune`: each method's own setting chosen on the validation
   split, beside its cost (:mod:`~ensemblekit.experiments.cost`); writes a benchmark config.
-- :mod:`~ensemblekit.experiments.settings`: defaults, TOML configs, command-line overrides.
+
+What they share: :mod:`~ensemblekit.experiments.config` (the settings base and the precedence
+defaults < recipe < config file < flags), :mod:`~ensemblekit.experiments.recipes` (each
+dataset's defaults, from ``configs/recipes/``), :mod:`~ensemblekit.experiments.checks`,
+:mod:`~ensemblekit.experiments.roles` (which registered method plays which part),
+:mod:`~ensemblekit.experiments.splits` (what a run reads), :mod:`~ensemblekit.experiments.
+pipeline` (build and train), :mod:`~ensemblekit.experiments.protocol` (one inference pass per
+split, then every metric) and :mod:`~ensemblekit.experiments.runs` (the one run-grid loop with
+resume). Each experiment's own settings class lives beside it.
 """
 
-from .benchmark import run_benchmark
+from .benchmark import BenchmarkSettings, run_benchmark
+from .config import load_config
 from .diversity import run_diversity
-from .settings import (
-    BenchmarkSettings,
-    DiversitySettings,
-    SweepSettings,
-    ToySettings,
-    TrainSettings,
-    TuneSettings,
-    load_config,
-)
-from .single_run import run_corrupt, run_evaluate, run_train
-from .sweep import run_sweep
-from .toy import run_toy
+from .diversity_settings import DiversitySettings
+from .single_run import TrainSettings, run_corrupt, run_evaluate, run_train
+from .sweep import SweepSettings, run_sweep
+from .toy import ToySettings, run_toy
 from .tune import run_tune
+from .tune_settings import TuneSettings
+
+#: The settings class of each subcommand that trains models.
+SETTINGS = {cls.command: cls for cls in (BenchmarkSettings, DiversitySettings, SweepSettings,
+                                         ToySettings, TrainSettings, TuneSettings)}
 
 __all__ = [
+    "SETTINGS",
     "BenchmarkSettings",
     "DiversitySettings",
     "SweepSettings",

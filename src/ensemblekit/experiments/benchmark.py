@@ -5,14 +5,15 @@ Each finished (method, seed) run is written at once, atomically, to
 (its per-example predictions, which the report's paired bootstrap resamples); a rerun with the
 same ``--out`` reads those back and trains only what is missing -- a run whose predictions file
 is missing or unreadable counts as missing -- so an interrupted benchmark loses at most the run
-in progress.
+in progress (the loop and its resume: :mod:`~ensemblekit.experiments.runs`).
 A rerun whose settings would change a finished run's result is refused (naming the keys that
 differ) instead of mixing two protocols in one table. When every run is there, the results are
 aggregated over seeds into ``results.json``, ``results.csv``, ``report.md`` and the figures.
 
-Each record also holds ``"calibrated"``: the "+TS" evaluation of the same trained model
-(temperature fitted on the validation split, pool mode; see
-:func:`~ensemblekit.experiments.calibrated.calibrated_evaluation`). After training, the
+Each split (test, validation, OOD, each corrupted set) goes through a trained model once; the
+record's metrics, its ``"calibrated"`` ("+TS": temperature fitted on the validation split, pool
+mode; :mod:`~ensemblekit.experiments.calibrated`) and the saved predictions all come from those
+outputs (:mod:`~ensemblekit.experiments.protocol`). After training, the
 inference cost of every method is measured once per benchmark run, all models in this one
 process (:func:`measure_benchmark_costs`), and written to ``cost.json``.
 """
@@ -20,27 +21,28 @@ process (:func:`measure_benchmark_costs`), and written to ``cost.json``.
 from __future__ import annotations
 
 import json
-import pickle
 import time
-import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .. import plots, report
-from ..atomic import atomic_torch_save, atomic_write_text
-from .calibrated import calibrated_evaluation
-from .pipeline import (
-    Log,
-    build,
-    check_batch_size,
-    count_parameters,
-    evaluate_run,
-    evaluate_validation,
-    load_experiment_data,
-    train,
-)
-from .settings import BenchmarkSettings
+from .. import checkpoint, plots, report
+from .. import data as datasets
+from .._validation import check_int
+from ..atomic import atomic_write_text
+from ..methods import available_methods
+from ..runtime import choose_device
+from .benchmark_protocol import benchmark_protocol
+from .calibrated import calibrated_record
+from .checks import check_methods, check_ood, check_shift, check_toml_flag
+from .config import Settings
+from .cost import compiled_inference, count_parameters, measure_costs
+from .pipeline import build, check_batch_size, train
+from .protocol import predict_splits, protocol_record, validation_metrics
+from .roles import reference_method
+from .runs import Log, RecordStore, ResumableRuns, Run, RunGrid, read_sidecar
+from .splits import load_experiment_data
 
 #: Seconds of timed work per candidate in the benchmark's cost measurement (the benchmark
 #: scripts' ">= 1 s of work"), and its rounds.
@@ -48,8 +50,58 @@ COST_MIN_SECONDS = 1.0
 COST_ROUNDS = 10
 #: The batch the cost is timed on: the first images of the test set.
 COST_BATCH = 256
-#: The name of the Masksembles model timed tiled (``predict_members``) beside the compiled one.
+#: The suffix of a compiled-inference model (Masksembles) timed tiled (``predict_members``)
+#: beside the compiled one.
 TILED_SUFFIX = "_tiled"
+
+
+@dataclass
+class BenchmarkSettings(ResumableRuns, Settings):
+    """``ensemblekit benchmark``: every method x seed, trained and evaluated the same way.
+
+    ``methods``: default every registered method, in the registry's (the spectrum's) order.
+    ``corruptions``: names, ``"all"`` (the 15 CIFAR-10-C benchmark kinds) or ``"none"``.
+    ``ood``: a dataset name, ``"auto"`` (the dataset's registered pair) or ``"none"``.
+    ``corrupted_dir``: a CIFAR-10-C-layout folder to evaluate shift on (e.g. the official
+    CIFAR-10-C); by default the corrupted test sets are generated once into ``<out>/corrupted``.
+    ``checkpoints``: keep per-epoch training checkpoints (a killed run resumes mid-training)
+    and save every trained model under ``<out>/models``.
+    """
+
+    methods: list[str] = field(default_factory=available_methods)
+    seeds: int = 3
+    mc_samples: int | None = None
+    corruptions: list[str] | str = "all"
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    ood: str = "auto"
+    corrupted_dir: str | None = None
+    checkpoints: bool = False
+    eval_batch_size: int = 500
+
+    command = "benchmark"
+
+    #: Keys that do not change what a finished run computed: a rerun may change them freely.
+    RESUME_FREE = ("methods", "seeds", "out", "data_dir", "download", "device", "threads",
+                   "progress", "checkpoints", "corrupted_dir")
+
+    def validate(self) -> None:
+        super().validate()
+        self.methods = check_methods(self.methods)
+        self.seeds = check_int("seeds", self.seeds, minimum=1)
+        if self.mc_samples is not None:
+            self.mc_samples = check_int("mc_samples", self.mc_samples, minimum=1)
+        self.eval_batch_size = check_int("eval_batch_size", self.eval_batch_size, minimum=1)
+        self.corruptions, self.severities = check_shift(self.dataset, self.corruptions,
+                                                        self.severities)
+        self.ood = check_ood(self.dataset, self.ood)
+        check_toml_flag("checkpoints", self.checkpoints)
+
+    def fingerprint(self) -> dict:
+        values = super().fingerprint()
+        if not values["method_options"]:
+            # none set: the same runs as before the key existed, which then still resume
+            values.pop("method_options")
+        return values
 
 
 def run_path(out: str | Path, method: str, seed: int) -> Path:
@@ -64,54 +116,54 @@ def predictions_path(out: str | Path, method: str, seed: int) -> Path:
 
 def load_predictions(out: str | Path, method: str, seed: int) -> dict | None:
     """The predictions :func:`run_one` saved for a run (see
-    :func:`~ensemblekit.experiments.pipeline.evaluate_run`), or None if missing or
+    :func:`~ensemblekit.experiments.protocol.protocol_record`), or None if missing or
     unreadable."""
-    path = predictions_path(out, method, seed)
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile):
-        return None  # a damaged file: the run is recomputed
+    return read_sidecar(predictions_path(out, method, seed))
+
+
+def benchmark_runs(settings: BenchmarkSettings) -> list[Run]:
+    """Every (method, seed) run, method by method."""
+    return [Run(key=(method, seed), point=method, seed=seed, name=f"{method}/seed-{seed}")
+            for method in settings.methods for seed in settings.seed_list]
+
+
+def benchmark_store(settings: BenchmarkSettings, *, with_predictions: bool = True
+                    ) -> RecordStore:
+    """The benchmark's records (``runs/<method>/seed-<seed>.json``) and, with
+    ``with_predictions``, their predictions beside them: a run without a readable predictions
+    file counts as unfinished (its verdicts need them)."""
+    out = Path(settings.out)
+    return RecordStore(
+        out=out, fingerprint=settings.fingerprint(),
+        path=lambda run: run_path(out, run.point, run.seed),
+        sidecar=(lambda run: predictions_path(out, run.point, run.seed))
+        if with_predictions else None)
 
 
 def run_benchmark(settings: BenchmarkSettings, *, log: Log = print) -> dict:
     """Train and evaluate ``settings.methods`` x ``settings.seeds``; write everything to
     ``settings.out``; return the aggregated results (the content of ``results.json``)."""
     out = Path(settings.out)
-    runs = [(method, seed) for method in settings.methods for seed in settings.seed_list]
-    finished, predictions = finished_runs(settings, with_predictions=True)
+    grid = RunGrid(benchmark_runs(settings), store=benchmark_store(settings), log=log)
     # Every model is built once up front: a batch size its member groups do not divide is
     # refused here, before any data is read or any training starts.
     for method in settings.methods:
         check_batch_size(settings, build(settings, method, seed=0))
-    todo = [run for run in runs if run not in finished]
-    if finished:
-        names = ", ".join(f"{method}/seed-{seed}" for method, seed in runs if
-                          (method, seed) in finished)
-        log(f"resuming {out}: {len(finished)} of {len(runs)} runs already finished ({names}); "
-            "skipping them")
-    if todo:
+    data = None
+    if grid.todo:
         data = load_experiment_data(
             settings, ood=settings.ood, corruptions=settings.corruptions,
             severities=settings.severities, corrupted_dir=settings.corrupted_dir, log=log)
-        started = time.perf_counter()
-        for index, (method, seed) in enumerate(todo, start=1):
-            record, predictions[(method, seed)] = run_one(settings, method, seed, data)
-            # Predictions first: a record on disk always has its predictions beside it.
-            atomic_torch_save(predictions[(method, seed)], predictions_path(out, method, seed))
-            atomic_write_text(run_path(out, method, seed), json.dumps(record, indent=1))
-            finished[(method, seed)] = record
-            log(f"[{index}/{len(todo)}] {_summary(record)} "
-                f"({time.perf_counter() - started:.0f} s elapsed)")
-    records = {run: finished[run] for run in runs}
+    records = grid.run(lambda run: run_one(settings, run.point, run.seed, data),
+                       summary=lambda run, record: _summary(record), desc="benchmark")
     started = time.perf_counter()
     cost = measure_benchmark_costs(settings)
     atomic_write_text(out / "cost.json", json.dumps(cost, indent=1))
     log(f"cost: {len(cost['models'])} models measured in one process "
         f"({time.perf_counter() - started:.1f} s)")
-    results = report.aggregate(records, settings,
-                               predictions={run: predictions[run] for run in runs}, cost=cost)
+    predictions = {key: grid.extras[key] for key in records}
+    results = report.aggregate(records, benchmark_protocol(settings, records),
+                               predictions=predictions, cost=cost)
     report.write_reports(out, results, records)
     plots.benchmark_figures(out / "figures", results, records)
     return results
@@ -126,22 +178,21 @@ def measure_benchmark_costs(settings: BenchmarkSettings, *,
     The models are freshly built with seed 0 (cost depends on the architecture, not on the
     weights: masks are fixed at build time), in eval mode, on ``settings.device`` (else CUDA
     when available, as training), with ``settings.threads`` CPU threads; the batch is the
-    first :data:`COST_BATCH` test images, normalised. Masksembles is timed twice: through
-    ``compile_members`` (its inference path) and tiled through ``predict_members`` (name
-    ``masksembles_tiled``). The single model is the reference, built even when
-    ``settings.methods`` lacks it.
+    first :data:`COST_BATCH` test images, normalised. A method with compiled inference
+    (Masksembles) is timed twice: through ``compile_members`` (its inference path) and tiled
+    through ``predict_members`` (name ``<method>_tiled``). The single model (the registry's
+    reference) is the reference, built even when ``settings.methods`` lacks it.
     """
-    from .. import data as datasets
-    from .cost import measure_costs
-
     # where the models trained: the settings' device, else as training picks it (as tune does)
-    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    methods = list(dict.fromkeys(["single", *settings.methods]))
+    device = choose_device(settings.device)
+    reference = reference_method()
+    methods = list(dict.fromkeys([reference, *settings.methods]))
     models = {method: build(settings, method, seed=0).to(device) for method in methods}
     tiled = []
-    if "masksembles" in models:
-        name = "masksembles" + TILED_SUFFIX
-        models[name], tiled = models["masksembles"], [name]
+    for method in methods:
+        if compiled_inference(models[method]):
+            models[method + TILED_SUFFIX] = models[method]
+            tiled.append(method + TILED_SUFFIX)
     test = datasets.load_dataset(settings.dataset, "test", data_dir=settings.data_dir,
                                  download=settings.download)
     # only the images timed are read (a streamed test set is never loaded whole)
@@ -150,7 +201,7 @@ def measure_benchmark_costs(settings: BenchmarkSettings, *,
     normalize = datasets.normalizer(settings.dataset)
     if normalize is not None:
         example = normalize(example)
-    cost = measure_costs(models, example, reference="single", min_seconds=min_seconds,
+    cost = measure_costs(models, example, reference=reference, min_seconds=min_seconds,
                          rounds=rounds, threads=settings.threads, tiled=tiled)
     cost["protocol"]["models"] = "freshly built (seed 0), eval mode; latency does not depend " \
                                  "on the weights"
@@ -161,20 +212,21 @@ def run_one(settings: BenchmarkSettings, method: str, seed: int, data) -> tuple[
     """Build, train and evaluate one (method, seed) run; return its JSON-ready record and its
     per-example predictions.
 
-    The record's ``train`` holds the last epoch's training loss and accuracy (and ``epochs``,
-    ``seconds``); ``validation`` the ensemble prediction's metrics on the validation split
-    (None without one), so that under-fitting shows next to the test metrics.
+    Each split goes through the trained model once (:func:`~ensemblekit.experiments.protocol.
+    predict_splits`): the record's metrics, its ``"calibrated"`` ("+TS": temperature fitted on
+    the validation split, pool mode, scored on test) and the predictions all come from those
+    outputs. The record's ``train`` holds the last epoch's training loss and accuracy (and
+    ``epochs``, ``seconds``); ``validation`` the ensemble prediction's metrics on the
+    validation split (None without one), so that under-fitting shows next to the test metrics.
     """
-    from .. import checkpoint
-
     model = build(settings, method, seed=seed)
     checkpoint_dir = None
     if settings.checkpoints:
         checkpoint_dir = Path(settings.out) / "checkpoints" / method / f"seed-{seed}"
     training = train(settings, model, data, seed=seed, checkpoint_dir=checkpoint_dir)
-    evaluation, predictions = evaluate_run(model, data, seed=seed,
-                                           batch_size=settings.eval_batch_size,
-                                           num_samples=settings.mc_samples)
+    outputs = predict_splits(model, data, seed=seed, batch_size=settings.eval_batch_size,
+                             num_samples=settings.mc_samples)
+    evaluation, predictions = protocol_record(outputs, data.num_classes, with_predictions=True)
     record = {
         "method": method,
         "seed": seed,
@@ -183,18 +235,13 @@ def run_one(settings: BenchmarkSettings, method: str, seed: int, data) -> tuple[
         "params": count_parameters(model),
         "num_members": model.num_members,
         "train": training,
-        "validation": evaluate_validation(model, data, seed=seed,
-                                          batch_size=settings.eval_batch_size,
-                                          num_samples=settings.mc_samples),
+        "validation": validation_metrics(outputs),
         "ood_name": data.ood_name,
         "ood_status": data.ood_status,
         **evaluation,
     }
     if data.validation is not None:
-        # "+TS": the same model, temperature fitted on validation (pool), scored on test
-        record["calibrated"] = calibrated_evaluation(
-            model, data, seed=seed, batch_size=settings.eval_batch_size,
-            num_samples=settings.mc_samples, mode="pool")
+        record["calibrated"] = calibrated_record(outputs, mode="pool")
     if settings.checkpoints:
         checkpoint.save(model, Path(settings.out) / "models" / f"{method}-seed-{seed}.pt",
                         metadata={"dataset": settings.dataset, "seed": seed,
@@ -210,44 +257,10 @@ def finished_runs(settings: BenchmarkSettings, *, with_predictions: bool = False
 
     Raises ``ValueError`` if one was computed under settings that change its result.
     """
-    found, predictions = {}, {}
-    expected = settings.fingerprint()
-    for method in settings.methods:
-        for seed in settings.seed_list:
-            record = read_finished(run_path(settings.out, method, seed), expected,
-                                   settings.out)
-            if record is None:
-                continue
-            if with_predictions:
-                saved = load_predictions(settings.out, method, seed)
-                if saved is None:
-                    continue
-                predictions[(method, seed)] = saved
-            found[(method, seed)] = record
-    return (found, predictions) if with_predictions else found
-
-
-def read_finished(path: Path, expected: dict, out) -> dict | None:
-    """The finished record at ``path`` (None if absent or unreadable: it is recomputed).
-
-    Raises ``ValueError`` naming every differing key if its ``"settings"`` differ from
-    ``expected`` (a fingerprint), so that one output folder never mixes two protocols.
-    """
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        recorded = record["settings"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
-        return None  # not a finished run's record: it is recomputed and overwritten
-    differing = sorted(key for key in expected.keys() | recorded.keys()
-                       if expected.get(key) != recorded.get(key))
-    if differing:
-        details = "; ".join(f"{key}: {recorded.get(key)!r} there, "
-                            f"{expected.get(key)!r} now" for key in differing)
-        raise ValueError(f"{out} holds finished runs with other settings ({details}); "
-                         "rerun with those settings to resume, or pass a new --out")
-    return record
+    grid = RunGrid(benchmark_runs(settings),
+                   store=benchmark_store(settings, with_predictions=with_predictions),
+                   log=lambda message: None)
+    return (grid.records, grid.extras) if with_predictions else grid.records
 
 
 def _summary(record: dict) -> str:

@@ -8,18 +8,20 @@ ratio to the single model measured in the same process.
   ``predict_members`` (Masksembles tiled: M full passes), ``inference_flops_per_sample`` that of
   the path the latency times (for Masksembles :func:`ensemblekit.compile_members`, each member
   on its own channels);
-- **latency**: the inference path (``compile_members`` for Masksembles, ``predict_members``
-  for the rest) on one fixed batch, after warm-up calls, timed in rounds that visit every
-  candidate in turn (noise from other work on a shared machine hits them all alike), with
-  enough calls that each candidate's timed work spans at least ``min_seconds``; the median over
-  rounds of the mean call time. Milliseconds vary from machine to machine and minute to
-  minute; the ratio to the single model timed in the same rounds is what compares.
+- **latency**: the inference path (``compile_members`` for a method whose registry entry says
+  ``compiled_inference``, i.e. Masksembles; ``predict_members`` for the rest) on one fixed
+  batch, after warm-up calls, timed in rounds that visit every candidate in turn (noise from
+  other work on a shared machine hits them all alike), with enough calls that each candidate's
+  timed work spans at least ``min_seconds``; the median over rounds of the mean call time.
+  Milliseconds vary from machine to machine and minute to minute; the ratio to the single
+  model timed in the same rounds is what compares.
 
   ``latency_ratio`` compares like with like: ``compile_members`` also folds BatchNorm into
   the convolutions and runs channels-last, which alone made LeNet x3 on digits about 2x faster
   than the same single network through ``predict_members`` (0.53x measured), so a compiled
-  Masksembles model is divided by the single network compiled the same way (a Masksembles
-  model with one full mask: n=1, scale=1), every other model by the single model through
+  Masksembles model is divided by the single network compiled the same way (the compiled
+  method with one member at the single-model end of its spectrum knob: Masksembles n=1,
+  scale=1, one full mask), every other model by the single model through
   ``predict_members``. ``latency_ratio_to_single`` divides every model by the latter.
 
 Cost does not depend on the trained weights (masks are fixed at build time, FLOPs and shapes
@@ -39,11 +41,24 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .._validation import check_float, check_int, check_tensor
-from ..train import cpu_threads
-from .pipeline import count_parameters
+from ..compile import compile_members
+from ..methods import available_methods, build_model, method_entry, predict_members
+from ..runtime import cpu_threads, synchronize
 
 #: The cost kinds, each a ratio to the single model's (``<kind>_ratio`` in :func:`measure_costs`).
 COST_KINDS = ("latency", "params", "flops")
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Every element of ``model.parameters()`` (a widened model counts its width)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def compiled_inference(model: nn.Module) -> bool:
+    """Whether ``model``'s inference path is :func:`ensemblekit.compile_members` (its method's
+    registry entry says ``compiled_inference``)."""
+    method = getattr(model, "method", None)
+    return method in available_methods() and method_entry(method).compiled_inference
 
 
 def flops_per_sample(forward: Callable[[torch.Tensor], object], x: torch.Tensor) -> float:
@@ -64,13 +79,11 @@ def inference_function(model: nn.Module, example: torch.Tensor, *,
                        tiled: bool = False) -> tuple[Callable, str]:
     """``(forward, name)``: how ``model`` predicts members at inference, ``x -> (M, B, K)``.
 
-    Masksembles: :func:`ensemblekit.compile_members` (checked against ``predict_members`` on
-    ``example[:2]`` as it builds) unless ``tiled``; every other model: ``predict_members``.
+    A method with ``compiled_inference`` (Masksembles): :func:`ensemblekit.compile_members`
+    (checked against ``predict_members`` on ``example[:2]`` as it builds) unless ``tiled``;
+    every other model: ``predict_members``.
     """
-    from ..compile import compile_members
-    from ..methods import MasksemblesModel, predict_members
-
-    if isinstance(model, MasksemblesModel) and not tiled:
+    if compiled_inference(model) and not tiled:
         return compile_members(model, example_input=example[:2]), "compile_members"
     return (lambda x: predict_members(model, x)), "predict_members"
 
@@ -100,8 +113,7 @@ def interleaved_latency(
         start = time.perf_counter()
         for _ in range(calls):
             fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         return time.perf_counter() - start
 
     per_round = {}
@@ -139,8 +151,9 @@ def measure_costs(
         reference: the key of the model the ratios divide by.
         min_seconds, rounds: see :func:`interleaved_latency`.
         threads: torch CPU threads while measuring (None: unchanged).
-        tiled: names of Masksembles models to time through ``predict_members`` instead of
-            ``compile_members`` (e.g. the same model under a second name, to report both).
+        tiled: names of compiled-inference models (Masksembles) to time through
+            ``predict_members`` instead of ``compile_members`` (e.g. the same model under a
+            second name, to report both).
 
     Returns:
         ``{"protocol": {...}, "models": {name: {"params", "flops_per_sample",
@@ -148,8 +161,6 @@ def measure_costs(
         "inference", "params_ratio", "flops_ratio", "inference_flops_ratio",
         "latency_ratio" (like for like, module docstring), "latency_ratio_to_single"}}}``.
     """
-    from ..methods import build_model, predict_members
-
     unknown = sorted(set(tiled) - set(models))
     if unknown:
         raise ValueError(f"tiled names {unknown} that are not models: {', '.join(models)}")
@@ -175,11 +186,14 @@ def measure_costs(
             }
             candidates[name] = lambda f=forward: f(example)
         compiled_single = None
-        if any(entry["inference"] == "compile_members" for entry in entries.values()):
-            # the single network through compile_members: one full mask changes nothing
-            config = {**models[reference].config, "method": "masksembles", "n": 1,
-                      "scale": 1.0}
-            twin = build_model(**config).to(example.device).eval()
+        compiled = [name for name, entry in entries.items()
+                    if entry["inference"] == "compile_members"]
+        if compiled:
+            # the single network through compile_members: one member at the single-model end
+            # of the compiled method's spectrum knob (one full mask) changes nothing
+            twin = build_model(**single_twin(models[reference].config,
+                                             models[compiled[0]].method))
+            twin = twin.to(example.device).eval()
             forward, _ = inference_function(twin, example)
             compiled_single = object()  # a key no caller's name can be
             candidates[compiled_single] = lambda f=forward: f(example)
@@ -216,6 +230,17 @@ def measure_costs(
         },
         "models": entries,
     }
+
+
+def single_twin(config: dict, method: str) -> dict:
+    """The ``build_model`` config of the single network ``config`` as ``method`` (a method
+    with compiled inference) with one member (its ``members`` global key set to 1) at the
+    single-model end of its spectrum knob (1): the same network, compilable the same way."""
+    entry = method_entry(method)
+    options = {entry.global_keys["members"]: 1}
+    if entry.spectrum_knob is not None:
+        options[entry.spectrum_knob] = 1.0
+    return {**config, "method": method, **options}
 
 
 def parse_budget(text: str) -> dict[str, float]:

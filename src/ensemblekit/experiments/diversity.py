@@ -26,7 +26,9 @@ because the first claim compares BatchEnsemble with it. The **Deep Ensemble** is
 for independent members.
 
 Off-diagonal means over member pairs, then mean ± std over seeds. Verdicts on the seed paper's
-two claims are in :mod:`ensemblekit.experiments.diversity_verdicts`.
+two claims (:data:`ensemblekit.methods.claims.DIVERSITY_CLAIMS`) come from
+:func:`ensemblekit.stats.study_verdicts`; the report from :mod:`ensemblekit.report.diversity`
+and the figures from :mod:`ensemblekit.plots.diversity`.
 """
 
 from __future__ import annotations
@@ -39,10 +41,29 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_write_text
-from ..report import METHOD_LABELS, mean_std
+from ..data import normalizer
+from ..methods import method_entry
+from ..methods.claims import DIVERSITY_CLAIMS
+from ..metrics import (
+    ece,
+    mutual_information,
+    nll,
+    pairwise_cka,
+    pairwise_disagreement,
+    pairwise_js,
+    pairwise_kl,
+    weight_similarity,
+)
+from ..plots.diversity import HEATMAPS, draw_all
+from ..report import json_ready, mean_std
+from ..report.diversity import diversity_markdown
+from ..stats import study_verdicts
+from .diversity_settings import DiversitySettings
 from .member_probes import fast_weights, layer_columns, member_outputs
-from .pipeline import Log, build, check_batch_size, load_experiment_data, train
-from .settings import DiversitySettings
+from .pipeline import build, check_batch_size, train
+from .roles import with_own_knobs
+from .runs import Log, Run, RunGrid
+from .splits import corrupted_set, load_experiment_data
 
 #: The function-space measures, ``(key, caption)``.
 FUNCTION_MEASURES = (
@@ -58,57 +79,35 @@ REPRESENTATIONS = (("penultimate", "CKA, penultimate"), ("mid", "CKA, mid layer"
 FLOOR = {"disagreement": 0.0, "disagreement_over_error": 0.0, "kl": 0.0, "js": 0.0,
          "mutual_information": 0.0, "cka_penultimate": 1.0, "cka_mid": 1.0,
          "weight_similarity": 1.0}
-#: Heatmap rows: (matrix key, caption, colour limits or None for one shared scale).
-HEATMAPS = (
-    ("disagreement", "disagreement", None),
-    ("kl", "KL(p_i || p_j) (nats)", None),
-    ("cka_penultimate", "CKA, penultimate", (0.0, 1.0)),
-    ("cka_mid", "CKA, mid layer", (0.0, 1.0)),
-    ("weight_similarity", "weight cosine (trained)", (0.0, 1.0)),
-)
+#: The variants whose members' penultimate Gram matrices a claim's CKA verdict resamples.
+GRAM_VARIANTS = frozenset(method for claim in DIVERSITY_CLAIMS.claims
+                          if "cka_penultimate" in claim.metrics for method in claim.methods)
 
 
 def study_variants(settings: DiversitySettings) -> list[dict]:
-    """``[{"key", "method", "options", "label"}]``: each method, and after BatchEnsemble its
-    controls (``settings.batchensemble_controls``: other fast-weight inits)."""
+    """``[{"key", "method", "options", "label"}]``: each method, and after it its controls
+    (``settings.controls``: variants its registry entry offers, e.g. other inits)."""
     variants = []
     for method in settings.methods:
+        entry = method_entry(method)
         variants.append({"key": method, "method": method, "options": {},
-                         "label": METHOD_LABELS.get(method, method)})
-        if method == "batchensemble":
-            for init in settings.batchensemble_controls:
-                variants.append({"key": f"batchensemble_{init}", "method": method,
-                                 "options": {"init": init},
-                                 "label": f"BatchEnsemble (init {init})"})
+                         "label": entry.label})
+        for name in settings.controls.get(method, []):
+            options = dict(entry.controls[name])
+            described = ", ".join(f"{key} {value}" for key, value in options.items())
+            variants.append({"key": f"{method}_{name}", "method": method, "options": options,
+                             "label": f"{entry.label} ({described})"})
     return variants
 
 
 def construction_note(variant: dict, settings: DiversitySettings) -> str:
-    """What the variant's weight similarity is set to by construction, before any training."""
-    method, init = variant["method"], variant["options"].get("init", "normal")
-    if method == "single":
-        return "floor: one member, identical to itself by definition"
-    if method == "deep_ensemble":
-        return "independent initialisations (cosine ~ 0 by construction)"
-    own = settings.method_settings(method)
-    # With masks only on some layers, the layers before the first one are the same in every
-    # member: their cosine, and the CKA of a representation computed there, is 1 by
-    # construction.
-    shared = ("; layers before the first mask shared by every member (cosine 1, and CKA 1 "
-              "for a representation taken there)" if own.get("placement") == "dropout" else "")
-    if method == "mc_dropout":
-        keep = 1.0 - own["p"]
-        return (f"masks sampled by construction (rate p = {own['p']:g}; cosine ~ (1-p)^2 = "
-                f"{keep ** 2:.2f} on the dropped layers whatever the weights{shared})")
-    if method == "masksembles":
-        return (f"masks fixed by construction (overlap set by scale = {own['scale']:g}, "
-                f"placement {own.get('placement', 'all')}{shared})")
-    if init == "ones":
-        return "members identical at initialisation by construction (r = s = 1, shared bias)"
-    if init == "random_sign":
-        return "fast weights +-1 by construction (cosine ~ 0 at initialisation)"
-    return ("fast weights N(1, 0.5^2) by construction: expected cosine (E r E s)^2 / "
-            "(E r^2 E s^2) = 0.64 at initialisation whatever W is")
+    """What the variant's weight similarity is set to by construction, before any training
+    (its method's registry entry's ``construction`` of the options it runs with)."""
+    entry = method_entry(variant["method"])
+    if entry.construction is None:
+        return ""
+    return entry.construction({**settings.method_settings(variant["method"]),
+                               **variant["options"]})
 
 
 # -- measuring one model -------------------------------------------------------------------
@@ -118,15 +117,6 @@ def function_space(logits: torch.Tensor, labels: torch.Tensor | None) -> dict:
     """The function-space measures of member logits ``(M, N, K)`` (labels ``(N,)`` or None:
     OOD), as off-diagonal means; plus the ensemble's ``accuracy``, ``nll``, ``ece`` (with
     labels) and the per-sample arrays the verdicts bootstrap over."""
-    from ..metrics import (
-        ece,
-        mutual_information,
-        nll,
-        pairwise_disagreement,
-        pairwise_js,
-        pairwise_kl,
-    )
-
     probs = torch.softmax(logits.double(), dim=-1)
     mean = probs.mean(0)
     members = probs.shape[0]
@@ -180,8 +170,6 @@ def off_diagonal_mean(matrix: torch.Tensor) -> float:
 
 
 def _cosine(weights: torch.Tensor) -> float:
-    from ..metrics import weight_similarity
-
     try:
         return off_diagonal_mean(weight_similarity(weights))
     except ValueError:  # a member without weights in this layer (all dropped): undefined
@@ -190,7 +178,7 @@ def _cosine(weights: torch.Tensor) -> float:
 
 def _member_weights(model, seed: int) -> torch.Tensor:
     with torch.no_grad():
-        if model.method == "mc_dropout":
+        if method_entry(model.method).stochastic:
             # The same sampled masks before and after training: the change is the weights'.
             return model.member_weights(generator=torch.Generator().manual_seed(seed)).cpu()
         return model.member_weights().detach().cpu().clone()
@@ -220,9 +208,6 @@ def measure_model(model, data, settings: DiversitySettings, *, seed: int,
     """Function space on every evaluation set, CKA matrices on the clean test set, member
     weights: ``{"sets": {set: record}, "cka": {rep: (M, M)}, "matrices": {...},
     "weights": (M, P), "fast": tensor or None}``."""
-    from ..data import normalizer, read_corrupted_folder
-    from ..metrics import pairwise_cka, pairwise_disagreement, pairwise_kl, weight_similarity
-
     normalize = normalizer(settings.dataset)
     images, labels = data.test
     common = dict(normalize=normalize, batch_size=settings.eval_batch_size, seed=seed)
@@ -241,8 +226,7 @@ def measure_model(model, data, settings: DiversitySettings, *, seed: int,
                 "weight_similarity": weight_similarity(weights)}
     if with_shift:
         for severity in data.severities if data.shift_folder is not None else []:
-            blocks = [read_corrupted_folder(data.shift_folder, kind, severity).tensors
-                      for kind in data.corruptions]
+            blocks = [corrupted_set(data, kind, severity) for kind in data.corruptions]
             shifted, _ = member_outputs(model, torch.cat([b[0] for b in blocks]), **common)
             sets[f"severity_{severity}"] = function_space(shifted, torch.cat([b[1] for b in
                                                                              blocks]))
@@ -260,10 +244,11 @@ def measure_model(model, data, settings: DiversitySettings, *, seed: int,
 def run_diversity(settings: DiversitySettings, *, log: Log = print) -> dict:
     """Train every variant per seed and measure it; write ``diversity.json``, ``diversity.md``
     and the figures (``diversity_heatmaps.png``, ``diversity_shift.png``,
-    ``diversity_layers.png``) into ``settings.out``."""
-    from .. import plots_diversity
-    from .diversity_verdicts import study_verdicts
+    ``diversity_layers.png``) into ``settings.out``.
 
+    The (variant, seed) runs go through the one run-grid loop without a store: a run holds
+    per-sample tensors and Gram matrices (about 128 MB at 2000 CKA samples), so the study is
+    computed whole each time."""
     started = time.perf_counter()
     out = Path(settings.out)
     variants = study_variants(settings)
@@ -273,28 +258,14 @@ def run_diversity(settings: DiversitySettings, *, log: Log = print) -> dict:
     data = load_experiment_data(settings, ood=settings.ood, corruptions=settings.corruptions,
                                 severities=settings.severities,
                                 corrupted_dir=settings.corrupted_dir, log=log)
+    grid = RunGrid([Run(key=(variant["key"], seed), point=variant, seed=seed,
+                        name=f"{variant['key']} seed {seed}")
+                    for variant in variants for seed in range(settings.seeds)], log=log)
+    done = grid.run(lambda run: (measure_run(settings, run.point, run.seed, data), None),
+                    summary=_run_summary, desc="diversity")
     runs: dict[str, list[dict]] = {}
-    for variant in variants:
-        for seed in range(settings.seeds):
-            model = build(settings, variant["method"], seed=seed, **variant["options"])
-            columns = layer_columns(model)
-            initial = measure_model(model, data, settings, seed=seed, with_shift=False)
-            fit = train(settings, model, data, seed=seed)
-            trained = measure_model(model, data, settings, seed=seed)
-            run = summarise_run(initial, trained, columns, fit)
-            if variant["key"] in ("batchensemble", "deep_ensemble"):
-                # The CKA verdict resamples examples: it needs each member's Gram matrix.
-                features = trained["penultimate"].double()
-                run["grams"] = features @ features.transpose(1, 2)
-            runs.setdefault(variant["key"], []).append(run)
-            clean = run["sets"]["clean"]
-            members = ("one member: the floor" if variant["method"] == "single" else
-                       f"disagreement {clean['disagreement']:.4f}, CKA penultimate "
-                       f"{run['cka']['penultimate']:.3f}, weight cosine "
-                       f"{run['weights']['init']['overall']:.3f} -> "
-                       f"{run['weights']['trained']['overall']:.3f}")
-            log(f"{variant['key']} seed {seed}: accuracy {clean['accuracy']:.3f}, {members} "
-                f"({fit['epochs']} epochs)")
+    for (key, _), run in done.items():
+        runs.setdefault(key, []).append(run)
     results = {
         "dataset": settings.dataset,
         "seeds": list(range(settings.seeds)),
@@ -302,15 +273,44 @@ def run_diversity(settings: DiversitySettings, *, log: Log = print) -> dict:
         "floor": FLOOR,
         "variants": {v["key"]: summarise_variant(v, runs[v["key"]], settings) for v in variants},
     }
-    results["verdicts"] = study_verdicts(runs, seed=0)
+    results["verdicts"] = study_verdicts(runs, floor=FLOOR, seed=0)
     for verdict in results["verdicts"]:
         log(f"verdict: {verdict['claim']}: {verdict['verdict']}")
-    figures = plots_diversity.draw_all(results, runs, out)
+    figures = draw_all(results, out)
     results["figures"] = [path.name for path in figures]
     results["seconds"] = time.perf_counter() - started
-    atomic_write_text(out / "diversity.json", json.dumps(_json_ready(results), indent=1))
+    atomic_write_text(out / "diversity.json",
+                      json.dumps(json_ready(results, nonfinite_as_null=True), indent=1))
     atomic_write_text(out / "diversity.md", diversity_markdown(results))
     return results
+
+
+def measure_run(settings: DiversitySettings, variant: dict, seed: int, data) -> dict:
+    """Build one variant with ``seed``, measure it, train it, measure it again: the run's
+    summary (:func:`summarise_run`)."""
+    model = build(settings, variant["method"], seed=seed, **variant["options"])
+    columns = layer_columns(model)
+    initial = measure_model(model, data, settings, seed=seed, with_shift=False)
+    fit = train(settings, model, data, seed=seed)
+    trained = measure_model(model, data, settings, seed=seed)
+    run = summarise_run(initial, trained, columns, fit)
+    run["members"] = model.num_members
+    if variant["key"] in GRAM_VARIANTS and model.num_members > 1:
+        # The CKA verdict resamples examples: it needs each member's Gram matrix.
+        features = trained["penultimate"].double()
+        run["grams"] = features @ features.transpose(1, 2)
+    return run
+
+
+def _run_summary(run: Run, record: dict) -> str:
+    clean = record["sets"]["clean"]
+    members = ("one member: the floor" if record["members"] == 1 else
+               f"disagreement {clean['disagreement']:.4f}, CKA penultimate "
+               f"{record['cka']['penultimate']:.3f}, weight cosine "
+               f"{record['weights']['init']['overall']:.3f} -> "
+               f"{record['weights']['trained']['overall']:.3f}")
+    return (f"{run.name}: accuracy {clean['accuracy']:.3f}, {members} "
+            f"({record['epochs']} epochs)")
 
 
 def summarise_run(initial: dict, trained: dict, columns, fit: dict) -> dict:
@@ -338,8 +338,9 @@ def summarise_run(initial: dict, trained: dict, columns, fit: dict) -> dict:
 
 
 def summarise_variant(variant: dict, runs: list[dict], settings: DiversitySettings) -> dict:
-    """Mean ± std over seeds of every scalar; seed 0's matrices."""
-    single = variant["method"] == "single"
+    """Mean ± std over seeds of every scalar; seed 0's matrices. A one-member model (the single
+    model: identical to itself) is the floor on every pairwise measure, by definition."""
+    single = runs[0]["members"] == 1
     sets = {}
     for name in runs[0]["sets"]:
         keys = [key for key, _ in FUNCTION_MEASURES] + ["accuracy", "nll", "ece"]
@@ -402,22 +403,6 @@ def _over_seeds(values: list, floor: bool, floor_value) -> dict:
     return mean_std(values)
 
 
-#: the methods whose own setting the report's header states
-SETTING_METHODS = ("mc_dropout", "masksembles", "batchensemble")
-#: the options the header shows per method (the rest are in the JSON)
-_HEADER_OPTIONS = ("p", "scale", "placement", "widen", "init", "epochs")
-
-
-def _settings_text(settings: dict) -> str:
-    """"MC-Dropout p=0.1, placement=dropout, 60 epochs; ..." for the report's header."""
-    from ..report import METHOD_LABELS
-
-    parts = []
-    for method, options in settings.items():
-        shown = [f"{key}={options[key]}" for key in _HEADER_OPTIONS[:-1] if key in options]
-        parts.append(f"{METHOD_LABELS.get(method, method)} {', '.join(shown)}, "
-                     f"{options['epochs']} epochs")
-    return "; ".join(parts)
 
 
 def protocol(settings: DiversitySettings, data) -> dict:
@@ -427,7 +412,8 @@ def protocol(settings: DiversitySettings, data) -> dict:
         "mc_dropout_p": settings.dropout, "epochs": settings.epochs, "train": settings.train,
         "method_options": settings.method_options,
         # what each method ran with (a recipe's or config's [method_options] included)
-        "settings": {method: settings.method_settings(method) for method in SETTING_METHODS},
+        # the methods with knobs of their own (a tune grid), whose settings the header states
+        "settings": {method: settings.method_settings(method) for method in with_own_knobs()},
         "corruptions": data.corruptions, "severities": data.severities,
         "ood": data.ood_name, "ood_status": data.ood_status,
         "validation": None if data.validation is None else _size(data.validation),
@@ -436,110 +422,10 @@ def protocol(settings: DiversitySettings, data) -> dict:
     }
 
 
-# -- the report ---------------------------------------------------------------------------
-
-
-def diversity_table(results: dict) -> str:
-    """Markdown: one row per variant, clean-test function space, CKA and weight cosine."""
-    lines = ["| variant | accuracy | disagreement | disagreement / error | KL | JS | MI | "
-             "CKA penult. | CKA mid | weight cosine init -> trained | by construction |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for entry in results["variants"].values():
-        clean = entry["sets"]["clean"]
-        cells = [_pm(clean[key]) for key in ("accuracy", "disagreement",
-                                             "disagreement_over_error", "kl", "js",
-                                             "mutual_information")]
-        cells += [_pm(entry["cka"][key]["trained"]) for key, _ in REPRESENTATIONS]
-        cells.append(f"{_pm(entry['weights']['init']['overall'])} -> "
-                     f"{_pm(entry['weights']['trained']['overall'])}")
-        cells.append(entry["construction"])
-        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def shift_table(results: dict) -> str:
-    """Markdown: disagreement and mutual information on every evaluation set."""
-    names = list(next(iter(results["variants"].values()))["sets"])
-    header = " | ".join(f"{_set_caption(n)} dis. | {_set_caption(n)} MI" for n in names)
-    lines = [f"| variant | {header} |", "|---|" + "---:|" * (2 * len(names))]
-    for entry in results["variants"].values():
-        cells = []
-        for name in names:
-            cells += [_pm(entry["sets"][name]["disagreement"]),
-                      _pm(entry["sets"][name]["mutual_information"])]
-        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def layer_table(results: dict) -> str:
-    """Markdown: per layer, weight cosine at init and trained, its change, relative change."""
-    lines = ["| variant | layer | cosine init | cosine trained | change | relative weight "
-             "change |", "|---|---|---:|---:|---:|---:|"]
-    for entry in results["variants"].values():
-        if entry["method"] == "single":
-            continue
-        weights = entry["weights"]
-        for name in weights["init"]["layers"]:
-            lines.append(f"| {entry['label']} | {name} | {_pm(weights['init']['layers'][name])}"
-                         f" | {_pm(weights['trained']['layers'][name])} | "
-                         f"{_pm(weights['change']['layers'][name])} | "
-                         f"{_pm(weights['relative_change']['layers'][name])} |")
-    return "\n".join(lines)
-
-
-def diversity_markdown(results: dict) -> str:
-    from .diversity_verdicts import verdict_lines
-
-    p = results["protocol"]
-    seeds = len(results["seeds"])
-    fast = [f"{e['label']}: {_pm(e['weights']['fast_weights']['relative_change'])} relative "
-            f"change, deviation cosine {_pm(e['weights']['fast_weights']['deviation_cosine'])}"
-            for e in results["variants"].values() if "fast_weights" in e["weights"]]
-    figures = [f"![{name}]({name})" for name in results.get("figures", [])]
-    return "\n".join([
-        f"# Member similarity on {results['dataset']}", "",
-        f"Backbone {p['backbone']}, {p['members']} members ({_settings_text(p['settings'])}; "
-        f"otherwise {p['epochs']} epochs); {seeds} seed{'s' if seeds > 1 else ''} "
-        "(mean ± std); each "
-        f"pairwise value is the {p['pairs']}. Corrupted sets: {len(p['corruptions'])} kinds "
-        f"pooled per severity {p['severities']}; OOD: {p['ood']} ({p['ood_status']}). The "
-        "single model is the floor (identical members: disagreement, KL, JS, MI 0; CKA and "
-        "cosine 1, by definition); the Deep Ensemble the reference for independent members.",
-        "", "## Verdicts", "", *verdict_lines(results["verdicts"]), "",
-        "## Clean test set", "", diversity_table(results), "",
-        "## Disagreement and mutual information under shift", "", shift_table(results), "",
-        "## Parameter space per layer", "", layer_table(results), "",
-        "BatchEnsemble fast weights (r, s) during training: " + ("; ".join(fast) or "n/a")
-        + ".", "", *figures, "",
-        f"Run time: {results['seconds']:.0f} s.", ""])
-
-
 def _size(split) -> int:
     """Examples in a split: ``(images, labels)`` tensors or a Dataset."""
     return len(split[1]) if isinstance(split, tuple) else len(split)
 
 
-def _set_caption(name: str) -> str:
-    return {"clean": "clean", "ood": "OOD"}.get(name, name.replace("severity_", "sev. "))
-
-
-def _pm(value: dict) -> str:
-    if value.get("mean") is None:
-        return "n/a"
-    if value.get("by_definition"):
-        return f"{value['mean']:g} (floor)"
-    return f"{value['mean']:.4f} ± {value['std']:.4f}"
-
-
 def _finite_or_none(matrix: torch.Tensor) -> list:
     return [[float(v) if math.isfinite(v) else None for v in row] for row in matrix.tolist()]
-
-
-def _json_ready(value):
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

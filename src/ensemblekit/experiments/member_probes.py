@@ -3,11 +3,12 @@
 Two probes for the member-similarity study, both method-agnostic:
 
 - :func:`member_outputs`: member logits ``(M, N, K)`` together with two hidden representations
-  per member, ``(M, N, D)`` each, captured with forward pre-hooks in the same pass: the
-  ``penultimate`` features (the input of the backbone's head) and a ``mid`` layer (the input of
-  the middle conv / linear layer, :func:`mid_layer_name`). Tiled methods (MC-Dropout,
-  Masksembles, BatchEnsemble) run one member-major pass of ``M*B`` rows (member m owns rows
-  ``m*B:(m+1)*B``); a Deep Ensemble runs each member's own backbone.
+  per member, ``(M, N, D)`` each, captured with forward pre-hooks in the same pass of the one
+  inference loop (:func:`ensemblekit.predict.predict`): the ``penultimate`` features (the input
+  of the backbone's head) and a ``mid`` layer (the input of the middle conv / linear layer,
+  :func:`mid_layer_name`). Tiled methods (MC-Dropout, Masksembles, BatchEnsemble) run one
+  member-major pass of ``M*B`` rows (member m owns rows ``m*B:(m+1)*B``); a model whose members
+  are separate backbones (a Deep Ensemble) runs each member's own backbone.
 - :func:`layer_columns`: which columns of ``model.member_weights()`` (M, P) hold which layer, so
   that weight similarity can be read per layer as well as overall.
 """
@@ -20,6 +21,7 @@ from torch import nn
 
 from ..layers.batchensemble import BATCHENSEMBLE_LAYERS
 from ..models.base import layer_sizes
+from ..predict import Probes, predict
 
 #: Feature maps are average-pooled to at most this many positions per side before the CKA, so
 #: that a ResNet's mid-network map (e.g. 128 x 16 x 16) does not need a 32768-wide covariance.
@@ -27,10 +29,12 @@ MAX_POOLED_SIDE = 4
 
 
 def member_backbones(model) -> list[nn.Module]:
-    """The backbone(s) whose modules see the members' rows: one per member for a Deep
-    Ensemble, else the one shared backbone (which reads a member-major batch)."""
-    if getattr(model, "method", None) == "deep_ensemble":
-        return list(model.members)
+    """The backbone(s) whose modules see the members' rows: one per member for a model whose
+    members are separate networks (``model.members``, a Deep Ensemble), else the one shared
+    backbone (which reads a member-major batch)."""
+    members = getattr(model, "members", None)
+    if isinstance(members, nn.ModuleList):
+        return list(members)
     return [model.backbone]
 
 
@@ -56,59 +60,25 @@ def member_outputs(model, images: torch.Tensor, *, normalize=None, batch_size: i
     from ``seed`` in forked RNG streams. Feature maps are pooled to at most
     ``MAX_POOLED_SIDE`` x ``MAX_POOLED_SIDE`` positions, then flattened.
     """
-    from ..methods import predict_members
-
     backbones = member_backbones(model)
     names = {"penultimate": getattr(backbones[0], "head_name", "head"),
              "mid": mid_layer_name(backbones[0])}
-    captured = {key: [[] for _ in backbones] for key in names}
-    handles = []
-    for index, backbone in enumerate(backbones):
-        for key, name in names.items():
-            handles.append(backbone.get_submodule(name).register_forward_pre_hook(
-                _recorder(captured[key][index])))
-    device = next(model.parameters()).device
-    deep = len(backbones) > 1
-    chunks = []
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-                torch.no_grad():
-            torch.manual_seed(seed)
-            for start in range(0, images.shape[0], batch_size):
-                batch = images[start:start + batch_size].to(device)
-                batch = normalize(batch) if normalize is not None else batch
-                if deep:  # each member's own backbone (vmap would bypass the hooks)
-                    model.eval()
-                    chunks.append(model.forward_members_loop(batch).float().cpu())
-                else:
-                    chunks.append(predict_members(model, batch, num_samples=num_samples)
-                                  .float().cpu())
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, training in modes:
-            module.training = training
-    logits = torch.cat(chunks, dim=1)
-    members = logits.shape[0]
-    features = {}
-    for key, per_backbone in captured.items():
-        if deep:
-            features[key] = torch.stack([torch.cat(rows) for rows in per_backbone])
-        else:  # one member-major stream: chunk c holds M blocks of that chunk's rows
-            blocks = [rows.reshape(members, -1, rows.shape[-1]) for rows in per_backbone[0]]
-            features[key] = torch.cat(blocks, dim=1)
-    return logits, features
+    # separate member networks run one by one: a vectorised pass would bypass the hooks
+    forward = model.forward_members_loop if len(backbones) > 1 else None
+    probes = Probes(layers={key: [backbone.get_submodule(name) for backbone in backbones]
+                            for key, name in names.items()},
+                    reduce=_pooled, forward=forward)
+    outputs = predict(model, images, normalize=normalize, batch_size=batch_size, seed=seed,
+                      num_samples=num_samples, probes=probes)
+    return outputs.logits, outputs.features
 
 
-def _recorder(store: list):
-    def hook(module, inputs):
-        x = inputs[0].detach()
-        if x.ndim == 4 and max(x.shape[-2:]) > MAX_POOLED_SIDE:
-            x = F.adaptive_avg_pool2d(x, (min(x.shape[-2], MAX_POOLED_SIDE),
-                                          min(x.shape[-1], MAX_POOLED_SIDE)))
-        store.append(x.flatten(1).float().cpu())
-    return hook
+def _pooled(x: torch.Tensor) -> torch.Tensor:
+    """A captured input ``(rows, ...)`` as ``(rows, D)``: feature maps pooled first."""
+    if x.ndim == 4 and max(x.shape[-2:]) > MAX_POOLED_SIDE:
+        x = F.adaptive_avg_pool2d(x, (min(x.shape[-2], MAX_POOLED_SIDE),
+                                      min(x.shape[-1], MAX_POOLED_SIDE)))
+    return x.flatten(1)
 
 
 def layer_columns(model) -> list[tuple[str, slice, bool]]:

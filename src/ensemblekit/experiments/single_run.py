@@ -11,19 +11,49 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import checkpoint
+from .. import data as datasets
 from .._validation import check_int, check_seed
 from ..atomic import atomic_write_text
-from .pipeline import Log, build, check_batch_size, count_parameters, evaluate, load_experiment_data
-from .settings import Settings, TrainSettings, check_ood, check_shift
+from ..train import CHECKPOINT_NAME, train_model
+from .calibrated import calibrated_record
+from .checks import check_methods, check_ood, check_shift, check_toml_flag
+from .config import Settings
+from .cost import count_parameters
+from .pipeline import build, check_batch_size
+from .protocol import predict_splits, protocol_record
+from .roles import spectrum_subject
+from .runs import Log
+from .splits import load_experiment_data
+
+
+@dataclass
+class TrainSettings(Settings):
+    """``ensemblekit train``: one ``method`` model trained with ``seed`` (default method: the
+    library's centre, the spectrum subject -- Masksembles).
+
+    ``resume``: continue from ``<out>/checkpoints/last.pt`` (written after every epoch) instead
+    of refusing to start over it.
+    """
+
+    method: str = field(default_factory=spectrum_subject)
+    seed: int = 0
+    resume: bool = False
+
+    command = "train"
+
+    def validate(self) -> None:
+        super().validate()
+        self.method = check_methods([self.method])[0]
+        self.seed = check_seed(self.seed)
+        check_toml_flag("resume", self.resume)
 
 
 def run_train(settings: TrainSettings, *, log: Log = print) -> Path:
     """Train and save one model; return the checkpoint path."""
-    from .. import checkpoint
-    from ..train import CHECKPOINT_NAME, train_model
-
     out = Path(settings.out)
     checkpoint_dir = out / "checkpoints"
     if (checkpoint_dir / CHECKPOINT_NAME).exists() and not settings.resume:
@@ -73,10 +103,9 @@ def run_evaluate(
 
     ``calibrate``: also fit a temperature on the validation split (the part of the training
     split that ``ensemblekit train`` holds out) and add the scaled clean-test and OOD metrics
-    as ``record["calibrated"]`` (see :mod:`ensemblekit.experiments.calibrated`).
+    as ``record["calibrated"]`` (see :mod:`ensemblekit.experiments.calibrated`). Each split
+    goes through the model once; the record and the "+TS" metrics come from those outputs.
     """
-    from .. import checkpoint
-
     checkpoint_path = Path(checkpoint_path)
     payload = checkpoint.read_checkpoint(checkpoint_path)
     if dataset is None:
@@ -93,16 +122,14 @@ def run_evaluate(
     model = checkpoint.load(checkpoint_path)
     data = load_experiment_data(settings, ood=ood, corruptions=corruptions,
                                 severities=severities, with_train=bool(calibrate), log=log)
+    outputs = predict_splits(model, data, seed=seed, batch_size=batch_size,
+                             num_samples=mc_samples, validation=bool(calibrate))
     record = {"checkpoint": str(checkpoint_path), "dataset": dataset,
               "model_config": model.config, "ood_name": data.ood_name,
               "ood_status": data.ood_status,
-              **evaluate(model, data, seed=seed, batch_size=batch_size, num_samples=mc_samples)}
+              **protocol_record(outputs, data.num_classes)[0]}
     if calibrate:
-        from .calibrated import calibrated_evaluation
-
-        record["calibrated"] = calibrated_evaluation(model, data, seed=seed,
-                                                     batch_size=batch_size,
-                                                     num_samples=mc_samples)
+        record["calibrated"] = calibrated_record(outputs)
     atomic_write_text(out, json.dumps(record, indent=1))
     test = record["test"]
     log(f"{checkpoint_path}: accuracy {test['accuracy']:.4f}, NLL {test['nll']:.4f}, Brier "
@@ -138,18 +165,17 @@ def run_corrupt(
 ) -> Path:
     """Write ``dataset``'s test set under each corruption (CIFAR-10-C layout) into ``out`` and
     a preview ``out/preview.png`` of test image ``index``; return the folder."""
-    from .. import data
-
     corruptions, severities = check_shift(dataset, corruptions, severities)
     if not corruptions:
         raise ValueError("corrupt needs at least one corruption; pass --corruptions all")
     seed = check_seed(seed)
     out = Path(out) if out is not None else Path("runs") / f"corrupted-{dataset}"
-    images, labels = data.as_tensors(data.load_dataset(dataset, "test", data_dir=data_dir))
+    images, labels = datasets.as_tensors(datasets.load_dataset(dataset, "test",
+                                                               data_dir=data_dir))
     index = check_int("index", index, minimum=0, maximum=len(images) - 1)
     started = time.perf_counter()
-    data.write_corrupted_folder((images, labels), out, corruptions, severities, seed=seed)
-    preview = data.save_corruption_preview(
+    datasets.write_corrupted_folder((images, labels), out, corruptions, severities, seed=seed)
+    preview = datasets.save_corruption_preview(
         images[index], out / "preview.png", corruptions, severities, seed=seed,
         title=f"{dataset} test image {index}: {len(corruptions)} corruptions x severities")
     log(f"wrote {len(corruptions)} corruptions x {len(severities)} severities of the {dataset} "

@@ -10,12 +10,22 @@ plots accuracy, NLL, ECE under shift, OOD AUROC and member disagreement against 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._validation import check_float, check_int
 from ..atomic import atomic_write_text
+from ..methods import method_entry
+from ..plots import sweep_plot
 from ..report import mean_std
-from .pipeline import Log, build, check_batch_size, evaluate, load_experiment_data, train
-from .settings import SweepSettings
+from ..report.sweep import sweep_markdown
+from .checks import as_list, check_methods, check_ood, check_shift
+from .config import Settings
+from .pipeline import build, check_batch_size, train
+from .protocol import predict_splits, protocol_record
+from .roles import spectrum_landmarks, spectrum_subject
+from .runs import Log, Run, RunGrid
+from .splits import load_experiment_data
 
 #: (key, caption) of each plotted metric, in panel order.
 SWEEP_METRICS = (
@@ -27,8 +37,50 @@ SWEEP_METRICS = (
 )
 
 
+def default_references() -> list[str]:
+    """The other landmarks of the spectrum (:func:`~ensemblekit.experiments.roles.
+    spectrum_landmarks` but the sweep's subject): single, MC-Dropout, Deep Ensembles."""
+    subject = spectrum_subject()
+    return [name for name in spectrum_landmarks() if name != subject]
+
+
+@dataclass
+class SweepSettings(Settings):
+    """``ensemblekit sweep``: the spectrum subject (the first method with a ``spectrum_knob``:
+    Masksembles) over a grid of ``scales`` (its knob) x ``ns`` (member counts), with
+    ``references`` (other methods, ``members`` members) drawn as horizontal lines."""
+
+    scales: list[float] = field(default_factory=lambda: [1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+    ns: list[int] = field(default_factory=lambda: [2, 4, 8])
+    references: list[str] = field(default_factory=default_references)
+    seeds: int = 1
+    corruptions: list[str] | str = field(default_factory=lambda: [
+        "gaussian_noise", "defocus_blur", "fog", "contrast", "elastic_transform"])
+    severities: list[int] = field(default_factory=lambda: [3, 5])
+    ood: str = "auto"
+
+    command = "sweep"
+
+    def validate(self) -> None:
+        super().validate()
+        self.scales = sorted({check_float("scale", s, minimum=1.0) for s in as_list(self.scales)})
+        self.ns = sorted({check_int("n", n, minimum=1) for n in as_list(self.ns)})
+        if not self.scales or not self.ns:
+            raise ValueError("scales and ns must each hold at least one value")
+        self.references = check_methods(self.references, allow_empty=True)
+        subject = spectrum_subject()
+        if subject in self.references:
+            raise ValueError(f"references lists the other methods; {subject} is the sweep "
+                             "itself: remove it from references")
+        self.seeds = check_int("seeds", self.seeds, minimum=1)
+        self.corruptions, self.severities = check_shift(self.dataset, self.corruptions,
+                                                        self.severities)
+        self.ood = check_ood(self.dataset, self.ood)
+
+
 def run_metrics(record: dict) -> dict:
-    """The sweep's scalar metrics from one evaluation record (see ``pipeline.evaluate``)."""
+    """The sweep's scalar metrics from one evaluation record (see
+    :func:`~ensemblekit.experiments.protocol.protocol_record`)."""
     metrics = {"accuracy": record["test"]["accuracy"], "nll": record["test"]["nll"],
                "ece": record["test"]["ece"],
                "disagreement": record["test"].get("disagreement")}
@@ -42,38 +94,52 @@ def run_metrics(record: dict) -> dict:
     return {key: value for key, value in metrics.items() if value is not None}
 
 
+def sweep_points(settings: SweepSettings) -> list[dict]:
+    """``[{"name", "method", "options", "n", "scale"}]``: the subject at every (n, scale) of
+    the grid (its ``members`` option and its spectrum knob), then each reference."""
+    subject = spectrum_subject()
+    entry = method_entry(subject)
+    points = [{"name": f"{subject} n={n} scale={scale:g}", "method": subject,
+               "options": {entry.global_keys["members"]: n, entry.spectrum_knob: scale},
+               "n": n, "scale": scale}
+              for n in settings.ns for scale in settings.scales]
+    points += [{"name": method, "method": method, "options": {}} for method in settings.references]
+    return points
+
+
 def run_sweep(settings: SweepSettings, *, log: Log = print) -> dict:
     """Train and evaluate the grid and the references; write ``sweep.json``, ``sweep.md`` and
     ``sweep.png`` into ``settings.out``; return the ``sweep.json`` content."""
-    from .. import plots
-
     out = Path(settings.out)
-    grid = [(n, scale) for n in settings.ns for scale in settings.scales]
-    for n, scale in grid:
-        check_batch_size(settings, build(settings, "masksembles", seed=0, n=n, scale=scale))
-    for method in settings.references:
-        check_batch_size(settings, build(settings, method, seed=0))
+    subject = spectrum_subject()
+    points = sweep_points(settings)
+    for point in points:
+        check_batch_size(settings, build(settings, point["method"], seed=0, **point["options"]))
     data = load_experiment_data(settings, ood=settings.ood, corruptions=settings.corruptions,
                                 severities=settings.severities, log=log)
 
-    def measure(method: str, **options) -> dict:
-        runs = []
-        for seed in range(settings.seeds):
-            model = build(settings, method, seed=seed, **options)
-            train(settings, model, data, seed=seed)
-            runs.append(run_metrics(evaluate(model, data, seed=seed)))
-        return {key: mean_std([r[key] for r in runs]) for key in runs[0]}
+    def measure(run: Run) -> tuple[dict, None]:
+        point = run.point
+        model = build(settings, point["method"], seed=run.seed, **point["options"])
+        train(settings, model, data, seed=run.seed)
+        outputs = predict_splits(model, data, seed=run.seed, validation=False)
+        return run_metrics(protocol_record(outputs, data.num_classes)[0]), None
 
-    sweep: dict = {"masksembles": {}, "references": {}}
-    for n, scale in grid:
-        metrics = measure("masksembles", n=n, scale=scale)
-        sweep["masksembles"].setdefault(str(n), {})[f"{scale:g}"] = metrics
-        log(f"masksembles n={n} scale={scale:g}: {_brief(metrics)}")
-    for method in settings.references:
-        sweep["references"][method] = measure(method)
-        log(f"{method}: {_brief(sweep['references'][method])}")
+    grid = RunGrid([Run(key=(point["name"], seed), point=point, seed=seed,
+                        name=f"{point['name']} seed {seed}")
+                    for point in points for seed in range(settings.seeds)], log=log)
+    done = grid.run(measure, summary=lambda run, metrics: f"{run.name}: {_brief(metrics)}",
+                    desc="sweep")
+    sweep: dict = {subject: {}, "references": {}}
+    for point in points:
+        runs = [done[(point["name"], seed)] for seed in range(settings.seeds)]
+        metrics = {key: mean_std([r[key] for r in runs]) for key in runs[0]}
+        if point["method"] == subject and point["options"]:
+            sweep[subject].setdefault(str(point["n"]), {})[f"{point['scale']:g}"] = metrics
+        else:
+            sweep["references"][point["method"]] = metrics
     available = [(key, caption) for key, caption in SWEEP_METRICS
-                 if key in next(iter(sweep["masksembles"][str(settings.ns[0])].values()))]
+                 if key in next(iter(sweep[subject][str(settings.ns[0])].values()))]
     result = {
         "dataset": settings.dataset,
         "seeds": list(range(settings.seeds)),
@@ -86,30 +152,12 @@ def run_sweep(settings: SweepSettings, *, log: Log = print) -> dict:
         **sweep,
     }
     atomic_write_text(out / "sweep.json", json.dumps(result, indent=1))
-    atomic_write_text(out / "sweep.md", sweep_markdown(result, available))
-    plots.sweep_plot(sweep, out / "sweep.png", metrics=available,
-                     title=f"Masksembles from one model to an ensemble on {settings.dataset}")
+    atomic_write_text(out / "sweep.md", sweep_markdown(result, available, grid=subject))
+    sweep_plot(sweep, out / "sweep.png", metrics=available, grid=subject,
+               title=f"{method_entry(subject).label} from one model to an ensemble on "
+                     f"{settings.dataset}")
     return result
 
 
-def sweep_markdown(result: dict, metrics) -> str:
-    """One table row per (n, scale) and per reference method."""
-    header = "| model | " + " | ".join(caption for _, caption in metrics) + " |"
-    lines = [f"# Masksembles transition on {result['dataset']}", "", header,
-             "|---|" + "---:|" * len(metrics)]
-    for n, by_scale in result["masksembles"].items():
-        for scale, values in by_scale.items():
-            lines.append(f"| Masksembles n={n} scale={scale} | "
-                         + " | ".join(_cell(values, key) for key, _ in metrics) + " |")
-    for method, values in result["references"].items():
-        lines.append(f"| {method} | " + " | ".join(_cell(values, key) for key, _ in metrics)
-                     + " |")
-    return "\n".join([*lines, "", "![sweep](sweep.png)", ""])
-
-
-def _cell(values: dict, key: str) -> str:
-    return f"{values[key]['mean']:.4f} ± {values[key]['std']:.4f}" if key in values else "-"
-
-
 def _brief(metrics: dict) -> str:
-    return ", ".join(f"{key} {value['mean']:.4f}" for key, value in metrics.items())
+    return ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())

@@ -10,30 +10,72 @@ uncertainty grows away from the data.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from .. import plots
+from .._validation import check_float, check_int, check_seed
 from ..atomic import atomic_write_text
-from .pipeline import (
-    Log,
-    build,
-    check_batch_size,
-    load_experiment_data,
-    member_probabilities,
-    train,
-)
-from .settings import ToySettings
+from ..data import as_tensors, dataset_info, load_dataset, toy_grid
+from ..methods import method_entry
+from ..metrics import predictive_entropy
+from ..predict import predict
+from .checks import as_list
+from .config import Settings
+from .pipeline import build, check_batch_size, train
+from .roles import spectrum_landmarks, spectrum_subject
+from .runs import Log
+from .splits import load_experiment_data
+
+
+@dataclass
+class ToySettings(Settings):
+    """``ensemblekit toy``: predictive-entropy maps on a 2D problem, one per method, in a row:
+    the landmarks of the spectrum (:func:`~ensemblekit.experiments.roles.spectrum_landmarks`:
+    single model, MC-Dropout, Deep Ensemble), the spectrum subject (Masksembles) at each of
+    ``scales``, its knob."""
+
+    dataset: str = "toy_moons"
+    scales: list[float] = field(default_factory=lambda: [1.5, 2.0, 4.0, 8.0])
+    seed: int = 0
+    resolution: int = 120
+
+    command = "toy"
+
+    def validate(self) -> None:
+        super().validate()
+        if dataset_info(self.dataset).is_image:
+            raise ValueError(f"the toy experiment needs a 2D point dataset (toy_moons, "
+                             f"toy_blobs), got image dataset {self.dataset!r}")
+        self.scales = sorted({check_float("scale", s, minimum=1.0) for s in as_list(self.scales)})
+        self.seed = check_seed(self.seed)
+        self.resolution = check_int("resolution", self.resolution, minimum=10)
 
 
 def toy_panels(settings: ToySettings) -> list[tuple[str, dict, str]]:
-    """``(method, build options, title)`` for each panel, in spectrum order."""
-    panels = [("single", {}, "Single model"),
-              ("mc_dropout", {}, f"MC-Dropout (p={settings.dropout:g})")]
-    panels += [("masksembles", {"scale": scale}, f"Masksembles (scale {scale:g})")
-               for scale in settings.scales]
-    panels.append(("deep_ensemble", {}, f"Deep Ensemble ({settings.members})"))
+    """``(method, build options, title)`` for each panel, in spectrum order: the subject once
+    per value of ``scales`` (its spectrum knob), every other landmark once; each titled by its
+    registry entry from the options it runs with."""
+    subject = spectrum_subject()
+    panels = []
+    for method in spectrum_landmarks():
+        entry = method_entry(method)
+        own = settings.method_settings(method)
+        variants = ([{entry.spectrum_knob: value} for value in settings.scales]
+                    if method == subject else [{}])
+        for options in variants:
+            title = (entry.label if entry.panel_title is None
+                     else entry.panel_title({**own, **options}))
+            panels.append((method, options, title))
     return panels
+
+
+def member_probabilities(model, points: torch.Tensor, dataset: str) -> torch.Tensor:
+    """Member probabilities ``(M, N, K)`` float64 of the inputs ``points`` (one pass)."""
+    return torch.softmax(predict(model, points, dataset=dataset).logits.double(), dim=-1)
 
 
 def run_toy(settings: ToySettings, *, log: Log = print) -> dict:
@@ -42,10 +84,6 @@ def run_toy(settings: ToySettings, *, log: Log = print) -> dict:
     ``toy.json`` holds, per panel, the test accuracy and the mean predictive entropy on the
     test points and on far-away points (the dataset's OOD ring).
     """
-    from .. import plots
-    from ..data import as_tensors, dataset_info, load_dataset, toy_grid
-    from ..metrics import predictive_entropy
-
     out = Path(settings.out)
     panels = toy_panels(settings)
     models = [build(settings, method, seed=settings.seed, **options)

@@ -15,50 +15,44 @@ method and keeps it honest:
 * the outputs: the grid table (``tune.md``, ``tune.json``, ``tune.csv``), the Pareto fronts
   of cost against validation NLL and ECE (tables, ``pareto.png``), and ``tuned.toml`` -- the
   lowest-validation-NLL point of each method (within ``budget``) as ``[method_options.*]``,
-  which ``ensemblekit benchmark --config tuned.toml`` takes as is.
+  which ``ensemblekit benchmark --config tuned.toml`` takes as is (the texts:
+  :mod:`ensemblekit.report.tune`; the figure: :mod:`ensemblekit.plots.tune`).
 
 Resumable as the benchmark is: each (point, seed) record is written atomically to
 ``<out>/points/<method>/<point>/seed-<seed>.json`` when it finishes; a rerun with the same
 ``--out`` trains only what is missing and refuses settings that would change a finished point
-(:func:`ensemblekit.experiments.benchmark.read_finished`). Cost is measured anew at the end of
+(the loop: :mod:`ensemblekit.experiments.runs`). Cost is measured anew at the end of
 every run, for all points together, so that every ratio comes from one process.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import itertools
 import json
 import math
 import re
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from ..atomic import atomic_write_text
+from ..data import normalizer
+from ..metrics import evaluate_predictions
+from ..plots.tune import pareto_figure
+from ..predict import member_samples, predict
 from ..report import mean_std
-from .benchmark import read_finished
+from ..report.tune import tune_csv, tune_markdown, tuned_toml
+from ..runtime import choose_device
+from .benchmark import BenchmarkSettings
+from .checks import METHOD_EPOCHS, json_key
 from .cost import BUDGET_ENTRIES, COST_KINDS, measure_costs, parse_budget, within_budget
-from .pipeline import (
-    Log,
-    build,
-    check_batch_size,
-    load_experiment_data,
-    member_logits,
-    predict_split,
-    train,
-)
-from .settings import (
-    EPOCHS_FACTOR,
-    METHOD_EPOCHS,
-    BenchmarkSettings,
-    TuneSettings,
-    json_key,
-)
+from .pipeline import build, check_batch_size, train
+from .roles import reference_method
+from .runs import Log, RecordStore, Run, RunGrid
+from .splits import load_experiment_data
+from .tune_settings import EPOCHS_FACTOR, TuneSettings
 
 #: Validation metrics kept per point (lower is better but for accuracy).
 VALIDATION_METRICS = ("nll", "ece", "brier", "accuracy")
@@ -66,8 +60,6 @@ VALIDATION_METRICS = ("nll", "ece", "brier", "accuracy")
 FRONT_METRICS = ("nll", "ece")
 #: The OOD score whose AUROC the table shows (defined for every method, one member included).
 OOD_SCORE = "entropy"
-#: Captions of the cost kinds (ratios to the single model).
-COST_CAPTIONS = {"latency": "latency", "params": "parameters", "flops": "FLOPs (inference)"}
 
 
 # -- the grid ---------------------------------------------------------------------------------
@@ -164,14 +156,24 @@ def pick_best(rows: list[dict], method: str, budget: dict[str, float]) -> dict |
 
 # -- running ------------------------------------------------------------------------------------
 
+def tune_store(settings: TuneSettings) -> RecordStore:
+    """The tune run's records, ``points/<method>/<point>/seed-<seed>.json``. Every record in
+    the folder must share the protocol, not only those of today's grid: one folder never holds
+    points trained under two protocols (e.g. two --epochs); a record counts for a point only
+    if it holds that point (its options and epochs)."""
+    out = Path(settings.out)
+    return RecordStore(out=out, fingerprint=settings.fingerprint(),
+                       path=lambda run: point_path(out, run.point, run.seed),
+                       accepts=lambda run, record: record.get("point") == run.point,
+                       protocol_glob="points/*/*/seed-*.json")
+
+
 def run_tune(settings: TuneSettings, *, log: Log = print, command: str | None = None) -> dict:
     """Train and score every grid point x seed (resuming what ``settings.out`` holds), measure
     the cost, write every output (module docstring); return the ``tune.json`` content.
 
     ``command``: the command line that runs this, recorded in ``tuned.toml`` and the report.
     """
-    from tqdm.auto import tqdm
-
     out = Path(settings.out)
     budget = parse_budget(settings.budget) if settings.budget else {}
     points = expand_grid(settings)
@@ -180,37 +182,17 @@ def run_tune(settings: TuneSettings, *, log: Log = print, command: str | None = 
     for point in points:
         check_batch_size(settings, build(point_settings(settings, point), point["method"],
                                          seed=0))
-    expected = settings.fingerprint()
-    # Every record in the folder must share the protocol, not only those of today's grid: one
-    # folder never holds points trained under two protocols (e.g. two --epochs).
-    for path in sorted((out / "points").glob("*/*/seed-*.json")):
-        read_finished(path, expected, out)
-    finished = {}
-    for point, seed in itertools.product(points, settings.seed_list):
-        record = read_finished(point_path(out, point, seed), expected, out)
-        if record is not None and record.get("point") == point:
-            finished[(point_id(point), seed)] = record
-    todo = [(point, seed) for point in points for seed in settings.seed_list
-            if (point_id(point), seed) not in finished]
-    if finished:
-        log(f"resuming {out}: {len(finished)} of {len(points) * settings.seeds} grid runs "
-            "already finished; skipping them")
+    runs = [Run(key=(point_id(point), seed), point=point, seed=seed,
+                name=f"{point['method']} {point_label(point)}")
+            for point in points for seed in settings.seed_list]
+    grid = RunGrid(runs, store=tune_store(settings), log=log, noun="grid runs",
+                   list_finished=False)
     data = load_experiment_data(settings, ood=settings.ood, log=log)
     if data.validation is None:
         raise ValueError("tune needs the validation split; set validation_fraction above 0")
     started = time.perf_counter()
-    with tqdm(total=len(todo), desc="tune", unit="model", file=sys.stderr,
-              disable=not todo or None) as bar:
-        for point, seed in todo:
-            bar.set_postfix_str(f"{point['method']} {point_label(point)}"[:60])
-            record = run_point(settings, point, seed, data)
-            atomic_write_text(point_path(out, point, seed), json.dumps(record, indent=1))
-            finished[(point_id(point), seed)] = record
-            bar.update(1)
-            log(f"{point['method']} {point_label(point)} (epochs {point['epochs']}) seed "
-                f"{seed}: val NLL {record['validation']['nll']:.4f}, ECE "
-                f"{record['validation']['ece']:.4f}, acc {record['validation']['accuracy']:.3f}"
-                f", train {record['train']['seconds']:.1f} s")
+    finished = grid.run(lambda run: (run_point(settings, run.point, run.seed, data), None),
+                        summary=_run_summary, desc="tune")
     train_seconds = time.perf_counter() - started
     rows = aggregate(points, settings, finished)
     log(f"measuring the cost of {len(points)} configurations (latency: >= "
@@ -227,19 +209,17 @@ def run_tune(settings: TuneSettings, *, log: Log = print, command: str | None = 
 
 
 def run_point(settings: TuneSettings, point: dict, seed: int, data) -> dict:
-    """Build, train and score one (point, seed) on the validation split: its JSON record."""
-    from ..metrics import evaluate_predictions
-
+    """Build, train and score one (point, seed) on the validation split (one pass, and one
+    over the OOD set): its JSON record."""
     own = point_settings(settings, point)
     model = build(own, point["method"], seed=seed)
     training = train(own, model, data, seed=seed)
-    logits, labels = predict_split(model, data.validation, settings.dataset,
-                                   batch_size=settings.eval_batch_size, seed=seed)
-    ood_logits = None
-    if data.ood is not None:
-        ood_logits = member_logits(model, data.ood, settings.dataset,
-                                   batch_size=settings.eval_batch_size, seed=seed)
-    metrics = evaluate_predictions(logits, labels, ood_member_logits=ood_logits)
+    options = dict(dataset=settings.dataset, batch_size=settings.eval_batch_size, seed=seed,
+                   num_samples=member_samples(model, None))
+    validation = predict(model, data.validation, **options)
+    ood_logits = None if data.ood is None else predict(model, data.ood, **options).logits
+    metrics = evaluate_predictions(validation.logits, validation.labels,
+                                   ood_member_logits=ood_logits)
     record = {
         "point": point,
         "seed": seed,
@@ -247,13 +227,20 @@ def run_point(settings: TuneSettings, point: dict, seed: int, data) -> dict:
         "model_config": model.config,
         "train": training,
         "validation": {key: float(metrics[key]) for key in VALIDATION_METRICS},
-        "validation_size": int(labels.shape[0]),
+        "validation_size": int(validation.labels.shape[0]),
         "ood_name": data.ood_name,
         "ood_status": data.ood_status,
     }
     if "ood" in metrics:
         record["ood"] = metrics["ood"]
     return record
+
+
+def _run_summary(run: Run, record: dict) -> str:
+    point, validation = run.point, record["validation"]
+    return (f"{point['method']} {point_label(point)} (epochs {point['epochs']}) seed "
+            f"{run.seed}: val NLL {validation['nll']:.4f}, ECE {validation['ece']:.4f}, acc "
+            f"{validation['accuracy']:.3f}, train {record['train']['seconds']:.1f} s")
 
 
 def aggregate(points: list[dict], settings: TuneSettings, finished: dict) -> list[dict]:
@@ -280,19 +267,18 @@ def point_costs(settings: TuneSettings, points: list[dict], images: torch.Tensor
     """:func:`~ensemblekit.experiments.cost.measure_costs` of every point (built afresh at
     seed 0: cost does not depend on the weights) and of the single model, on the first
     ``cost_batch`` validation images, on the training device."""
-    from ..data import normalizer
-
     example = images[:settings.cost_batch]
     normalize = normalizer(settings.dataset)
     example = normalize(example) if normalize is not None else example
     models = {point_id(point): build(point_settings(settings, point), point["method"],
                                      seed=0) for point in points}
-    singles = [point_id(p) for p in points if p["method"] == "single"]
-    reference = singles[0] if singles else "single"
+    single = reference_method()
+    singles = [point_id(p) for p in points if p["method"] == single]
+    reference = singles[0] if singles else single
     if not singles:
-        models[reference] = build(settings, "single", seed=0)
+        models[reference] = build(settings, single, seed=0)
     # where the models trained (and will be deployed): the settings' device, else as training
-    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(settings.device)
     costs = measure_costs({name: model.to(device) for name, model in models.items()},
                           example.to(device), reference=reference,
                           min_seconds=settings.cost_seconds, rounds=settings.cost_rounds,
@@ -344,64 +330,13 @@ def summarise(settings: TuneSettings, rows: list[dict], costs: dict, budget: dic
 def write_outputs(out: Path, result: dict, settings: TuneSettings) -> None:
     """``tune.json``, ``tune.csv``, ``tune.md``, ``pareto.png`` and ``tuned.toml`` (checked:
     the benchmark reads it back with exactly the picked options)."""
-    toml = tuned_toml(result, settings)
+    toml = tuned_toml(result)
     atomic_write_text(out / "tuned.toml", toml)
     check_tuned_toml(out / "tuned.toml", result, settings)
     atomic_write_text(out / "tune.json", json.dumps(result, indent=1))
     atomic_write_text(out / "tune.csv", tune_csv(result["rows"]))
-    pareto_figure(result, out / "pareto.png")
-    atomic_write_text(out / "tune.md", tune_markdown(result, out))
-
-
-def tuned_toml(result: dict, settings: TuneSettings) -> str:
-    """A ``benchmark`` config: the tune run's protocol and each method's picked options."""
-    rows = {row["id"]: row for row in result["rows"]}
-    picks = result["picks"]
-    chosen = [method for method in settings.methods if picks.get(method) is not None]
-    budget = f" within the budget {settings.budget}" if settings.budget else ""
-    lines = [
-        f"# ensemblekit benchmark settings chosen by `ensemblekit tune` on {settings.dataset}.",
-        "# Each [method_options.<method>] table is that method's grid point of lowest mean NLL "
-        "on the",
-        f"# VALIDATION split (validation_fraction = {settings.validation_fraction:g} of the "
-        "training split, held out",
-        f"# from training) over {settings.seeds} seed(s){budget}; the test set was not used to "
-        "choose anything.",
-        f"# Produced by: {result['command'] or 'ensemblekit.experiments.run_tune (from Python)'}",
-        f"# The grid, its fronts and costs: {Path(settings.out) / 'tune.md'}",
-        f"# Run: ensemblekit benchmark --config {Path(settings.out) / 'tuned.toml'}",
-        'command = "benchmark"',
-    ]
-    for key in ("dataset", "backbone", "width", "hidden", "epochs", "members", "scale",
-                "dropout", "independent_batches", "validation_fraction"):
-        value = getattr(settings, key)
-        if value is not None:
-            lines.append(f"{key} = {toml_value(value)}")
-    left_out = [method for method in settings.methods if method not in chosen]
-    if left_out:
-        lines.append(f"# no configuration of {', '.join(left_out)} is within the budget: left "
-                     "out of methods")
-        lines.append(f"methods = {toml_value(chosen)}")
-    lines += ["", "[train]"]
-    lines += [f"{key} = {toml_value(value)}" for key, value in sorted(settings.train.items())
-              if value is not None]
-    for method in chosen:
-        row = rows[picks[method]]
-        own = {**settings.method_options.get(method, {}), **row["options"]}
-        if row["epochs"] != settings.epochs:
-            own[METHOD_EPOCHS] = row["epochs"]
-        else:
-            own.pop(METHOD_EPOCHS, None)
-        cost = row["cost"]
-        lines += ["", f"# {method}: {row['label']}, epochs {row['epochs']}: validation NLL "
-                      f"{_pm(row['nll'])}, ECE {_pm(row['ece'])}, accuracy "
-                      f"{_pm(row['accuracy'])};",
-                  f"# cost x single: latency {cost['latency_ratio']:.2f}, parameters "
-                  f"{cost['params_ratio']:.2f}, FLOPs {cost['inference_flops_ratio']:.2f}"]
-        if own:
-            lines.append(f"[method_options.{method}]")
-            lines += [f"{key} = {toml_value(value)}" for key, value in own.items()]
-    return "\n".join(lines) + "\n"
+    pareto_figure(result, out / "pareto.png", BUDGET_ENTRIES)
+    atomic_write_text(out / "tune.md", tune_markdown(result, BUDGET_ENTRIES))
 
 
 def check_tuned_toml(path: Path, result: dict, settings: TuneSettings) -> None:
@@ -421,186 +356,11 @@ def check_tuned_toml(path: Path, result: dict, settings: TuneSettings) -> None:
                                "please report this as a bug")
 
 
-def tune_csv(rows: list[dict]) -> str:
-    """One line per grid point: options, validation metrics (mean, std), fit, cost, marks."""
-    header = ["method", "setting", "epochs", "seeds"]
-    for key in (*VALIDATION_METRICS, "ood_auroc", "train_loss", "train_accuracy"):
-        header += [f"{key}_mean", f"{key}_std"]
-    cost_keys = ["params", "params_ratio", "flops_per_sample", "flops_ratio",
-                 "inference_flops_per_sample", "inference_flops_ratio",
-                 "latency_ms_per_sample", "latency_ratio", "latency_ratio_to_single",
-                 "inference"]
-    header += [*cost_keys, "within_budget", "picked", "fronts"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        cells = [row["method"], row["label"], row["epochs"], row["seeds"]]
-        for key in (*VALIDATION_METRICS, "ood_auroc", "train_loss", "train_accuracy"):
-            value = row[key]
-            cells += ["", ""] if value is None else [value["mean"], value["std"]]
-        cells += [row["cost"][key] for key in cost_keys]
-        cells += [row["within_budget"], row["picked"], " ".join(row["fronts"])]
-        writer.writerow(cells)
-    return buffer.getvalue()
-
-
-def tune_markdown(result: dict, out: Path) -> str:
-    """The report: protocol, picks, the grid table, the fronts and the figure."""
-    rows = result["rows"]
-    by_id = {row["id"]: row for row in rows}
-    protocol = result["protocol"]
-    cost = protocol["cost"]
-    lines = [
-        f"# Tuning on {result['dataset']} (validation split)",
-        "",
-        f"Command: `{result['command'] or 'run_tune (Python)'}`",
-        "",
-        f"Backbone {protocol['backbone']} (width {protocol['width']}), {protocol['epochs']} "
-        f"epochs (x the point's epochs factor), seeds {protocol['seeds']}. Every point is "
-        f"trained on the training split less its validation part (fraction "
-        f"{protocol['validation_fraction']:g}) and scored on that validation part only: "
-        "the test set is never used.",
-        f"Selection: {protocol['selection']}. OOD: {protocol['ood']}.",
-        f"Cost: ratios to the single model measured in the same process "
-        f"({cost['threads']} thread(s), {cost['device']}, batch {cost['batch']}, latency "
-        f"{cost['latency']}, >= {cost['min_seconds']:g} s of calls per model over "
-        f"{cost['rounds']} rounds). Masksembles is timed through compile_members and divided "
-        "by the single network compiled the same way (BatchNorm folded, channels-last: "
-        f"{_ratio_text(cost)}); every other method through predict_members, divided by the "
-        "single model's predict_members; 'latency x plain' divides everything by the latter. "
-        "FLOPs (predict_members) counts Masksembles tiled (M full passes); FLOPs (inference) "
-        "the path that is timed. The budget's latency and flops are 'latency x' and 'FLOPs x "
-        "(inference)'.",
-        "",
-    ]
-    if result["budget"]["text"]:
-        lines += [f"Budget: `{result['budget']['text']}` (picks only within it).", ""]
-    lines += ["## Picks (written to tuned.toml)", "",
-              "| method | setting | epochs | val NLL | val ECE | val acc | latency x | "
-              "params x |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for method, name in result["picks"].items():
-        if name is None:
-            lines.append(f"| {method} | none within the budget | | | | | | |")
-            continue
-        row = by_id[name]
-        lines.append(f"| {method} | {row['label']} | {row['epochs']} | {_pm(row['nll'])} | "
-                     f"{_pm(row['ece'])} | {_pm(row['accuracy'])} | "
-                     f"{row['cost']['latency_ratio']:.2f} | {row['cost']['params_ratio']:.2f} |")
-    lines += ["", "## Every grid point", "",
-              "| method | setting | epochs | val NLL | val ECE | val acc | OOD AUROC | train "
-              "loss | train acc | train s | params x | FLOPs x (predict_members) | FLOPs x "
-              "(inference) | latency x | latency x plain | marks |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for row in rows:
-        marks = (["picked"] if row["picked"] else []) + (
-            [] if row["within_budget"] else ["over budget"]) + [
-            f"front {name}" for name in row["fronts"] if name.startswith("latency/")]
-        c = row["cost"]
-        ood = "-" if row["ood_auroc"] is None else _pm(row["ood_auroc"])
-        lines.append(
-            f"| {row['method']} | {row['label']} | {row['epochs']} | {_pm(row['nll'])} | "
-            f"{_pm(row['ece'])} | {_pm(row['accuracy'])} | {ood} | {_pm(row['train_loss'])} | "
-            f"{_pm(row['train_accuracy'])} | {row['train_seconds']['mean']:.1f} | "
-            f"{c['params_ratio']:.2f} | {c['flops_ratio']:.2f} "
-            f"| {c['inference_flops_ratio']:.2f} | {c['latency_ratio']:.2f} | "
-            f"{c['latency_ratio_to_single']:.2f} | {', '.join(marks)} |")
-    for kind in ("latency", "flops", "params"):
-        for metric in FRONT_METRICS:
-            lines += ["", f"## Pareto front: {COST_CAPTIONS[kind]} vs validation "
-                          f"{metric.upper()}", "",
-                      f"| {COST_CAPTIONS[kind]} x single | validation {metric.upper()} | "
-                      "method | setting | epochs |", "|---:|---:|---|---|---:|"]
-            for name in result["fronts"][f"{kind}/{metric}"]:
-                row = by_id[name]
-                lines.append(f"| {row['cost'][BUDGET_ENTRIES[kind]]:.2f} | "
-                             f"{_pm(row[metric])} | {row['method']} | {row['label']} | "
-                             f"{row['epochs']} |")
-    lines += ["", "![Pareto fronts](pareto.png)", ""]
-    return "\n".join(lines)
-
-
-def pareto_figure(result: dict, path: Path) -> Path:
-    """Validation NLL and ECE (rows) against each cost ratio (columns, log scale): every point
-    in its method's colour, the front as a step line, the picks circled."""
-    from ..plots import label, method_style, new_figure, save_figure
-
-    rows = result["rows"]
-    by_id = {row["id"]: row for row in rows}
-    figure = new_figure(11.5, 6.4)
-    axes = figure.subplots(len(FRONT_METRICS), len(COST_KINDS), squeeze=False)
-    methods = list(dict.fromkeys(row["method"] for row in rows))
-    for r, metric in enumerate(FRONT_METRICS):
-        for c, kind in enumerate(COST_KINDS):
-            axis = axes[r][c]
-            entry = BUDGET_ENTRIES[kind]
-            for method in methods:
-                colour, marker = method_style(method)
-                mine = [row for row in rows if row["method"] == method]
-                axis.scatter([row["cost"][entry] for row in mine],
-                             [row[metric]["mean"] for row in mine], color=colour,
-                             marker=marker, s=26, alpha=0.85, label=label(method))
-            front = [by_id[name] for name in result["fronts"][f"{kind}/{metric}"]]
-            axis.step([row["cost"][entry] for row in front],
-                      [row[metric]["mean"] for row in front], where="post", color="black",
-                      linewidth=1.0, marker="o", markersize=3, label="Pareto front")
-            picked = [row for row in rows if row["picked"]]
-            axis.scatter([row["cost"][entry] for row in picked],
-                         [row[metric]["mean"] for row in picked], facecolors="none",
-                         edgecolors="black", s=110, linewidths=1.2, label="picked")
-            _ratio_axis(axis, [row["cost"][entry] for row in rows])
-            axis.set_xlabel(f"{COST_CAPTIONS[kind]} (x single)")
-            axis.set_ylabel(f"validation {metric.upper()}")
-            axis.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
-    figure.suptitle(f"Cost vs validation NLL / ECE on {result['dataset']}", fontsize=11)
-    return save_figure(figure, path)
-
-
-def _ratio_axis(axis, ratios: list[float]) -> None:
-    """A log axis of cost ratios, ticked at round multiples (0.5x, 1x, 2x, ...)."""
-    from matplotlib.ticker import FixedLocator, NullLocator
-
-    axis.set_xscale("log")
-    low, high = min(ratios), max(ratios)
-    ticks = [t for t in (0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 32)
-             if low / 1.15 <= t <= high * 1.15] or [1]
-    axis.xaxis.set_major_locator(FixedLocator(ticks))
-    axis.xaxis.set_minor_locator(NullLocator())
-    axis.set_xticklabels([f"{t:g}x" for t in ticks])
-
-
-def toml_value(value) -> str:
-    """A TOML literal of a str, bool, int, float or list of them."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"TOML has no literal for {value!r}")
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string: JSON's escapes are TOML's
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
-    raise TypeError(f"no TOML literal for {type(value).__name__} {value!r}")
-
-
 def _training(settings, method: str) -> dict:
     """The TrainConfig of ``method`` without the keys that only say where it runs."""
     config = settings.train_config(seed=0, method=method).to_dict()
     return {key: value for key, value in config.items()
             if key not in ("threads", "device", "progress")}
-
-
-def _ratio_text(cost: dict) -> str:
-    times = cost["single_ms_per_batch"]
-    if "compile_members" not in times:
-        return "no compiled model here"
-    ratio = times["compile_members"] / times["predict_members"]
-    return f"{ratio:.2f}x the single model's predict_members time here"
 
 
 def _first_images(split, count: int) -> torch.Tensor:
@@ -616,9 +376,3 @@ def _text(value) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
-
-
-def _pm(value: dict) -> str:
-    if value["std"] == 0.0:
-        return f"{value['mean']:.4f}"
-    return f"{value['mean']:.4f} ± {value['std']:.4f}"

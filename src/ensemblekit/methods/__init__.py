@@ -1,5 +1,5 @@
 """The ensemble spectrum behind one API: single, MC-Dropout, Masksembles, BatchEnsemble,
-Packed-Ensembles and Deep Ensembles, each turning any registered backbone into an
+Packed-Ensembles, MIMO and Deep Ensembles, each turning any registered backbone into an
 :class:`EnsembleModel`.
 
 Every model trains the same way::
@@ -13,10 +13,11 @@ and predicts the same way: ``predict_members(model, x)`` -> member logits ``(M, 
 # isort: off
 # Registration order is the spectrum: from one model to independent models.
 from . import (  # noqa: F401
-    single, mc_dropout, masksembles, batchensemble, packed_ensemble, deep_ensemble,
+    single, mc_dropout, masksembles, batchensemble, packed_ensemble, mimo, deep_ensemble,
 )
 
 # isort: on
+from . import claims
 from .base import EnsembleModel, predict_members
 from .batchensemble import BatchEnsembleModel
 from .build import build_model
@@ -24,6 +25,7 @@ from .deep_ensemble import DeepEnsembleModel
 from .masksembles import MasksemblesModel
 from .mc_dropout import MCDropoutModel
 from .member_masks import LayerMasks
+from .mimo import MIMOModel
 from .packed_ensemble import PackedEnsembleModel
 from .registry import (
     MethodEntry,
@@ -43,11 +45,13 @@ __all__ = [
     "EnsembleModel",
     "LayerMasks",
     "MCDropoutModel",
+    "MIMOModel",
     "MasksemblesModel",
     "MethodEntry",
     "PackedEnsembleModel",
     "SingleModel",
     "available_methods",
+    "claims",
     "build_model",
     "get_method",
     "method_entries",

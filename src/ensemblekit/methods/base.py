@@ -18,6 +18,7 @@ from torch import nn
 from .._validation import check_flag, check_int, check_tensor  # noqa: F401 (check_flag: re-exported)
 from ..layers.batchensemble import batchensemble_parameter_groups
 from ..members import repeat_members, split_members
+from ..runtime import eval_mode
 
 
 class EnsembleModel(nn.Module):
@@ -44,7 +45,10 @@ class EnsembleModel(nn.Module):
         self.config: dict | None = None
 
     def training_targets(self, y: torch.Tensor) -> torch.Tensor:
-        """Targets that line up with the rows of ``model(x)`` (identity unless it tiles)."""
+        """Targets that line up with the rows of ``model(x)`` (identity unless it tiles).
+
+        Call it after the forward it belongs to: a method that draws which example each row
+        shows (MIMO's slot permutations) returns the labels of its last forward's draw."""
         return y
 
     def forward_members(self, x: torch.Tensor, num_samples: int | None) -> torch.Tensor:
@@ -152,11 +156,5 @@ def predict_members(
                 f"num_samples applies to mc_dropout only; a {model.method} model has a fixed "
                 f"number of members ({model.num_members}); leave num_samples=None"
             )
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        logits = model.forward_members(x, num_samples)
-    finally:
-        for module, training in modes:
-            module.training = training
-    return logits
+    with eval_mode(model):
+        return model.forward_members(x, num_samples)

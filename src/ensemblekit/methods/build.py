@@ -40,7 +40,7 @@ def build_model(
         name: a backbone from ``ensemblekit.models.available_backbones()``: "mlp", "lenet",
             "resnet20", "resnet18", "wrn28_10", "resnet50".
         method: one of ``ensemblekit.methods.available_methods()``: "single", "mc_dropout",
-            "masksembles", "batchensemble", "packed_ensemble", "deep_ensemble".
+            "masksembles", "batchensemble", "packed_ensemble", "mimo", "deep_ensemble".
         num_classes: K, the number of logits.
         in_channels: channels of the input images (features for an ``mlp`` on vectors).
         **options: the backbone's options (``width`` for all; ``input_size`` for mlp and lenet;
@@ -48,6 +48,7 @@ def build_model(
             masksembles; ``p`` for mc_dropout; ``placement`` ("all" | "dropout") and ``widen``
             for masksembles and mc_dropout (:mod:`ensemblekit.methods.placement`); ``init``,
             ``tile_batch`` for batchensemble; ``alpha``, ``gamma`` for packed_ensemble;
+            ``input_repetition``, ``batch_repetitions`` for mimo;
             ``independent_batches``, ``inference`` for deep_ensemble). Unknown names raise.
 
     ``seed`` (default: drawn from torch's global generator, so ``torch.manual_seed`` controls
@@ -100,3 +101,9 @@ def method_defaults(method: str) -> dict:
     """The keyword options ``build_model`` accepts for ``method``, with their defaults
     (``seed`` included): e.g. ``{"seed": ..., "n": 4, "scale": 2.0}`` for "masksembles"."""
     return _options(get_method(method))
+
+
+def backbone_defaults(name: str) -> dict:
+    """The keyword options ``build_model`` accepts for backbone ``name``, with their defaults:
+    e.g. ``{"width": 1.0, "input_size": 28}`` for "lenet"."""
+    return _options(models.get_backbone(name))

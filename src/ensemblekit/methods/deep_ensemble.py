@@ -132,6 +132,7 @@ class DeepEnsembleModel(EnsembleModel):
     "deep_ensemble", label="Deep Ensemble", color="#9467bd", marker="v", role="independent",
     global_keys={"members": "n", "independent_batches": "independent_batches"},
     construction=lambda options: "independent initialisations (cosine ~ 0 by construction)",
+    panel_title=lambda options: f"Deep Ensemble ({options['n']})",
 )
 def deep_ensemble(
     make_backbone: Callable,

@@ -3,11 +3,12 @@
 Placement (every backbone follows it through :class:`MasksemblesLayers`; see
 :mod:`ensemblekit.methods.placement`):
 
-* ``placement="all"``: a Masksembles layer at every drop site: after every
+* ``placement="dropout"`` (the default; the authors' advice: masks *instead of* dropout, and
+  the better placement in 13 of 16 paired settings of the digits tune grid): only where the
+  classic architecture puts Dropout (each backbone's docstring says where);
+  ``placement="all"``: a Masksembles layer at every drop site: after every
   ``conv -> BN -> ReLU`` and every hidden ``Linear -> ReLU``, on the output channels, and on the
-  residual stream of ResNets; ``placement="dropout"`` (the authors' advice: masks *instead of*
-  dropout): only where the classic architecture puts Dropout (each backbone's docstring says
-  where). Never on the raw input, never on the logits;
+  residual stream of ResNets. Never on the raw input, never on the logits;
 * ``widen=True`` widens every masked layer by 1/keep, so each member keeps the single model's
   channel count there (more parameters; the same member width as the single model);
 * every Masksembles layer of width C in one model has the same masks (all are generated with the
@@ -74,7 +75,7 @@ class MasksemblesLayers(DropSites):
     """Plain layers; at every drop site the placement selects and the skip rule allows, ReLU
     fused with Masksembles (same seed everywhere), elsewhere a plain ReLU."""
 
-    def __init__(self, n: int, scale: float, seed: int, *, placement: str = "all",
+    def __init__(self, n: int, scale: float, seed: int, *, placement: str = "dropout",
                  widen: bool = False) -> None:
         super().__init__(placement, widen)
         self.n, self.scale, self.seed = n, scale, seed
@@ -156,14 +157,21 @@ def _construction(options) -> str:
     tune_grid={"scale": [1.5, 2.0, 3.0, 4.0], "placement": ["all", "dropout"],
                "widen": [False, True], "epochs_factor": [1.0, 2.0]},
     compiled_inference=True,
+    spectrum_knob="scale",
+    panel_title=lambda options: f"Masksembles (scale {options['scale']:g})",
 )
 def masksembles(
     make_backbone: Callable, *, seed: int, n: int = 4, scale: float = 2.0,
-    placement: str = "all", widen: bool = False,
+    placement: str = "dropout", widen: bool = False,
 ) -> MasksemblesModel:
     """n members from masks of overlap ``scale`` (1: identical full masks = single model),
-    at the drop sites ``placement`` selects ("all" or "dropout"), the masked layers widened by
-    1/keep if ``widen``."""
+    at the drop sites ``placement`` selects, the masked layers widened by 1/keep if ``widen``.
+
+    ``placement`` defaults to "dropout" (masks only where the classic architecture puts
+    Dropout), as the authors advise ("instead of dropout") and as measured: in the digits tune
+    grid (`ensemblekit tune --dataset digits`, 2 seeds, configs/tuned/digits-tune.md) masks at
+    the dropout sites beat masks at every drop site in 13 of 16 paired settings (validation NLL
+    0.015-0.053 against 0.020-0.106). "all" masks every drop site."""
     n = check_int("n", n, minimum=1)
     scale = check_float("scale", scale, minimum=1.0)
     layers = MasksemblesLayers(n, scale, seed, placement=placement, widen=widen)

@@ -1,8 +1,9 @@
 """MC-Dropout (Gal & Ghahramani 2016): dropout stays on at test time; M stochastic passes.
 
-Dropout goes at the same drop sites as Masksembles (``placement="all"``: after every
-``conv -> BN -> ReLU`` and hidden ``Linear -> ReLU``; ``placement="dropout"``: only where the
-classic architecture puts Dropout; the drop site applying the ReLU then the dropout;
+Dropout goes at the same drop sites as Masksembles (by default ``placement="dropout"``: only
+where the classic architecture puts Dropout; ``placement="all"``: after every
+``conv -> BN -> ReLU`` and hidden ``Linear -> ReLU``; the drop site applying the ReLU then the
+dropout;
 channel-wise ``Dropout2d`` on feature maps, ``Dropout`` on vectors), with rate ``p`` (default
 0.1, as in the 2026 BatchEnsemble study) and no skip rule; ``widen=True`` widens the layers it
 drops by 1/(1-p), so a sample keeps the single model's channel count on average. Training is
@@ -37,7 +38,7 @@ def dropout_modules(module: nn.Module) -> list[nn.Module]:
 class MCDropoutLayers(DropSites):
     """Plain layers; ReLU then dropout with rate ``p`` at every drop site the placement selects."""
 
-    def __init__(self, p: float, *, placement: str = "all", widen: bool = False) -> None:
+    def __init__(self, p: float, *, placement: str = "dropout", widen: bool = False) -> None:
         super().__init__(placement, widen)
         self.p = p
 
@@ -117,14 +118,18 @@ def _construction(options) -> str:
     # Masksembles (the tune table's train accuracy column shows it)
     tune_grid={"p": [0.05, 0.1, 0.2, 0.3], "placement": ["all", "dropout"],
                "epochs_factor": [1.0, 2.0]},
+    panel_title=lambda options: f"MC-Dropout (p={options['p']:g})",
 )
 def mc_dropout(
     make_backbone: Callable, *, seed: int, p: float = 0.1, n: int = 8,
-    placement: str = "all", widen: bool = False,
+    placement: str = "dropout", widen: bool = False,
 ) -> MCDropoutModel:
     """Dropout rate ``p``; ``n``: the default number of stochastic passes (members) M; at the
-    drop sites ``placement`` selects ("all" or "dropout"), those layers widened by 1/(1-p) if
-    ``widen``."""
+    drop sites ``placement`` selects, those layers widened by 1/(1-p) if ``widen``.
+
+    ``placement`` defaults to "dropout" (dropout only where the classic architecture puts it,
+    the placement the digits tune grid chose for MC-Dropout and Masksembles alike:
+    configs/tuned/digits-tune.md); "all" puts dropout at every drop site."""
     p = check_float("p", p, minimum=0.0, maximum=1.0, max_inclusive=False)
     n = check_int("n", n, minimum=1)
     layers = MCDropoutLayers(p, placement=placement, widen=widen)

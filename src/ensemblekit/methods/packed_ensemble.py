@@ -133,7 +133,7 @@ def _construction(options) -> str:
 
 
 @register_method(
-    "packed_ensemble", label="Packed-Ensembles", color="#e377c2", marker="P",
+    "packed_ensemble", label="Packed-Ensembles", color="#e377c2", marker="X",
     global_keys={"members": "n"},
     construction=_construction,
     member_width=lambda options: options["alpha"] / options["n"],

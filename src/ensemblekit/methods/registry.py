@@ -10,7 +10,8 @@ Everything the layers above ``methods/`` (experiments, report, plots, cli) know 
 method lives in its entry: how it is labelled and drawn, which of the experiments' global
 settings it answers to, whether its members are drawn at prediction time, its role in the
 spectrum, the fraction of a drop site one member does not see, what its member similarity is
-by construction, the knobs ``ensemblekit tune`` varies and the diversity study's controls.
+by construction, the knobs ``ensemblekit tune`` varies, the diversity study's controls, the
+option that moves it along the spectrum and how a figure panel titles it.
 Nothing outside ``methods/`` (and the layers, models, converters and ``compile/``) names a
 method: it asks the registry. A new method is one module here with one ``@register_method``.
 """
@@ -64,6 +65,12 @@ class MethodEntry:
             single model's, nominal (before rounding to whole channels), from the resolved
             build options (Packed-Ensembles: ``alpha / n``); None: derived from
             ``drop_fraction`` (``1 - drop_fraction``, or 1 for a method that widens).
+        spectrum_knob: the build option that moves the method along the spectrum from one
+            model (value 1) to independent members (Masksembles: ``"scale"``), or None. The
+            sweep varies it against the number of members and the toy draws one panel per
+            value; the first method with a knob is their subject.
+        panel_title: ``options -> str``: how a figure panel names one model of the method from
+            its resolved build options ("MC-Dropout (p=0.1)"); None: the label.
     """
 
     name: str
@@ -80,6 +87,8 @@ class MethodEntry:
     controls: Mapping[str, Mapping] = field(default_factory=dict)
     compiled_inference: bool = False
     member_width: Callable[[Mapping], float] | None = None
+    spectrum_knob: str | None = None
+    panel_title: Callable[[Mapping], str] | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:

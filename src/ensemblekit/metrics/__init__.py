@@ -5,8 +5,10 @@ probabilities ``member_probs`` (M, B, K), member logits ``member_logits`` (M, B,
 labels (B,), OOD score vectors (N,). Scalar metrics return Python floats; per-sample metrics
 (B,) and pairwise matrices (M, M) return float64 tensors.
 
-- classification: ``accuracy``, ``nll``, ``brier``
-- calibration: ``ece``, ``adaptive_ece``, ``mce``, ``reliability_bins``
+- classification: ``accuracy``, ``nll``, ``brier``; per example ``nll_per_sample``,
+  ``brier_per_sample``
+- calibration: ``ece``, ``adaptive_ece``, ``mce``, ``reliability_bins``; per example
+  ``confidence_and_correct``, ``calibration_gaps`` (what a weighted ECE is made of)
 - uncertainty: ``predictive_entropy``, ``expected_entropy``, ``mutual_information``,
   ``variation_ratio``
 - ood: ``auroc``, ``aupr``, ``aupr_in``, ``fpr_at_tpr``, ``fpr_at_95_tpr``, ``ood_scores``
@@ -17,11 +19,38 @@ labels (B,), OOD score vectors (N,). Scalar metrics return Python floats; per-sa
   ``pairwise_js``, ``pairwise_cosine``, ``weight_similarity``
 - cka: ``linear_cka`` (two representations), ``pairwise_cka`` (members' representations)
 - evaluation: ``PredictionAccumulator``, ``evaluate_predictions`` (all of the above, streamed)
+
+Regression (member means and variances ``(M, B, D)``, a ``GaussianMembers`` pair; one
+Gaussian's ``mean``, ``var`` (B, D); targets (B, D)):
+
+- gaussian: ``moment_match`` -> ``GaussianMoments`` (mean, variance, aleatoric, epistemic),
+  ``aleatoric_variance``, ``epistemic_variance``, ``mixture_log_prob``
+- regression: ``rmse``, ``mae``, ``gaussian_nll``, ``mixture_nll``, ``gaussian_crps``,
+  ``mixture_crps``, ``picp``, ``mpiw``, ``gaussian_interval``
+- regression_calibration: ``quantile_calibration_curve``, ``quantile_calibration_error``,
+  ``ence``; sparsification: ``sparsification_curves``, ``ause``, ``spearman_std_error``
+- regression_evaluation: ``RegressionAccumulator``, ``evaluate_regression`` (all of the above,
+  streamed, plus OOD detection by epistemic variance)
 """
 
-from .calibration import adaptive_ece, ece, mce, reliability_bins
+from ..members import GaussianMembers
+from .calibration import (
+    adaptive_ece,
+    calibration_gaps,
+    confidence_and_correct,
+    ece,
+    mce,
+    reliability_bins,
+)
 from .cka import linear_cka, pairwise_cka
-from .classification import PROBABILITY_FLOOR, accuracy, brier, nll
+from .classification import (
+    PROBABILITY_FLOOR,
+    accuracy,
+    brier,
+    brier_per_sample,
+    nll,
+    nll_per_sample,
+)
 from .diversity import (
     normalized_disagreement,
     pairwise_cosine,
@@ -31,6 +60,13 @@ from .diversity import (
     weight_similarity,
 )
 from .evaluation import PredictionAccumulator, evaluate_predictions
+from .gaussian import (
+    GaussianMoments,
+    aleatoric_variance,
+    epistemic_variance,
+    mixture_log_prob,
+    moment_match,
+)
 from .ood import (
     DISAGREEMENT_OOD_SCORES,
     LOGIT_OOD_SCORES,
@@ -41,6 +77,30 @@ from .ood import (
     fpr_at_95_tpr,
     fpr_at_tpr,
     ood_scores,
+)
+from .regression import (
+    INTERVAL_LEVELS,
+    gaussian_crps,
+    gaussian_interval,
+    gaussian_nll,
+    mae,
+    mixture_crps,
+    mixture_nll,
+    mpiw,
+    picp,
+    rmse,
+)
+from .regression_calibration import (
+    CALIBRATION_LEVELS,
+    ENCE_BINNINGS,
+    ence,
+    quantile_calibration_curve,
+    quantile_calibration_error,
+)
+from .regression_evaluation import (
+    REGRESSION_OOD_SCORES,
+    RegressionAccumulator,
+    evaluate_regression,
 )
 from .selective import (
     SELECTIVE_COVERAGES,
@@ -53,6 +113,7 @@ from .selective import (
     risk_coverage_curve,
     selective_summary,
 )
+from .sparsification import SPARSIFICATION_ERRORS, ause, sparsification_curves, spearman_std_error
 from .uncertainty import (
     expected_entropy,
     mutual_information,
@@ -61,32 +122,58 @@ from .uncertainty import (
 )
 
 __all__ = [
+    "CALIBRATION_LEVELS",
     "DISAGREEMENT_OOD_SCORES",
+    "ENCE_BINNINGS",
+    "INTERVAL_LEVELS",
     "LOGIT_OOD_SCORES",
     "OOD_SCORES",
     "PROBABILITY_FLOOR",
-    "PredictionAccumulator",
+    "REGRESSION_OOD_SCORES",
     "SELECTIVE_COVERAGES",
     "SELECTIVE_RISKS",
+    "SPARSIFICATION_ERRORS",
+    "GaussianMembers",
+    "GaussianMoments",
+    "PredictionAccumulator",
+    "RegressionAccumulator",
     "accuracy",
     "adaptive_ece",
+    "aleatoric_variance",
+    "augrc",
     "aupr",
     "aupr_in",
-    "augrc",
-    "auroc",
     "aurc",
+    "auroc",
+    "ause",
     "brier",
+    "brier_per_sample",
+    "calibration_gaps",
+    "confidence_and_correct",
     "coverage_at_risk",
     "e_aurc",
     "ece",
+    "ence",
+    "epistemic_variance",
     "evaluate_predictions",
+    "evaluate_regression",
     "expected_entropy",
     "fpr_at_95_tpr",
     "fpr_at_tpr",
+    "gaussian_crps",
+    "gaussian_interval",
+    "gaussian_nll",
     "linear_cka",
+    "mae",
     "mce",
+    "mixture_crps",
+    "mixture_log_prob",
+    "mixture_nll",
+    "moment_match",
+    "mpiw",
     "mutual_information",
     "nll",
+    "nll_per_sample",
     "normalized_disagreement",
     "ood_scores",
     "pairwise_cka",
@@ -94,11 +181,17 @@ __all__ = [
     "pairwise_disagreement",
     "pairwise_js",
     "pairwise_kl",
+    "picp",
     "predictive_entropy",
+    "quantile_calibration_curve",
+    "quantile_calibration_error",
     "reliability_bins",
     "risk_at_coverage",
     "risk_coverage_curve",
+    "rmse",
     "selective_summary",
+    "sparsification_curves",
+    "spearman_std_error",
     "variation_ratio",
     "weight_similarity",
 ]

@@ -98,3 +98,68 @@ def _check_finite(name: str, value: torch.Tensor) -> torch.Tensor:
     if not (math.isfinite(low.item()) and math.isfinite(high.item())):
         check_finite(name, value)
     return value
+
+
+def check_gaussian_members(member_means, member_vars, *, prefix: str = ""
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check member means and variances, each (M, B, D), and return them as float64.
+
+    Both floating, non-empty, finite and of one shape; every variance > 0. ``prefix`` names
+    the pair in messages (``"ood_"`` gives ``ood_member_means``).
+    """
+    means_name, vars_name = f"{prefix}member_means", f"{prefix}member_vars"
+    means = _check_floating_nonempty(means_name, member_means, ndim=3)
+    variances = _check_floating_nonempty(vars_name, member_vars, ndim=3)
+    if means.shape != variances.shape:
+        raise ValueError(
+            f"{means_name} and {vars_name} must have one shape (M, B, D), got "
+            f"{tuple(means.shape)} and {tuple(variances.shape)}"
+        )
+    return means.detach().to(torch.float64), _positive(vars_name, variances)
+
+
+def check_gaussian(mean, var) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check one Gaussian per output: mean and var, each (B, D) or (B,), of one shape; float64.
+
+    For an ensemble these are the moment-matched mean and variance (``moment_match``).
+    """
+    mean = _check_floating_nonempty("mean", mean, ndim=(1, 2))
+    var = _check_floating_nonempty("var", var, ndim=(1, 2))
+    if mean.shape != var.shape:
+        raise ValueError(
+            f"mean and var must have one shape, (B, D) or (B,), got {tuple(mean.shape)} and "
+            f"{tuple(var.shape)}"
+        )
+    return mean.detach().to(torch.float64), _positive("var", var)
+
+
+def check_targets(name: str, value, *, shape: torch.Size) -> torch.Tensor:
+    """Check real, finite regression targets of ``shape`` and return them as float64.
+
+    ``shape`` is the predictions' (B, D) or (B,); targets of shape (B,) are accepted for
+    (B, 1) predictions (one output) and reshaped, never broadcast.
+    """
+    check_tensor(name, value, ndim=(1, 2))
+    if value.dtype == torch.bool or value.is_complex():
+        raise ValueError(f"{name} must hold real numbers, got dtype {value.dtype}")
+    if value.ndim == 1 and len(shape) == 2 and shape[1] == 1:
+        value = value.unsqueeze(1)
+    if tuple(value.shape) != tuple(shape):
+        raise ValueError(
+            f"{name} must have the predictions' shape {tuple(shape)} (one target per sample "
+            f"and output), got {tuple(value.shape)}"
+        )
+    _check_finite(name, value)
+    return value.detach().to(torch.float64)
+
+
+def _positive(name: str, variances: torch.Tensor) -> torch.Tensor:
+    values = variances.detach().to(torch.float64)
+    smallest = values.min().item()
+    if smallest <= 0:
+        raise ValueError(
+            f"{name} must be > 0 (variances, not standard deviations or log-variances), got a "
+            f"minimum of {smallest:.6g}; a variance head should end in softplus(raw) + floor "
+            "(ensemblekit.losses.positive_variance)"
+        )
+    return values

@@ -31,8 +31,7 @@ def nll(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
     probs: (B, K) probabilities; labels: (B,) integers in [0, K).
     """
-    probs, labels = _checked(probs, labels)
-    return _nll_per_sample(probs, labels).mean().item()
+    return nll_per_sample(probs, labels).mean().item()
 
 
 def brier(probs: torch.Tensor, labels: torch.Tensor) -> float:
@@ -40,8 +39,27 @@ def brier(probs: torch.Tensor, labels: torch.Tensor) -> float:
 
     probs: (B, K) probabilities; labels: (B,) integers in [0, K).
     """
+    return brier_per_sample(probs, labels).mean().item()
+
+
+def nll_per_sample(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-example negative log-likelihood ``-log(max(p[b, y_b], PROBABILITY_FLOOR))`` in nats.
+
+    probs: (B, K) probabilities; labels: (B,) integers in [0, K). Returns (B,) float64;
+    :func:`nll` is its mean.
+    """
     probs, labels = _checked(probs, labels)
-    return _brier_per_sample(probs, labels).mean().item()
+    return _nll_per_sample(probs, labels)
+
+
+def brier_per_sample(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-example Brier score ``sum_k (p[b, k] - onehot(y_b)[k])**2``, in [0, 2].
+
+    probs: (B, K) probabilities; labels: (B,) integers in [0, K). Returns (B,) float64;
+    :func:`brier` is its mean.
+    """
+    probs, labels = _checked(probs, labels)
+    return _brier_per_sample(probs, labels)
 
 
 def _top_label(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,13 +68,13 @@ def _top_label(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _nll_per_sample(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(B, K), (B,) -> (B,) floored negative log-likelihood of the true class (no checks)."""
+    """:func:`nll_per_sample` without the checks (the streaming accumulator's inner loop)."""
     true_prob = probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     return -true_prob.clamp(min=PROBABILITY_FLOOR).log()
 
 
 def _brier_per_sample(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(B, K), (B,) -> (B,) squared distance to the one-hot label (no checks).
+    """:func:`brier_per_sample` without the checks (the streaming accumulator's inner loop).
 
     Expanded as ``sum_k p_k**2 - 2 p_y + 1`` so that no (B, K) one-hot tensor is built.
     """

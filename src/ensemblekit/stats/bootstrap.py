@@ -30,7 +30,12 @@ for each stratum in ascending order of its label (one stratum when ``strata`` is
 len(P)))]``. Strata keep their sizes: OOD detection resamples the in-distribution and the OOD
 examples separately.
 
+The metrics every replicate is computed from at once (accuracy, NLL, Brier, ECE, shift ECE,
+AUROC, per-sample means, pairwise CKA) are in :mod:`ensemblekit.stats.weighted`.
+
 Usage::
+
+    from ensemblekit.stats.weighted import ECE
 
     resamples = draw_resamples(n_examples=len(labels), n_seeds=3, n_boot=1000, seed=0)
     result = compare(ECE, better=de_probs_per_seed, worse=single_probs_per_seed,
@@ -48,8 +53,6 @@ import numpy as np
 import torch
 
 from .._validation import check_float, check_int, check_seed
-from ..metrics.calibration import _bin_index
-from ..metrics.classification import _brier_per_sample, _nll_per_sample, _top_label
 
 HOLDS, DOES_NOT_HOLD, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 #: The three verdicts, in the order reports explain them.
@@ -299,96 +302,6 @@ def paired_bootstrap(metric: Metric, a: Sequence, b: Sequence, labels: torch.Ten
                          f"{len(b)} runs")
     resamples = draw_resamples(len(labels), len(a), n_boot=n_boot, seed=seed, strata=strata)
     return paired_difference(metric, a, b, labels, resamples, level=level)
-
-
-# -- metrics -----------------------------------------------------------------------------------
-
-
-def _weighted_mean(per_example: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    return weights @ per_example.double() / weights.sum(1)
-
-
-def _accuracy(probs, labels, weights):
-    return _weighted_mean(_top_label(probs)[1].eq(labels), weights)
-
-
-def _nll(probs, labels, weights):
-    return _weighted_mean(_nll_per_sample(probs.double(), labels), weights)
-
-
-def _brier(probs, labels, weights):
-    return _weighted_mean(_brier_per_sample(probs.double(), labels), weights)
-
-
-def _binned_gaps(confidence: torch.Tensor, correct: torch.Tensor, n_bins: int) -> torch.Tensor:
-    """``(N, J)`` confidences and correctness of J sets -> ``(N, J * n_bins)``: example n's
-    ``correct - confidence`` in the column of its set and equal-width bin, 0 elsewhere."""
-    confidence = confidence.double().contiguous()  # bucketize copies strided input
-    _, index = _bin_index(confidence, n_bins)
-    n, sets = confidence.shape
-    gaps = torch.zeros(n, sets * n_bins, dtype=torch.float64)
-    columns = index + torch.arange(sets).unsqueeze(0) * n_bins
-    gaps.scatter_(1, columns, correct.double() - confidence)
-    return gaps
-
-
-def _mean_ece_over_sets(confidence, correct, weights, n_bins=15):
-    """ECE = sum_bins |sum_n w_n (correct_n - conf_n)| / sum_n w_n of each set, mean over
-    sets: one matrix product for every replicate, set and bin."""
-    sets = confidence.shape[1]
-    per_bin = (weights @ _binned_gaps(confidence, correct, n_bins)).abs()
-    return per_bin.view(-1, sets, n_bins).sum(-1).mean(1) / weights.sum(1)
-
-
-def _ece(probs, labels, weights):
-    confidence, prediction = _top_label(probs.double())
-    return _mean_ece_over_sets(confidence.unsqueeze(1), prediction.eq(labels).unsqueeze(1),
-                               weights)
-
-
-def _shift_ece(values, labels, weights):
-    confidence, correct = values
-    return _mean_ece_over_sets(confidence, correct, weights)
-
-
-def _auroc(scores, is_ood, weights):
-    """Weighted Mann-Whitney AUROC, OOD positive: ``sum_{i in, j out} w_i w_j ([s_j > s_i]
-    + [s_j = s_i] / 2) / (sum w_in * sum w_out)``, from one sort of the scores."""
-    scores = scores.double()
-    is_ood = torch.as_tensor(is_ood, dtype=torch.bool)
-    order = torch.argsort(scores)
-    sorted_scores = scores[order]
-    new_block = torch.ones_like(sorted_scores, dtype=torch.bool)
-    new_block[1:] = sorted_scores[1:] != sorted_scores[:-1]
-    block = torch.empty_like(order)
-    block[order] = new_block.cumsum(0) - 1  # tie block of each example, ascending score
-    n_blocks = int(new_block.sum())
-    weights_in = weights * (~is_ood).double()
-    weights_out = weights * is_ood.double()
-    in_per_block = weights.new_zeros(weights.shape[0], n_blocks).index_add_(1, block, weights_in)
-    out_per_block = weights.new_zeros(weights.shape[0], n_blocks).index_add_(1, block,
-                                                                             weights_out)
-    total_out = out_per_block.sum(1, keepdim=True)
-    out_above = total_out - out_per_block.cumsum(1)
-    pairs = (in_per_block * (out_above + 0.5 * out_per_block)).sum(1)
-    return pairs / (in_per_block.sum(1) * total_out.squeeze(1))
-
-
-#: Accuracy of the mean prediction. values: probabilities ``(N, K)``; labels ``(N,)``.
-ACCURACY = Metric("accuracy", True, _accuracy)
-#: Negative log-likelihood (floored as :func:`ensemblekit.metrics.nll`); values ``(N, K)``.
-NLL = Metric("nll", False, _nll)
-#: Brier score; values ``(N, K)``.
-BRIER = Metric("brier", False, _brier)
-#: ECE with 15 equal-width bins, as :func:`ensemblekit.metrics.ece`; values ``(N, K)``.
-ECE = Metric("ece", False, _ece)
-#: Mean ECE over J shifted sets of the same N examples (each set's ECE recomputed on the
-#: resample); values ``(confidence (N, J), correct (N, J) bool)``, labels unused (any (N,)).
-SHIFT_ECE = Metric("shift_ece", False, _shift_ece)
-#: AUROC with OOD positive, as :func:`ensemblekit.metrics.auroc`; values: scores ``(N,)``
-#: (in- and out-of-distribution together, higher = more OOD), labels ``(N,)`` bool, True =
-#: OOD. Resample with ``strata=labels``.
-AUROC = Metric("auroc", True, _auroc)
 
 
 def metric_from_function(name: str, function: Callable[[object, torch.Tensor], float], *,

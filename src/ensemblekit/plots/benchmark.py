@@ -1,58 +1,24 @@
-"""Figures of the experiments, drawn with matplotlib's Agg canvas and written atomically as PNG.
-
-No global matplotlib state is touched (no pyplot): each function builds its own ``Figure`` on a
-``FigureCanvasAgg``, so figures render the same with or without a display and from any thread.
-Every method keeps one colour and marker across all figures.
+"""Figures of the benchmark (``ensemblekit benchmark``), from its ``results.json`` content
+and run records: accuracy and ECE against corruption severity, risk-coverage curves,
+reliability diagrams, OOD score histograms and the verdicts' bootstrap intervals.
 """
 
 from __future__ import annotations
 
-import io
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_bytes
-from .report import METHOD_LABELS, benchmark_figure_names
+from ..methods import method_entries
+from ..report.benchmark import CLAIM_METRIC_LABELS, benchmark_figure_names
+from ..report.labels import short_label
+from ..stats.claims import CLAIM_METRICS
+from ._style import label, method_style, new_figure, save_figure
 
-METHOD_STYLES = {
-    "single": ("#4d4d4d", "o"),
-    "mc_dropout": ("#1f77b4", "s"),
-    "masksembles": ("#d62728", "D"),
-    "batchensemble": ("#2ca02c", "^"),
-    "deep_ensemble": ("#9467bd", "v"),
-}
-_OTHER_STYLE = ("#8c564b", "x")
+#: In- and out-of-distribution inputs in the OOD histograms.
 IN_COLOR, OUT_COLOR = "#1f77b4", "#ff7f0e"
-
-
-def new_figure(width: float, height: float):
-    """A ``Figure`` on an Agg canvas, laid out automatically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def save_figure(figure, path: str | os.PathLike) -> Path:
-    """Render ``figure`` to PNG at ``path`` atomically."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def method_style(method: str) -> tuple[str, str]:
-    """``(colour, marker)`` of a method."""
-    return METHOD_STYLES.get(method, _OTHER_STYLE)
-
-
-def label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
 
 
 def benchmark_figures(folder: str | os.PathLike, results: dict, records: dict) -> list[Path]:
@@ -91,8 +57,6 @@ def verdict_intervals(orderings: list[dict], path: str | os.PathLike) -> Path:
     """One panel per metric: every comparison of the report's orderings as its difference
     with the 95 % bootstrap interval, oriented so that the claimed direction is to the right
     of 0 (differences whose claim is "lower" are negated), coloured by verdict."""
-    from .report import CLAIM_METRIC_LABELS, CLAIM_METRICS
-
     rows: dict[str, list] = {}
     for claim in orderings:
         for comparison in claim["comparisons"]:
@@ -121,7 +85,7 @@ def verdict_intervals(orderings: list[dict], path: str | os.PathLike) -> Path:
         axis.set_ylim(-0.6, len(entries) - 0.4)
         axis.tick_params(axis="x", labelsize=8)
     axes[-1].set_xlabel("difference, oriented so that the claimed direction is > 0", fontsize=8)
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # matplotlib: heavy, needed only when drawing
 
     handles = [Line2D([], [], color=colour, linewidth=2.2, label=verdict)
                for verdict, colour in VERDICT_COLORS.items()]
@@ -133,16 +97,15 @@ def verdict_intervals(orderings: list[dict], path: str | os.PathLike) -> Path:
 
 
 def _short_statement(statement: str) -> str:
-    """Method labels shortened so that a comparison fits beside its panel."""
+    """Method labels shortened (the registry's methods, longest label first) so that a
+    comparison fits beside its panel."""
     if statement.startswith("|"):  # |m - near| - |m - far|
         method, near = statement[1:].split("|")[0].split(" - ")
         far = statement.split("|")[3].split(" - ")[1]
         statement = f"{method} nearer {near} than {far}"
-    for long, short in (("Single model", "single"), ("Deep Ensemble", "DE"),
-                        ("MC-Dropout", "MCD"), ("Masksembles", "MS"),
-                        ("BatchEnsemble", "BE"), (" better than ", " > ")):
-        statement = statement.replace(long, short)
-    return statement
+    for entry in sorted(method_entries(), key=lambda e: -len(e.label)):
+        statement = statement.replace(entry.label, short_label(entry.name))
+    return statement.replace(" better than ", " > ")
 
 
 _SEVERITY_LABELS = {"ece": "ECE", "accuracy": "accuracy", "nll": "NLL", "brier": "Brier"}
@@ -311,162 +274,6 @@ def ood_histograms(
     return save_figure(figure, path)
 
 
-#: Panels per row of the toy figure's grid (legible at 100% zoom: about 3 inches a panel).
-TOY_COLUMNS = 4
-
-
-def entropy_maps(
-    maps: Sequence[np.ndarray],
-    titles: Sequence[str],
-    xs: np.ndarray,
-    ys: np.ndarray,
-    points: np.ndarray,
-    labels: np.ndarray,
-    path: str | os.PathLike,
-    *,
-    max_entropy: float,
-    title: str = "",
-    columns: int = TOY_COLUMNS,
-) -> Path:
-    """A grid of predictive-entropy maps (one per model, ``columns`` per row) with the training
-    points on top, a legend of the classes and one colour bar.
-
-    ``maps``: ``(len(ys), len(xs))`` arrays of entropies in nats; one colour scale from 0 to
-    ``max_entropy`` (log K) for all panels, so panels compare directly. ``points`` (N, 2) with
-    ``labels`` (N,).
-    """
-    from matplotlib.lines import Line2D
-
-    count = len(maps)
-    columns = max(1, min(columns, count))
-    rows = math.ceil(count / columns)
-    aspect = float((ys[-1] - ys[0]) / (xs[-1] - xs[0]))  # panels keep the plane's proportions
-    figure = new_figure(3.0 * columns + 1.3, 3.0 * aspect * rows + 1.1)
-    axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    image = None
-    classes = np.unique(labels)
-    colours = ["white", "#ff4040", "#40c0ff", "#ffb000"]
-    for axis, entropy, name in zip(axes, maps, titles, strict=False):
-        image = axis.pcolormesh(xs, ys, entropy, cmap="viridis", vmin=0.0, vmax=max_entropy,
-                                shading="auto", rasterized=True)
-        for index, cls in enumerate(classes):
-            chosen = labels == cls
-            axis.scatter(points[chosen, 0], points[chosen, 1], s=7,
-                         c=colours[index % len(colours)], linewidths=0.3,
-                         edgecolors="black", alpha=0.9)
-        axis.set_title(name, fontsize=10)
-        axis.set_xticks([])
-        axis.set_yticks([])
-        axis.set_aspect("equal")
-    for axis in axes[count:]:
-        axis.set_visible(False)
-    colourbar = figure.colorbar(image, ax=list(axes[:count]), shrink=0.8, pad=0.02)
-    colourbar.set_label("predictive entropy (nats)")
-    handles = [Line2D([], [], linestyle="", marker="o", markersize=7,
-                      markerfacecolor=colours[index % len(colours)], markeredgecolor="black",
-                      label=f"class {cls}") for index, cls in enumerate(classes)]
-    figure.legend(handles=handles, loc="outside lower center", ncols=len(classes),
-                  fontsize=9, frameon=False, title="training points")
-    if title:
-        figure.suptitle(title, fontsize=11)
-    return save_figure(figure, path)
-
-
-def diversity_heatmaps(
-    matrices: dict[str, dict[str, np.ndarray]],
-    path: str | os.PathLike,
-    *,
-    rows: Sequence[tuple[str, str, tuple[float, float] | None]],
-    title: str = "",
-) -> Path:
-    """A grid of member x member heatmaps: one column per method, one row per measure.
-
-    ``matrices[method][measure]`` is an (M, M) array; ``rows`` lists ``(measure, caption,
-    (vmin, vmax) or None)``; ``None`` shares one scale across the row's methods. Each cell is
-    annotated with its value.
-    """
-    methods = list(matrices)
-    figure = new_figure(2.35 * len(methods) + 1.0, 2.3 * len(rows) + 0.4)
-    axes = figure.subplots(len(rows), len(methods), squeeze=False)
-    for row, (measure, caption, limits) in enumerate(rows):
-        values = [np.asarray(matrices[m][measure], dtype=float) for m in methods]
-        if limits is None:
-            finite = np.concatenate([v[np.isfinite(v)].ravel() for v in values] or [[0.0]])
-            limits = (0.0, float(finite.max()) if finite.size else 1.0)
-            if limits[1] <= limits[0]:
-                limits = (limits[0], limits[0] + 1e-9)
-        image = None
-        for column, (method, matrix) in enumerate(zip(methods, values, strict=True)):
-            axis = axes[row][column]
-            image = axis.imshow(matrix, cmap="magma", vmin=limits[0], vmax=limits[1])
-            size = matrix.shape[0]
-            if size <= 8:
-                for i in range(size):
-                    for j in range(size):
-                        shade = (matrix[i, j] - limits[0]) / (limits[1] - limits[0])
-                        colour = "black" if math.isfinite(shade) and shade > 0.6 else "white"
-                        axis.text(j, i, _short(matrix[i, j]), ha="center", va="center",
-                                  fontsize=7, color=colour)
-            axis.set_xticks(range(size), [str(i + 1) for i in range(size)], fontsize=7)
-            axis.set_yticks(range(size), [str(i + 1) for i in range(size)], fontsize=7)
-            if row == 0:
-                axis.set_title(label(method), fontsize=10)
-            if column == 0:
-                axis.set_ylabel(caption, fontsize=9)
-        figure.colorbar(image, ax=list(axes[row]), shrink=0.9, pad=0.01)
-    if title:
-        figure.suptitle(title, fontsize=11)
-    return save_figure(figure, path)
-
-
-def sweep_plot(
-    sweep: dict,
-    path: str | os.PathLike,
-    *,
-    metrics: Sequence[tuple[str, str]],
-    title: str = "",
-) -> Path:
-    """Masksembles metrics against scale, one line per member count n, with the reference
-    methods as horizontal lines (their band: ± one std over seeds).
-
-    ``sweep``: ``{"masksembles": {n: {scale: {metric: {"mean", "std"}}}}, "references":
-    {method: {metric: {"mean", "std"}}}}``; ``metrics``: ``(key, axis label)`` pairs.
-    """
-    figure = new_figure(3.1 * len(metrics) + 2.0, 3.3)
-    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
-    grid = sweep["masksembles"]
-    ns = sorted(grid, key=int)
-    shades = _shades(len(ns))
-    for axis, (metric, caption) in zip(axes, metrics, strict=True):
-        for colour, n in zip(shades, ns, strict=True):
-            scales = sorted(grid[n], key=float)
-            means = [grid[n][s][metric]["mean"] for s in scales]
-            stds = [grid[n][s][metric]["std"] for s in scales]
-            axis.errorbar([float(s) for s in scales], means, yerr=stds, color=colour,
-                          marker="D", markersize=4, capsize=2, label=f"Masksembles n={n}")
-        for method, values in sweep.get("references", {}).items():
-            if metric not in values:  # e.g. the disagreement of a single model
-                continue
-            colour, _ = method_style(method)
-            mean, std = values[metric]["mean"], values[metric]["std"]
-            axis.axhline(mean, color=colour, linestyle="--", linewidth=1.2, label=label(method))
-            if std > 0:
-                axis.axhspan(mean - std, mean + std, color=colour, alpha=0.12, linewidth=0)
-        axis.set_xscale("log")
-        all_scales = sorted({float(s) for n in ns for s in grid[n]})
-        axis.set_xticks(all_scales, [f"{s:g}" for s in all_scales])
-        axis.minorticks_off()
-        axis.set_xlabel("Masksembles scale")
-        axis.set_title(caption, fontsize=10)
-        axis.grid(alpha=0.3)
-    # The first panel has every line (a single model has no disagreement): one legend for all.
-    handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
-    if title:
-        figure.suptitle(title, fontsize=11)
-    return save_figure(figure, path)
-
-
 def _pool_bins(runs: list[dict]):
     """Sum reliability bins over seeds: counts add, per-bin means weighted by count."""
     edges = np.asarray(runs[0]["edges"], dtype=float)
@@ -476,17 +283,3 @@ def _pool_bins(runs: list[dict]):
                        axis=0)
     safe = np.maximum(count, 1)
     return edges, count, correct / safe, confident / safe
-
-
-def _shades(count: int) -> list:
-    """``count`` reds from light to dark (Masksembles' colour, one per member count)."""
-    from matplotlib import colormaps
-
-    cmap = colormaps["Reds"]
-    return [cmap(0.45 + 0.5 * i / max(count - 1, 1)) for i in range(count)]
-
-
-def _short(value: float) -> str:
-    if not math.isfinite(value):
-        return "-"
-    return f"{value:.2f}" if abs(value) < 10 else f"{value:.0f}"

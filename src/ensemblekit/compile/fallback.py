@@ -1,0 +1,48 @@
+"""The compiled path of a model whose method registered none: its own one-pass forward.
+
+:func:`~ensemblekit.compile.compile_members` of an :class:`~ensemblekit.methods.EnsembleModel`
+without a compiler (:mod:`.registry`) returns :class:`OwnForwardMembers`: the model's own
+``forward_members`` in eval mode, on a copy taken at compile time -- exactly
+``predict_members(model, x)``, no faster, so that ``compile_members(model)`` is one call for
+every ensemble model.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..methods.base import EnsembleModel, predict_members
+
+
+class OwnForwardMembers(nn.Module):
+    """Inference-only ``(B, ...) -> (M, B, K)``: ``predict_members`` of a copy of the model.
+
+    It holds a copy of the model taken when built: compile again after training.
+    """
+
+    #: predict_members and evaluate_model call it directly: it returns member logits
+    returns_member_logits = True
+    strategy = "own forward"
+
+    def __init__(self, model: EnsembleModel) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.num_members = model.num_members
+        super().train(False)
+
+    def train(self, mode: bool = True) -> OwnForwardMembers:
+        if mode:
+            raise RuntimeError("compiled members are inference-only: train the original model, "
+                               "then call ensemblekit.compile_members(model) again")
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return predict_members(self.model, x)
+
+    def extra_repr(self) -> str:
+        return f"num_members={self.num_members}, strategy={self.strategy!r}"

@@ -1,0 +1,120 @@
+"""``ensemblekit tune``'s settings: which methods, the grid of each method's own knobs, the
+budget and how the cost is timed (the run itself: :mod:`~ensemblekit.experiments.tune`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .._validation import check_float, check_int
+from ..methods import available_methods, method_entries
+from .checks import (
+    METHOD_EPOCHS,
+    check_keys,
+    check_methods,
+    check_ood,
+    check_option_value,
+    json_key,
+    method_option_keys,
+)
+from .config import Settings, merge_method_options
+from .cost import parse_budget
+from .runs import ResumableRuns
+
+#: The grid key that scales a method's training epochs (not a build option).
+EPOCHS_FACTOR = "epochs_factor"
+
+
+def default_grid() -> dict[str, dict[str, list]]:
+    """``{method: {option: [values]}}``: each registered method's ``tune_grid`` (its own knobs
+    and ``epochs_factor``, a multiple of the recipe's epochs, with the reason for each in the
+    method's module); a method without one (single, Deep Ensembles) is one reference point."""
+    return {entry.name: {key: list(values) for key, values in entry.tune_grid.items()}
+            for entry in method_entries() if entry.tune_grid}
+
+
+@dataclass
+class TuneSettings(ResumableRuns, Settings):
+    """``ensemblekit tune``: every ``grid`` point of each method, trained and scored on the
+    validation split (never the test set), beside its measured inference cost.
+
+    ``grid``: ``{method: {option: [values]}}``, each method's grid as lists of its
+    ``build_model`` options (and the backbone's, e.g. ``width``) and ``epochs_factor``
+    (multiplies ``epochs``); a table given in a config (``[grid.masksembles]``) replaces the
+    default lists key by key (:func:`default_grid`: the registry entries' ``tune_grid``); a
+    method of ``methods`` without a grid is one point. ``budget``: e.g.
+    ``"latency<=1.3x,params<=1.1x"``: the pick per method is the lowest validation NLL among the
+    points within it (kinds: latency, params, flops; ratios to the single model). ``ood``:
+    the OOD set scored against the validation split. ``cost_batch``: examples per timed
+    call; ``cost_seconds``: least timed work per model; ``cost_rounds``: timing rounds.
+    """
+
+    methods: list[str] = field(default_factory=available_methods)
+    seeds: int = 2  # the digits validation split is 250 images: one seed's pick is noisy
+    grid: dict = field(default_factory=dict)
+    budget: str | None = None
+    ood: str = "auto"
+    eval_batch_size: int = 500
+    cost_batch: int = 256
+    cost_seconds: float = 0.3
+    cost_rounds: int = 5
+
+    command = "tune"
+    uses_recipe_method_options = False
+
+    #: Keys that do not change a finished grid point's result: a rerun may change them freely
+    #: (a point's own options are part of its record, so a changed grid resumes too).
+    RESUME_FREE = ("methods", "seeds", "out", "data_dir", "download", "device", "threads",
+                   "progress", "grid", "budget", "cost_batch", "cost_seconds", "cost_rounds")
+
+    def validate(self) -> None:
+        super().validate()
+        self.methods = check_methods(self.methods)
+        self.seeds = check_int("seeds", self.seeds, minimum=1)
+        self.grid = check_grid(merge_method_options(default_grid(), self.grid), self.backbone)
+        if self.budget is not None:
+            parse_budget(self.budget)
+        self.ood = check_ood(self.dataset, self.ood)
+        self.eval_batch_size = check_int("eval_batch_size", self.eval_batch_size, minimum=1)
+        self.cost_batch = check_int("cost_batch", self.cost_batch, minimum=2)
+        self.cost_seconds = check_float("cost_seconds", self.cost_seconds, minimum=0.0)
+        self.cost_rounds = check_int("cost_rounds", self.cost_rounds, minimum=1)
+        if not self.validation_fraction:
+            raise ValueError("tune scores every configuration on the validation split, but "
+                             "validation_fraction is 0; set it above 0 (default: the "
+                             "dataset's, e.g. 0.2 for digits)")
+
+
+def check_grid(grid, backbone: str | None = None) -> dict:
+    """``{method: {option: [values]}}`` checked: known methods and keys (a method's
+    ``[method_options]`` keys, with ``epochs_factor`` for ``epochs``, and ``backbone``'s
+    options), non-empty lists without repeats (a single value becomes a list), every value
+    checked as in ``[method_options]``."""
+    if not isinstance(grid, dict):
+        raise ValueError(f"grid must be a table of tables, e.g. [grid.masksembles]; got {grid!r}")
+    check_keys(grid, None, source="grid", valid=available_methods())
+    checked = {}
+    for method in grid:
+        table = grid[method]
+        if not isinstance(table, dict):
+            raise ValueError(f"grid.{method} must be a table ([grid.{method}] in TOML), got "
+                             f"{table!r}")
+        valid = [EPOCHS_FACTOR if key == METHOD_EPOCHS else key
+                 for key in method_option_keys(method, backbone)]
+        check_keys(table, None, source=f"[grid.{method}]", valid=valid)
+        values = {}
+        for key, items in table.items():
+            items = items if isinstance(items, list) else [items]
+            if not items:
+                raise ValueError(f"grid.{method}.{key} is empty; give at least one value")
+            if key == EPOCHS_FACTOR:
+                items = [check_float(f"grid.{method}.{key}", item, minimum=0.0,
+                                     min_inclusive=False) for item in items]
+            else:
+                items = [check_option_value(f"grid.{method}.{key}", key, item)
+                         for item in items]
+            if len({json_key(item) for item in items}) != len(items):
+                raise ValueError(f"grid.{method}.{key} lists a value twice: {items}; list "
+                                 "each once")
+            values[key] = items
+        checked[method] = values
+    return checked
