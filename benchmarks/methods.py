@@ -43,6 +43,7 @@ METHODS = {
     "mc_dropout": {"n": MEMBERS, "p": 0.1},
     "masksembles": {"n": MEMBERS, "scale": 2.0},
     "batchensemble": {"n": MEMBERS},
+    "packed_ensemble": {"n": MEMBERS, "alpha": 2.0, "gamma": 1},
     "mimo": {"n": MEMBERS},
     "deep_ensemble": {"n": MEMBERS},
 }

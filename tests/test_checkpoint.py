@@ -19,6 +19,7 @@ METHOD_OPTIONS = {
     "mc_dropout": {"p": 0.3, "n": 5},
     "masksembles": {"n": 4, "scale": 2.0},
     "batchensemble": {"n": 4},
+    "packed_ensemble": {"n": 4, "alpha": 2.0, "gamma": 2},
     "mimo": {"n": 3, "input_repetition": 0.25, "batch_repetitions": 2},
     "deep_ensemble": {"n": 3},
 }

@@ -42,6 +42,7 @@ DEFAULT_PATH = {
     "mc_dropout": lambda deep: "tiled" if deep else "fan-out",
     "masksembles": None,  # resolve_strategy: it also looks for a shared prefix
     "batchensemble": lambda deep: "loop" if deep else "stacked",
+    "packed_ensemble": lambda deep: "loop" if deep else "stacked",
     "deep_ensemble": lambda deep: "loop" if deep else "stacked",
     "mimo": lambda deep: "mimo",
 }
@@ -70,7 +71,8 @@ def test_every_method_compiles_exactly(name, method):
     with torch.no_grad():
         expected = predict_members(model, x)
     deep = name != "mlp" and name != "lenet"
-    strategies = ["auto", "loop", "stacked"] if method in ("batchensemble", "deep_ensemble") \
+    strategies = ["auto", "loop", "stacked"] if method in ("batchensemble", "packed_ensemble",
+                                                             "deep_ensemble") \
         else ["auto"]
     for strategy in strategies:
         fast = compile_members(model, strategy=strategy)

@@ -19,6 +19,7 @@ OPTIONS = {
     "mc_dropout": {"p": 0.3, "n": 3},
     "masksembles": {"n": 4, "scale": 2.0},
     "batchensemble": {"n": 2},
+    "packed_ensemble": {"n": 4, "alpha": 2.0},
     "mimo": {"n": 3},
     "deep_ensemble": {"n": 2},
 }

@@ -282,6 +282,10 @@ def option_strategies(backbone: str, method: str) -> dict[str, st.SearchStrategy
                                  bad(st.sampled_from(["Normal", "", None]), "init"))
         options["tile_batch"] = either(good(st.booleans()),
                                        bad(st.sampled_from(["yes", 1, None]), "tile_batch"))
+    if method == "packed_ensemble":
+        options["alpha"] = either(good(st.floats(0.25, 4.0)),
+                                  bad(bad_float(0.0, min_inclusive=False), "alpha"))
+        options["gamma"] = either(good(st.integers(1, 3)), bad(bad_int(1), "gamma"))
     if method == "mimo":
         options["input_repetition"] = either(
             good(st.floats(0.0, 1.0)),

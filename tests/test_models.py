@@ -28,6 +28,7 @@ METHOD_OPTIONS = {
     "mc_dropout": {"n": 3, "p": 0.2},
     "masksembles": {"n": 2, "scale": 2.0},
     "batchensemble": {"n": 2},
+    "packed_ensemble": {"n": 2, "alpha": 2.0, "gamma": 2},
     "mimo": {"n": 2, "batch_repetitions": 2},
     "deep_ensemble": {"n": 2},
 }

@@ -3,7 +3,8 @@
 The names most users need are re-exported here; each lives in the module named beside it:
 
 - masks and layers: :func:`generate_masks`, :class:`Masksembles` (``ensemblekit.masks``,
-  ``ensemblekit.layers``), :class:`BatchEnsembleLinear` / :class:`BatchEnsembleConv2d`;
+  ``ensemblekit.layers``), :class:`BatchEnsembleLinear` / :class:`BatchEnsembleConv2d`,
+  :class:`PackedLinear` / :class:`PackedConv2d` (``ensemblekit.layers.packed``);
 - methods on shared backbones: :func:`build_model`, :func:`predict_members` (member logits
   ``(M, B, K)`` for every method), conversions of your own model (``ensemblekit.convert``);
 - fast inference: :func:`compile_members` (``ensemblekit.compile``); deployment:
@@ -50,6 +51,7 @@ from .layers.batchensemble import (
     BatchEnsembleLinear,
     batchensemble_parameter_groups,
 )
+from .layers.packed import PackedConv2d, PackedLinear
 from .masks import generate_masks, mask_stats
 from .members import GaussianMembers, repeat_members, split_members
 from .methods import EnsembleModel, available_methods, build_model, predict_members
@@ -84,6 +86,8 @@ __all__ = [
     "Masksembles1d",
     "Masksembles2d",
     "Masksembles3d",
+    "PackedConv2d",
+    "PackedLinear",
     "MemberBatchSampler",
     "PredictionAccumulator",
     "RegressionAccumulator",

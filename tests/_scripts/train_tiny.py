@@ -33,8 +33,13 @@ def tiny_model(method: str = "masksembles"):
     """An MLP (16-32-4) without BatchNorm or dropout: training is a function of the data order.
 
     Masksembles (4 masks on the 32 hidden units) by default: its batch is split into 4 member
-    groups, which data-parallel sharding must preserve.
+    groups, which data-parallel sharding must preserve. Packed-Ensembles: a LeNet (no
+    BatchNorm either) reading the 16 features as 1x4x4 images, so that grouped convolutions
+    with channels-last weights go through DistributedDataParallel too.
     """
+    if method == "packed_ensemble":
+        return build_model("lenet", method, num_classes=4, in_channels=1, input_size=4,
+                           seed=0, n=4, alpha=2.0)
     options = {
         "single": {},
         "masksembles": {"n": 4, "scale": 2.0},
@@ -45,6 +50,14 @@ def tiny_model(method: str = "masksembles"):
                        **options)
 
 
+def tiny_data(method: str):
+    """:func:`tiny_problem`, as 1x4x4 images for the model that reads images."""
+    images, labels = tiny_problem()
+    if method == "packed_ensemble":
+        images = images.view(-1, 1, 4, 4)
+    return images, labels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
@@ -53,7 +66,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--optimizer", default="sgd")
     parser.add_argument("--method", default="masksembles",
-                        choices=("single", "masksembles", "deep_ensemble", "mimo"))
+                        choices=("single", "masksembles", "deep_ensemble", "packed_ensemble",
+                                 "mimo"))
     parser.add_argument("--checkpoint-dir", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--stall-at-step", type=int)
@@ -77,7 +91,7 @@ def main() -> None:
         epochs=args.epochs, batch_size=args.batch_size, lr=0.1, optimizer=args.optimizer,
         schedule="cosine", warmup_epochs=1, seed=args.seed, progress=False,
     )
-    history = train_model(model, tiny_problem(), config, checkpoint_dir=args.checkpoint_dir,
+    history = train_model(model, tiny_data(args.method), config, checkpoint_dir=args.checkpoint_dir,
                           resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save(model.state_dict(), args.out / "weights.pt")

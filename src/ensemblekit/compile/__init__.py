@@ -4,7 +4,8 @@
 ``predict_members(model, x)``, by the compiled path the model's method registered
 (:mod:`.registry`; one file per method: :mod:`.masksembles` -- each member on the channels its
 masks keep --, :mod:`.fan_out` for MC-Dropout, :mod:`.single`, :mod:`.deep_ensemble`,
-:mod:`.batchensemble`), or its own one-pass forward for a method without one
+:mod:`.batchensemble`, :mod:`.mimo`, :mod:`.packed` -- BatchNorm folded, the
+fastest exact layout), or its own one-pass forward for a method without one
 (:mod:`.fallback`). A new method adds its file and imports it below.
 """
 
@@ -14,6 +15,7 @@ from . import (  # noqa: F401 (each registers its compiler)
     fan_out,
     masksembles,
     mimo,
+    packed,
     single,
 )
 from .compiled import STRATEGIES, CompiledMembers, compile_members

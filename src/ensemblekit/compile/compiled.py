@@ -200,6 +200,9 @@ def compile_members(
       ``W * s_m r_m^T`` and bias, the shared BatchNorm folded into each member's convolution
       (exact: in eval mode it is a per-channel affine map of that convolution's output),
       looped or stacked (:mod:`.batchensemble`).
+    * **Packed-Ensembles**: every BatchNorm folded; "stacked" runs the packed network as it
+      is (grouped layers), "loop" the n member networks one after the other, "auto" the
+      faster measured layout (:mod:`.packed`).
     * **any other** :class:`~ensemblekit.methods.EnsembleModel` (a method without a
       registered path, :mod:`.registry`): its own one-pass ``forward_members``, in eval mode
       on a copy (:class:`~.fallback.OwnForwardMembers`, ``strategy="own forward"``).

@@ -1,5 +1,6 @@
-"""The ensemble spectrum behind one API: single, MC-Dropout, Masksembles, BatchEnsemble, MIMO
-and Deep Ensembles, each turning any registered backbone into an :class:`EnsembleModel`.
+"""The ensemble spectrum behind one API: single, MC-Dropout, Masksembles, BatchEnsemble,
+Packed-Ensembles, MIMO and Deep Ensembles, each turning any registered backbone into an
+:class:`EnsembleModel`.
 
 Every model trains the same way::
 
@@ -11,7 +12,9 @@ and predicts the same way: ``predict_members(model, x)`` -> member logits ``(M, 
 
 # isort: off
 # Registration order is the spectrum: from one model to independent models.
-from . import single, mc_dropout, masksembles, batchensemble, mimo, deep_ensemble  # noqa: F401
+from . import (  # noqa: F401
+    single, mc_dropout, masksembles, batchensemble, packed_ensemble, mimo, deep_ensemble,
+)
 
 # isort: on
 from . import claims
@@ -23,6 +26,7 @@ from .masksembles import MasksemblesModel
 from .mc_dropout import MCDropoutModel
 from .member_masks import LayerMasks
 from .mimo import MIMOModel
+from .packed_ensemble import PackedEnsembleModel
 from .registry import (
     MethodEntry,
     available_methods,
@@ -44,6 +48,7 @@ __all__ = [
     "MIMOModel",
     "MasksemblesModel",
     "MethodEntry",
+    "PackedEnsembleModel",
     "SingleModel",
     "available_methods",
     "claims",

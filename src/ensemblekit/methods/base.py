@@ -104,6 +104,16 @@ def no_drop_site_message(method: str, backbone: nn.Module, n: int, *, rule: str 
     )
 
 
+def scale_member_gradients(logits: torch.Tensor, count: int) -> torch.Tensor:
+    """``logits`` (M*B rows of M members), with the gradient flowing back through them
+    multiplied by M: a loss averaged over the M*B rows then gives each member its own loss's
+    gradient (instead of 1/M of it), so learning rate and weight decay mean for each member
+    what they mean for the single model."""
+    if logits.requires_grad and count > 1:
+        logits.register_hook(lambda grad: grad * count)
+    return logits
+
+
 def flat_parameters(module: nn.Module) -> torch.Tensor:
     """All parameters of ``module`` flattened into one vector (``named_parameters`` order)."""
     return torch.cat([p.detach().reshape(-1) for p in module.parameters()])

@@ -40,15 +40,15 @@ def build_model(
         name: a backbone from ``ensemblekit.models.available_backbones()``: "mlp", "lenet",
             "resnet20", "resnet18", "wrn28_10", "resnet50".
         method: one of ``ensemblekit.methods.available_methods()``: "single", "mc_dropout",
-            "masksembles", "batchensemble", "mimo", "deep_ensemble".
+            "masksembles", "batchensemble", "packed_ensemble", "mimo", "deep_ensemble".
         num_classes: K, the number of logits.
         in_channels: channels of the input images (features for an ``mlp`` on vectors).
         **options: the backbone's options (``width`` for all; ``input_size`` for mlp and lenet;
             ``hidden`` for mlp) and the method's (``seed`` for all; ``n``; ``scale`` for
             masksembles; ``p`` for mc_dropout; ``placement`` ("all" | "dropout") and ``widen``
             for masksembles and mc_dropout (:mod:`ensemblekit.methods.placement`); ``init``,
-            ``tile_batch`` for batchensemble; ``input_repetition``, ``batch_repetitions`` for
-            mimo;
+            ``tile_batch`` for batchensemble; ``alpha``, ``gamma`` for packed_ensemble;
+            ``input_repetition``, ``batch_repetitions`` for mimo;
             ``independent_batches``, ``inference`` for deep_ensemble). Unknown names raise.
 
     ``seed`` (default: drawn from torch's global generator, so ``torch.manual_seed`` controls

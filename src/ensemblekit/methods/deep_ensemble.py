@@ -36,7 +36,7 @@ from torch.func import functional_call, vmap
 from .._validation import check_choice, check_int
 from ..members import repeat_members, split_members
 from ..models.factory import LayerFactory
-from .base import EnsembleModel, check_flag, flat_parameters
+from .base import EnsembleModel, check_flag, flat_parameters, scale_member_gradients
 from .registry import register_method
 
 #: values of ``inference``
@@ -74,10 +74,7 @@ class DeepEnsembleModel(EnsembleModel):
         logits = torch.cat(
             [member(rows) for member, rows in zip(self.members, inputs, strict=True)]
         )
-        if logits.requires_grad and count > 1:
-            # Undo the 1/M of a mean over M*B rows: each member gets its own loss's gradient.
-            logits.register_hook(lambda grad: grad * count)
-        return logits
+        return scale_member_gradients(logits, count)
 
     def training_targets(self, y: torch.Tensor) -> torch.Tensor:
         if self.independent_member_batches:

@@ -61,6 +61,10 @@ class MethodEntry:
             the method (e.g. other initialisations), named ``<name>_<suffix>``.
         compiled_inference: its inference path is :func:`ensemblekit.compile_members` (the
             cost measurement then times it both compiled and tiled).
+        member_width: ``options -> float``: a member's channels at a hidden layer over the
+            single model's, nominal (before rounding to whole channels), from the resolved
+            build options (Packed-Ensembles: ``alpha / n``); None: derived from
+            ``drop_fraction`` (``1 - drop_fraction``, or 1 for a method that widens).
         spectrum_knob: the build option that moves the method along the spectrum from one
             model (value 1) to independent members (Masksembles: ``"scale"``), or None. The
             sweep varies it against the number of members and the toy draws one panel per
@@ -82,6 +86,7 @@ class MethodEntry:
     tune_grid: Mapping[str, list] = field(default_factory=dict)
     controls: Mapping[str, Mapping] = field(default_factory=dict)
     compiled_inference: bool = False
+    member_width: Callable[[Mapping], float] | None = None
     spectrum_knob: str | None = None
     panel_title: Callable[[Mapping], str] | None = None
 
