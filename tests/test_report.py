@@ -352,6 +352,20 @@ def _calibrated(test_nll, *, before, after, temperature, n_validation=250):
                      for key in report.CALIBRATED_METRICS}}
 
 
+def test_ts_rows_say_which_runs_kept_t_1_and_why():
+    results = _results({"single": 0.1})
+    single = results["methods"]["single"]
+    single["calibrated"] = _calibrated(0.07, before=0.03, after=0.03, temperature=1.0)
+    single["calibrated"]["fitted_runs"] = 0
+    single["calibrated"]["runs"] = [{"seed": 0, "temperature": 1.0, "validation_nll_before": 0.03,
+                                     "validation_nll_after": 0.03, "validation_errors": 0,
+                                     "test_nll_raw": 0.07, "test_nll_ts": 0.07,
+                                     "fitted": False, "reason": "no validation error"}]
+    text = report.markdown(results)
+    assert "| Single model | 0/1 | 1.000 ± 0.000 |" in text
+    assert "Not fitted, T = 1: Single model seed 0 (no validation error)." in text
+
+
 def test_ts_rows_temperature_table_and_the_honest_sentence():
     results = _results({"single": 0.1, "deep_ensemble": 0.05})
     for entry in results["methods"].values():
@@ -371,8 +385,10 @@ def test_ts_rows_temperature_table_and_the_honest_sentence():
                               "0.2500 ± 0.0000 | 0.2500 ± 0.0000 | 0.2500 ± 0.0000 | "
                               "0.2500 ± 0.0000 | 0.2500 ± 0.0000 | 0.2500 ± 0.0000 | as raw |")
     assert "| Deep Ensemble +TS |" in text
-    assert ("| Single model | 0.6000 ± 0.0000 | 0.0300 ± 0.0000 | 0.0200 ± 0.0000 | "
+    # fitted: "-" for a summary written before the identification rule (no fitted count)
+    assert ("| Single model | - | 0.6000 ± 0.0000 | 0.0300 ± 0.0000 | 0.0200 ± 0.0000 | "
             "0.0660 ± 0.0000 | 0.1180 ± 0.0000 |") in text
+    assert "Not fitted, T = 1" not in text
     assert "Validation NLL after scaling <= before for every method and seed." in text
     sentence = next(line for line in lines if line.startswith("- Single model: +TS makes"))
     assert ("worse on average (0.0660 -> 0.1180, while the validation NLL fell 0.0300 -> "

@@ -196,6 +196,9 @@ def calibrated_summary(calibrated: list[dict]) -> dict:
         "temperature": mean_std([average(f["temperatures"]) for f in fits]),
         "validation_nll": {side: mean_std([f["validation_nll"][side] for f in fits])
                            for side in ("before", "after")},
+        # runs whose every temperature was identified by the validation data (the others
+        # kept T = 1: ensemblekit.calibration's "identified or not applied" rule)
+        "fitted_runs": sum(all(f.get("fitted", [True])) for f in fits),
         "validation_nll_fell": all(f["validation_nll"]["after"]
                                    <= f["validation_nll"]["before"] + NLL_TOLERANCE
                                    for f in fits),
@@ -224,7 +227,9 @@ def calibrated_runs(runs: list[dict]) -> list[dict]:
                      "validation_nll_before": fit["validation_nll"]["before"],
                      "validation_nll_after": fit["validation_nll"]["after"],
                      "validation_errors": errors, "test_nll_raw": record["test"]["nll"],
-                     "test_nll_ts": record["calibrated"]["test"]["nll"]})
+                     "test_nll_ts": record["calibrated"]["test"]["nll"],
+                     "fitted": all(fit.get("fitted", [True])),
+                     "reason": next((r for r in fit.get("reasons", []) if r), None)})
     return rows
 
 

@@ -58,14 +58,18 @@ def temperature_lines(results: dict) -> list[str]:
              f"One temperature T per run ({first['mode']} mode: on the log of the mean member "
              f"probability), fitted to minimise the NLL on the validation split "
              f"({first['n_validation']} images, held out of training), never on the test set; "
-             "T = 1 is among the candidates, so the validation NLL cannot rise.", "",
-             "| method | T | validation NLL before | after | test NLL raw | +TS | test ECE raw "
-             "| +TS |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "T = 1 is among the candidates, so the validation NLL cannot rise. A temperature "
+             "the validation data do not identify (the minimiser at a search bound, fewer "
+             "than 2 validation errors, or logits no better than chance) is not applied: the "
+             "run keeps T = 1 (column fitted: runs with an identified T).", "",
+             "| method | fitted | T | validation NLL before | after | test NLL raw | +TS | "
+             "test ECE raw | +TS |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     rose = []
     for method, entry in methods.items():
         c = entry["calibrated"]
         before, after = c["validation_nll"]["before"], c["validation_nll"]["after"]
-        lines.append(f"| {method_label(method)} | {pm(c['temperature'])} | "
+        fitted = f"{c['fitted_runs']}/{len(c.get('runs', []))}" if "fitted_runs" in c else "-"
+        lines.append(f"| {method_label(method)} | {fitted} | {pm(c['temperature'])} | "
                      f"{pm(before)} | {pm(after)} | {pm(entry['test']['nll'])} | "
                      f"{pm(c['test']['nll'])} | {pm(entry['test']['ece'])} | "
                      f"{pm(c['test']['ece'])} |")
@@ -77,6 +81,11 @@ def temperature_lines(results: dict) -> list[str]:
                      "not reach its minimum (a bug; these +TS rows are not to be trusted).**")
     else:
         lines.append("Validation NLL after scaling <= before for every method and seed.")
+    unfitted = [f"{method_label(method)} seed {run['seed']} ({run['reason']})"
+                for method, entry in methods.items()
+                for run in entry["calibrated"].get("runs", []) if not run.get("fitted", True)]
+    if unfitted:
+        lines.append("Not fitted, T = 1: " + "; ".join(unfitted) + ".")
     for method, entry in methods.items():
         lines += _worse_lines(method_label(method), entry)
     return lines
