@@ -124,6 +124,18 @@ BENCHMARK_CLAIMS = ClaimSet(
         Lands("{method} is better than {other} (where it lands: holds = better, does not "
               "hold = worse)", method="masksembles", others=("mc_dropout", "batchensemble"),
               metrics=BENCHMARK_METRICS),
+        # the two cheap ensembles TorchUncertainty ships beside Masksembles (issue 20): where
+        # each lands between the single model and Deep Ensembles, and Masksembles against each
+        Between("Packed-Ensembles lies between the single model and Deep Ensembles (single "
+                "model worse than Packed-Ensembles, Packed-Ensembles worse than Deep Ensembles)",
+                method="packed_ensemble", low="single", high="deep_ensemble",
+                metrics=BENCHMARK_METRICS),
+        Between("MIMO lies between the single model and Deep Ensembles (single model worse "
+                "than MIMO, MIMO worse than Deep Ensembles)",
+                method="mimo", low="single", high="deep_ensemble", metrics=BENCHMARK_METRICS),
+        Lands("{method} is better than {other} (where it lands: holds = better, does not "
+              "hold = worse)", method="masksembles", others=("packed_ensemble", "mimo"),
+              metrics=BENCHMARK_METRICS),
     ),
     unchecked="Not checked: these need the single model, Deep Ensembles and the method in "
               "question in the same run, with their per-example predictions.",
@@ -148,4 +160,5 @@ DIVERSITY_CLAIMS = ClaimSet(
 
 #: Short names where a figure or a verdict line has little room (the label otherwise).
 SHORT_LABELS = {"single": "single", "mc_dropout": "MCD", "masksembles": "MS",
-                "batchensemble": "BE", "deep_ensemble": "DE"}
+                "batchensemble": "BE", "packed_ensemble": "PE", "mimo": "MIMO",
+                "deep_ensemble": "DE"}
