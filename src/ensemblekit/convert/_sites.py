@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .._validation import check_tensor
+from ..example_inputs import input_record
 from ..methods.base import EnsembleModel
 from ..runtime import eval_mode
 from ..submodules import replace_module
@@ -147,3 +148,14 @@ def check_replaced_dropout(path: str, module: nn.Module, site: dict) -> None:
             f"the network's {path!r} is {type(module).__name__}, where the saved model "
             "replaced a dropout layer: pass the network the model was converted from"
         )
+
+
+def attach_recipe(converted: EnsembleModel, recipe: dict,
+                  example_input: torch.Tensor | None) -> EnsembleModel:
+    """Give ``converted`` its ``recipe`` (what ``ek.load(path, into=net)`` replays), with the
+    example input's shape and dtype (not its data) when one was given, so that
+    ``compile_members`` and ``export`` need no second example."""
+    if example_input is not None:
+        recipe = {**recipe, "input": input_record(example_input)}
+    converted.recipe = recipe
+    return converted

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_flag, check_int
-from ..example_inputs import input_record
 from ..layers.batchensemble import (
     FAST_WEIGHT_INITS,
     BatchEnsembleConv1d,
@@ -17,7 +16,7 @@ from ..layers.batchensemble import (
 )
 from ..methods.batchensemble import BatchEnsembleModel
 from ..submodules import replace_module
-from ._sites import check_module, shapes_from_dry_run
+from ._sites import attach_recipe, check_module, shapes_from_dry_run
 
 #: layer -> its BatchEnsemble twin (exact types: a subclass may change the behaviour)
 _BATCHENSEMBLE_FOR = {
@@ -130,11 +129,9 @@ def to_batchensemble(
     if example_input is not None:  # fails here, naming example_input, if it does not fit
         shapes_from_dry_run(model, [], [], example_input, "to_batchensemble")
     converted = _apply_batchensemble(model, n, init, tile_batch, layers)
-    converted.recipe = {"converter": "to_batchensemble", "n": n, "init": init,
-                        "tile_batch": tile_batch, "layers": layers}
-    if example_input is not None:
-        converted.recipe["input"] = input_record(example_input)
-    return converted
+    recipe = {"converter": "to_batchensemble", "n": n, "init": init, "tile_batch": tile_batch,
+              "layers": layers}
+    return attach_recipe(converted, recipe, example_input)
 
 
 def batchensemble_from_recipe(model: nn.Module, recipe: dict,

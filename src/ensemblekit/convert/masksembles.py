@@ -7,13 +7,13 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_float, check_int, check_seed
-from ..example_inputs import input_record
 from ..layers import Masksembles, Masksembles1d, Masksembles2d, Masksembles3d
 from ..methods.masksembles import MasksemblesModel
 from ..submodules import replace_module
 from ._sites import (
     ACTIONS,
     Sites,
+    attach_recipe,
     check_module,
     deepest_first,
     insert_after,
@@ -261,11 +261,9 @@ def to_masksembles(
         plan.append(found[0])
     _apply_masksembles(model, n, scale, seed, plan)
     converted = MasksemblesModel(model, n)
-    converted.recipe = {"converter": "to_masksembles", "n": n, "scale": scale, "seed": seed,
-                        "sites": plan, "not_called": not_called}
-    if example_input is not None:
-        converted.recipe["input"] = input_record(example_input)
-    return converted
+    recipe = {"converter": "to_masksembles", "n": n, "scale": scale, "seed": seed,
+              "sites": plan, "not_called": not_called}
+    return attach_recipe(converted, recipe, example_input)
 
 
 def masksembles_from_recipe(model: nn.Module, recipe: dict,

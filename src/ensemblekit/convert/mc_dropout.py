@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from .._validation import check_float, check_int, check_seed
-from ..example_inputs import input_record
 from ..methods.mc_dropout import MCDropoutModel, dropout_modules
 from ..methods.seeded_dropout import unseeded_dropouts
 from ._sites import (
     Sites,
+    attach_recipe,
     check_module,
     deepest_first,
     insert_after,
@@ -102,11 +102,9 @@ def to_mc_dropout(
     not_called = [] if example_input is None else _uncalled_dropouts(model, plan, example_input, p)
     _apply_mc_dropout(model, plan)
     converted = MCDropoutModel(model, num_samples, seed=seed)
-    converted.recipe = {"converter": "to_mc_dropout", "num_samples": num_samples, "seed": seed,
-                        "sites": plan, "not_called": not_called}
-    if example_input is not None:
-        converted.recipe["input"] = input_record(example_input)
-    return converted
+    recipe = {"converter": "to_mc_dropout", "num_samples": num_samples, "seed": seed,
+              "sites": plan, "not_called": not_called}
+    return attach_recipe(converted, recipe, example_input)
 
 
 def mc_dropout_from_recipe(model: nn.Module, recipe: dict, sites: list[dict]) -> MCDropoutModel:
