@@ -4,7 +4,9 @@ The names most users need are re-exported here; each lives in the module named b
 
 - masks and layers: :func:`generate_masks`, :class:`Masksembles` (``ensemblekit.masks``,
   ``ensemblekit.layers``), :class:`BatchEnsembleLinear` / :class:`BatchEnsembleConv2d`,
-  :class:`PackedLinear` / :class:`PackedConv2d` (``ensemblekit.layers.packed``);
+  :class:`PackedLinear` / :class:`PackedConv2d` / :class:`PackedConv1d`
+  (``ensemblekit.layers.packed``), :class:`PackedLayerNorm` / :class:`PackedGroupNorm`
+  (``ensemblekit.layers.packed_norm``);
 - methods on shared backbones: :func:`build_model`, :func:`predict_members` (member logits
   ``(M, B, K)`` for every method), conversions of your own model (``ensemblekit.convert``);
 - fast inference: :func:`compile_members` (``ensemblekit.compile``); deployment:
@@ -32,7 +34,7 @@ from .calibration import (
 )
 from .checkpoint import load, load_into, save
 from .compile import CompiledMembers, compile_members
-from .convert import to_batchensemble, to_masksembles, to_mc_dropout
+from .convert import to_batchensemble, to_masksembles, to_mc_dropout, to_packed_ensemble
 from .data import (
     CORRUPTIONS,
     SEVERITIES,
@@ -51,7 +53,8 @@ from .layers.batchensemble import (
     BatchEnsembleLinear,
     batchensemble_parameter_groups,
 )
-from .layers.packed import PackedConv2d, PackedLinear
+from .layers.packed import PackedConv1d, PackedConv2d, PackedLinear
+from .layers.packed_norm import PackedGroupNorm, PackedLayerNorm
 from .masks import generate_masks, mask_stats
 from .members import GaussianMembers, repeat_members, split_members
 from .methods import EnsembleModel, available_methods, build_model, predict_members
@@ -86,7 +89,10 @@ __all__ = [
     "Masksembles1d",
     "Masksembles2d",
     "Masksembles3d",
+    "PackedConv1d",
     "PackedConv2d",
+    "PackedGroupNorm",
+    "PackedLayerNorm",
     "PackedLinear",
     "MemberBatchSampler",
     "PredictionAccumulator",
@@ -129,6 +135,7 @@ __all__ = [
     "to_batchensemble",
     "to_masksembles",
     "to_mc_dropout",
+    "to_packed_ensemble",
     "train_model",
     "weight_similarity",
 ]

@@ -18,6 +18,7 @@ from ._sites import check_module, check_replaced_dropout
 from .batchensemble import batchensemble_from_recipe, check_same_layer
 from .masksembles import masksembles_from_recipe
 from .mc_dropout import mc_dropout_from_recipe
+from .packed_ensemble import packed_ensemble_from_recipe
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ _REPLAYS: dict[str, RecipeReplay] = {
     "to_masksembles": RecipeReplay("sites", check_replaced_dropout, masksembles_from_recipe),
     "to_mc_dropout": RecipeReplay("sites", check_replaced_dropout, mc_dropout_from_recipe),
     "to_batchensemble": RecipeReplay("layers", check_same_layer, batchensemble_from_recipe),
+    "to_packed_ensemble": RecipeReplay("layers", check_same_layer, packed_ensemble_from_recipe),
 }
 
 #: the converters :func:`apply_recipe` can replay
