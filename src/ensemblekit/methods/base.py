@@ -59,6 +59,21 @@ class EnsembleModel(nn.Module):
         """Flattened effective weights per member: ``(M, P)`` (see each method)."""
         raise NotImplementedError
 
+    def member_weight_columns(self, module: nn.Module) -> int:
+        """How many columns of a member's row of :meth:`member_weights` hold ``module``'s own
+        parameters (its ``parameters(recurse=False)``); the columns follow ``named_modules``
+        order. Here: all of them (each member holds the module's parameters whole); a method
+        whose members own a part of a parameter (Packed-Ensembles, MIMO's ends) or an
+        effective weight (BatchEnsemble) says how much."""
+        return sum(p.numel() for p in module.parameters(recurse=False))
+
+    def member_features(self, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+        """Each member's share ``(M, B, ...)`` of a hidden representation ``x`` that ``layer``
+        of the backbone read during ``forward_members`` of a batch of B examples. Here: a
+        member-major batch, member m in rows ``m*B:(m+1)*B`` (the tiled methods); a method
+        that packs members on channels or shares the representation says how."""
+        return x.unflatten(0, (self.num_members, -1))
+
     def parameter_groups(
         self, weight_decay: float, lr: float, fast_weight_lr_multiplier: float = 0.5,
         fast_weight_decay: float = 0.0,
