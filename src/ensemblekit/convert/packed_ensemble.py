@@ -66,12 +66,13 @@ def _unsupported(module: nn.Module) -> str | None:
     return None
 
 
-def _roles(model: nn.Module, example_input: torch.Tensor) -> tuple[dict, torch.Size]:
+def _roles(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[str, dict], int]:
     """``{path: {"first": bool, "head": bool}}`` for every supported module the forward
-    calls, and the output's shape. A layer is first when its input passed through no conv /
-    linear layer, a head when its output reaches the network's output through none: every
-    layer's output is cut from the graph (a fresh leaf) and the parameters frozen, so input
-    provenance is ``requires_grad`` and a head is a leaf the output's gradient reaches."""
+    calls, in the order it calls them, and K, the network's outputs per example. A layer is
+    first when its input passed through no conv / linear layer, a head when its output
+    reaches the network's output through none: every layer's output is cut from the graph (a
+    fresh leaf) and the parameters frozen, so input provenance is ``requires_grad`` and a head
+    is a leaf the output's gradient reaches."""
     roles, leaves = {}, {}
 
     def before(path: str):
@@ -112,7 +113,7 @@ def _roles(model: nn.Module, example_input: torch.Tensor) -> tuple[dict, torch.S
             parameter.requires_grad_(requires_grad)
     for path, grad in zip(paths, grads, strict=True):
         roles[path]["head"] |= grad is not None
-    return roles, output.shape
+    return roles, output.shape[1]
 
 
 def _check_output(output, example_input: torch.Tensor) -> None:
@@ -136,10 +137,12 @@ def _plan(module: nn.Module, path: str, role: dict, x: torch.Tensor, n: int, alp
     if role["first"] and kind in _NORMS:
         raise _fail(path, "it normalises the network's plain input, which all members would "
                           "share; normalise the data before the network instead")
-    # the packed dimension: a linear layer's features, a LayerNorm's first normalised size,
-    # else the channels (dim 1)
-    packed_dim = {nn.Linear: -1, nn.LayerNorm: -len(getattr(module, "normalized_shape", ()))}
-    width = x.shape[packed_dim.get(kind, 1)]
+    if kind is nn.Linear:  # the packed dimension: features
+        width = x.shape[-1]
+    elif kind is nn.LayerNorm:  # its first normalised size
+        width = x.shape[x.ndim - len(module.normalized_shape)]
+    else:  # channels
+        width = x.shape[1]
     if kind is nn.LayerNorm and tuple(x.shape[x.ndim - len(module.normalized_shape) + 1:]) \
             != tuple(module.normalized_shape[1:]):
         raise _fail(path, f"normalized_shape={tuple(module.normalized_shape)} spans more than "
@@ -165,11 +168,17 @@ def packed_layer(module: nn.Module, packed: dict, n: int, path: str = "") -> nn.
             return PackedLinear(packed["in"], packed["out"], n, gamma=packed["gamma"],
                                 first=packed["first"], bias=module.bias is not None)
         if kind in _LAYERS:
-            return _LAYERS[kind](
+            conv = _LAYERS[kind](
                 packed["in"], packed["out"], module.kernel_size, n, gamma=packed["gamma"],
                 first=packed["first"], stride=module.stride, padding=module.padding,
                 dilation=module.dilation, bias=module.bias is not None,
                 padding_mode=module.padding_mode)
+            # torch's contiguous layout, as the network had: PackedConv2d's channels-last
+            # weights would hand the next module channels-last maps, on which a forward's
+            # x.view(B, -1) fails (compile_members runs channels-last: pass
+            # channels_last=False for such a network)
+            conv.weight = nn.Parameter(conv.weight.detach().contiguous())
+            return conv
         if kind is nn.LayerNorm:
             return PackedLayerNorm((packed["width"], *module.normalized_shape[1:]), n,
                                    eps=module.eps, elementwise_affine=module.elementwise_affine,
@@ -215,34 +224,40 @@ def _sized(model: nn.Module, roles: dict, example_input: torch.Tensor, options: 
         replace_module(model, path, stand_in)
     try:
         with eval_mode(model), torch.no_grad():
-            try:
-                model(example_input)
-            except ValueError:
-                raise
-            except Exception as error:  # a size the forward fixes (x.view(-1, 400), ...)
-                raise ValueError(
-                    f"to_packed_ensemble: the widened network's forward failed ({error}); it "
-                    "fixes a size outside its layers (x.view(B, 400) instead of "
-                    "torch.flatten(x, 1)?) or mixes channels; " + _FIX) from error
-    except Exception:
+            model(example_input)
+        uncalled = [path for path, stand_in in pending.items() if stand_in.built is None]
+        if uncalled:
+            raise _fail(uncalled[0], "the widened network's forward never called it (the "
+                                     "forward's path depends on the widths?)")
+    except Exception as error:
         for path, stand_in in pending.items():
             replace_module(model, path, stand_in.original[0])
-        raise
+        if isinstance(error, ValueError):  # ours: it names the module
+            raise
+        raise ValueError(  # a size the forward fixes (x.view(-1, 400), ...)
+            f"to_packed_ensemble: the widened network's forward failed ({error}); it fixes a "
+            "size outside its layers (x.view(-1, 400) instead of torch.flatten(x, 1)?) or "
+            "mixes channels; " + _FIX) from error
     for path, stand_in in pending.items():
         replace_module(model, path, stand_in.built)
     return [stand_in.entry for stand_in in pending.values()]  # forward order
 
 
-def check_member_independence(network: nn.Module, n: int, example_input: torch.Tensor) -> None:
-    """Raise unless ``network`` maps ``example_input`` (B rows) to ``(B, n*K)`` and member m's
-    logits (columns ``m*K:(m+1)*K``) have exactly zero gradient on every other member's rows
-    (dim 0, member-major) of every parameter, for every m."""
+def check_member_independence(network: nn.Module, n: int, example_input: torch.Tensor,
+                              classes: int) -> None:
+    """Raise unless ``network`` maps ``example_input`` (B rows) to ``(B, n*K)``, K =
+    ``classes``, and member m's logits (columns ``m*K:(m+1)*K``) have exactly zero gradient on
+    every other member's rows (dim 0, member-major) of every parameter, for every m."""
     named = [(name, p) for name, p in network.named_parameters()]
     with eval_mode(network), torch.enable_grad():
         output = network(example_input)
-        if output.ndim != 2 or output.shape[1] % n:
-            raise ValueError(f"to_packed_ensemble: the converted network returns "
-                             f"{tuple(output.shape)}, not (B, n*K) with n={n}")
+        expected = (len(example_input), n * classes)
+        if tuple(output.shape) != expected:
+            raise ValueError(
+                f"to_packed_ensemble: the widened network returns {tuple(output.shape)} on "
+                f"example_input, not {expected} (B, n*K); it fixes a size outside its layers "
+                "(x.view(-1, 400) or x.reshape(-1, 400) instead of torch.flatten(x, 1)?); "
+                + _FIX)
         for member, logits in enumerate(output.chunk(n, dim=1)):
             grads = torch.autograd.grad(logits.sum(), [p for _, p in named], retain_graph=True,
                                         allow_unused=True)
@@ -308,7 +323,7 @@ def to_packed_ensemble(
         reason = _unsupported(module)
         if reason is not None:
             raise _fail(path or "the model", f"{reason}; {_FIX}")
-    roles, _ = _roles(model, example_input)
+    roles, classes = _roles(model, example_input)
     not_called = [path for path, module in model.named_modules()
                   if type(module) in _SUPPORTED and path not in roles]
     if not_called:
@@ -321,7 +336,7 @@ def to_packed_ensemble(
             torch.manual_seed(seed)
         layers = _sized(model, roles, example_input, (n, alpha, gamma))
     try:
-        check_member_independence(model, n, example_input)
+        check_member_independence(model, n, example_input, classes)
     except ValueError:
         for path, original in originals.items():  # the network as it was
             replace_module(model, path, original)
