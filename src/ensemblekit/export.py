@@ -256,8 +256,8 @@ def export(
     if isinstance(outputs, str) or not isinstance(outputs, (tuple, list)) or not outputs:
         raise TypeError(f"outputs must be a non-empty tuple of output names {names}, got "
                         f"{outputs!r}")
-    outputs = tuple(check_choice(f"outputs entry (a {model_task(model)} model's)", name, names)
-                    for name in outputs)
+    entry = "outputs entry (a regression model's)" if regression else "outputs entry"
+    outputs = tuple(check_choice(entry, name, names) for name in outputs)
     if len(set(outputs)) != len(outputs):
         raise ValueError(f"outputs {outputs} names an output twice")
 
