@@ -269,3 +269,9 @@ def test_a_regression_dataset_trains_through_the_loader():
     through_loader = train_model(model, dataset, fast_config())
     in_memory = train_model(twin, (x, y), fast_config())
     assert through_loader[0]["loss"] == pytest.approx(in_memory[0]["loss"], rel=1e-6)
+
+
+def test_the_classification_inference_loop_refuses_a_regression_model():
+    model, _ = build("single", "mlp")
+    with pytest.raises(ValueError, match="regression model: call ensemblekit.predict_members"):
+        ek.evaluate_model(model, (torch.randn(4, 3), torch.randn(4, D)))

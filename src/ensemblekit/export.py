@@ -113,7 +113,9 @@ class GaussianOutputs(nn.Module):
         if isinstance(members, torch.Tensor):  # raw (M, B, 2D): the tiled or frozen pass
             members = gaussian_outputs(members, self.num_outputs)
         means, variances = members
-        moments = _moments(means, variances)  # the moment-matched mixture, in the graph's dtype
+        # The unchecked moments of moment_match, which would read values on the host (not in
+        # a traced graph) and compute in float64 (the graph keeps the model's dtype).
+        moments = _moments(means, variances)
         found = {
             "mean": moments.mean,
             "total_variance": moments.variance,
