@@ -72,6 +72,17 @@ def test_mnist_recipes_are_torchuncertainty_lenet_with_sourced_method_options():
     assert "tuned" not in recipe
 
 
+def test_mnist_options_marked_digits_are_the_recorded_digits_picks():
+    # The [digits] values of mnist.toml are the digits tune's picks (its epochs aside: chosen on
+    # Fashion-MNIST); a new digits tune has to be carried over, or this fails.
+    tuned = tomllib.loads((Path(__file__).parent.parent / "configs" / "tuned" /
+                           "digits-tuned.toml").read_text())["method_options"]
+    mnist = recipe_for("mnist")["method_options"]
+    for method in ("mc_dropout", "masksembles", "batchensemble"):
+        picks = {key: value for key, value in tuned[method].items() if key != "epochs"}
+        assert mnist[method] == picks, method
+
+
 def unsourced_lines(text: str) -> list[str]:
     """The value lines of a TOML text with no comment of their own and none reached by going
     up through the value lines just above them (a comment line, a commented table header or a
