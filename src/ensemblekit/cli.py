@@ -19,12 +19,17 @@ from .experiments.benchmark import BenchmarkSettings, run_benchmark
 from .experiments.config import merge_method_options
 from .experiments.diversity import run_diversity
 from .experiments.diversity_settings import DiversitySettings
+from .experiments.regression_benchmark import (
+    RegressionBenchmarkSettings,
+    run_regression_benchmark,
+)
+from .experiments.regression_toy import RegressionToySettings, run_regression_toy
 from .experiments.single_run import TrainSettings, run_corrupt, run_evaluate, run_train
 from .experiments.sweep import SweepSettings, run_sweep
 from .experiments.toy import ToySettings, run_toy
 from .experiments.tune import expand_grid, run_tune
 from .experiments.tune_settings import TuneSettings
-from .report import summary_table
+from .report import regression_summary_table, summary_table
 from .report.diversity import diversity_table
 from .train import MAX_THREADS
 
@@ -74,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "digits by default. Finished runs are kept; rerunning with the same --out "
                     "resumes.")
     _common(bench, default_out="runs/benchmark-<dataset>")
+    _task_flag(bench, "diabetes (every method x 3 seeds; --dataset uci-<name>: the published "
+                      "UCI protocol over its splits)")
+    bench.add_argument("--splits", nargs="+", type=int,
+                       help="regression on a uci-<name> set: the split indices to run "
+                            "(default: every split of its n_splits.txt)")
     bench.add_argument("--methods", nargs="+", type=_names, help="methods to run (default: "
                        "single mc_dropout masksembles batchensemble deep_ensemble)")
     bench.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default 3)")
@@ -101,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "validation NLL, for `ensemblekit benchmark --config`. Finished points are "
                     "kept; rerunning with the same --out resumes.")
     _common(tune, default_out="runs/tune-<dataset>")
+    _task_flag(tune, "diabetes; scored by the validation NLL of the members' mixture")
     tune.add_argument("--methods", nargs="+", type=_names, help="methods to tune (default: "
                       "all five; single and deep_ensemble are reference points)")
     tune.add_argument("--seeds", type=int, help="number of seeds per point (default 2)")
@@ -119,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "two-class problem: single model, MC-Dropout, Masksembles at increasing "
                     "scale, Deep Ensemble.")
     _common(toy, default_out="runs/toy-<dataset>", default_dataset="toy_moons")
+    _task_flag(toy, "the cubic and in-between toys: mean +- 2 sigma with the epistemic and "
+                    "aleatoric bands apart")
+    toy.add_argument("--datasets", nargs="+", type=_names,
+                     help="regression: the 1-D problems, one row each (default toy_cubic "
+                          "toy_in_between)")
     toy.add_argument("--scales", nargs="+", type=float,
                      help="Masksembles scales, one panel each (default 1.5 2 4 8)")
     toy.add_argument("--seed", type=int, help="seed of every model (default 0)")
@@ -229,6 +245,12 @@ def _common(parser, *, default_out: str, default_dataset: str = "digits") -> Non
     parser.add_argument("--out", help=f"output folder (default {default_out})")
 
 
+def _task_flag(parser, regression: str) -> None:
+    parser.add_argument("--task", choices=("classification", "regression"),
+                        default="classification",
+                        help=f"classification (default) or regression: {regression}")
+
+
 def _shift_flags(parser) -> None:
     parser.add_argument("--corruptions", nargs="+", type=_names,
                         help="corruption kinds, 'all' (the 15 CIFAR-10-C kinds) or 'none'")
@@ -302,7 +324,9 @@ def _settings(args, settings_class, extra: tuple[str, ...]):
 
 
 def _benchmark(args) -> int:
-
+    if args.task == "regression":
+        return _regression_benchmark(args)
+    _classification_only(args, "splits")
     settings = _settings(args, BenchmarkSettings,
                          ("methods", "seeds", "corruptions", "severities", "ood", "mc_samples",
                           "corrupted_dir", "checkpoints"))
@@ -314,6 +338,29 @@ def _benchmark(args) -> int:
     results = run_benchmark(settings, log=_log)
     print()
     print(summary_table(results))
+    out = Path(settings.out)
+    print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'report.md'} and "
+          f"{out / 'figures'}/ in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _classification_only(args, *flags: str) -> None:
+    """Refuse a regression-only flag given without ``--task regression``."""
+    for flag in flags:
+        if getattr(args, flag, None) is not None:
+            raise ValueError(f"--{flag} applies to --task regression only; add --task "
+                             "regression or drop it")
+
+
+def _regression_benchmark(args) -> int:
+    settings = _settings(args, RegressionBenchmarkSettings,
+                         ("methods", "seeds", "mc_samples", "splits"))
+    started = time.perf_counter()
+    print(f"benchmark (regression): {', '.join(settings.methods)} x {settings.seeds} seed(s) "
+          f"on {settings.dataset}; writing to {settings.out}", flush=True)
+    results = run_regression_benchmark(settings, log=_log)
+    print()
+    print(regression_summary_table(results))
     out = Path(settings.out)
     print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'report.md'} and "
           f"{out / 'figures'}/ in {time.perf_counter() - started:.0f} s")
@@ -357,7 +404,14 @@ def _merged(tables: list[dict], merge) -> dict:
 
 
 def _toy(args) -> int:
-
+    if args.task == "regression":
+        args.datasets = _flatten(args.datasets)
+        settings = _settings(args, RegressionToySettings, ("scales", "seed", "datasets"))
+        run_regression_toy(settings, log=_log)
+        out = Path(settings.out)
+        print(f"wrote {out / 'toy_regression.png'} and {out / 'toy_regression.json'}")
+        return 0
+    _classification_only(args, "datasets")
     settings = _settings(args, ToySettings, ("scales", "seed", "resolution"))
     run_toy(settings, log=_log)
     print(f"wrote {Path(settings.out) / 'toy_entropy.png'} and {Path(settings.out) / 'toy.json'}")
