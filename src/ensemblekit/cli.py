@@ -28,7 +28,7 @@ from .experiments.single_run import TrainSettings, run_corrupt, run_evaluate, ru
 from .experiments.sweep import SweepSettings, run_sweep
 from .experiments.toy import ToySettings, run_toy
 from .experiments.tune import expand_grid, run_tune
-from .experiments.tune_settings import TuneSettings
+from .experiments.tune_settings import RegressionTuneSettings, TuneSettings
 from .report import regression_summary_table, summary_table
 from .report.diversity import diversity_table
 from .train import MAX_THREADS
@@ -372,13 +372,15 @@ def _tune(args) -> int:
 
 
     args.grid = None if args.grid is None else _merged(args.grid, merge_method_options)
-    settings = _settings(args, TuneSettings, ("methods", "seeds", "grid", "budget", "ood"))
+    tune_settings = RegressionTuneSettings if args.task == "regression" else TuneSettings
+    settings = _settings(args, tune_settings, ("methods", "seeds", "grid", "budget", "ood"))
     points = len(expand_grid(settings))
     started = time.perf_counter()
     print(f"tune: {points} grid points x {settings.seeds} seed(s) on {settings.dataset} "
           f"({settings.backbone}, {settings.epochs} epochs), scored on the validation split; "
           f"writing to {settings.out}", flush=True)
     result = run_tune(settings, log=_log, command=shlex.join(["ensemblekit", *args.argv]))
+    task = " --task regression" if settings.task == "regression" else ""
     out = Path(settings.out)
     print("\npicked (lowest validation NLL per method"
           + (f", within {settings.budget}" if settings.budget else "") + "):")
@@ -392,7 +394,7 @@ def _tune(args) -> int:
               f"{row['nll']['mean']:.4f}, latency {row['cost']['latency_ratio']:.2f}x single")
     print(f"\nwrote {out / 'tune.md'}, {out / 'tune.json'}, {out / 'tune.csv'}, "
           f"{out / 'pareto.png'} and {out / 'tuned.toml'} in {time.perf_counter() - started:.0f}"
-          f" s; run `ensemblekit benchmark --config {out / 'tuned.toml'}`")
+          f" s; run `ensemblekit benchmark{task} --config {out / 'tuned.toml'}`")
     return 0
 
 
