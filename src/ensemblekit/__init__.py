@@ -6,7 +6,8 @@ The names most users need are re-exported here; each lives in the module named b
   ``ensemblekit.layers``), :class:`BatchEnsembleLinear` / :class:`BatchEnsembleConv2d`,
   :class:`PackedLinear` / :class:`PackedConv2d` (``ensemblekit.layers.packed``);
 - methods on shared backbones: :func:`build_model`, :func:`predict_members` (member logits
-  ``(M, B, K)`` for every method), conversions of your own model (``ensemblekit.convert``);
+  ``(M, B, K)`` for every method; ``GaussianMembers`` for a model built with
+  ``task="regression"``), conversions of your own model (``ensemblekit.convert``);
 - fast inference: :func:`compile_members` (``ensemblekit.compile``); deployment:
   :func:`export` (ONNX / torch.export graph with the uncertainty outputs, ``ensemblekit.export``);
 - training, evaluation and checkpoints: :func:`train_model`, :func:`evaluate_model`,
@@ -16,11 +17,13 @@ The names most users need are re-exported here; each lives in the module named b
 - post-hoc calibration on logits: :func:`fit_temperature`, :class:`TemperatureScaler` and the
   rest of ``ensemblekit.calibration`` (vector scaling, ensemble temperature, saving);
 - data: :func:`load_dataset`, :func:`corrupt`, :func:`ood_dataset` (``ensemblekit.data``).
-- regression: members' Gaussians :class:`GaussianMembers` ``(means, variances)``, each
-  ``(M, B, D)``; :func:`evaluate_regression` (every regression metric, streamed) and
-  :func:`moment_match`; losses and the variance head (``ensemblekit.losses``); variance scaling
-  and split-conformal intervals (:func:`fit_variance_scaling`, :func:`conformal_intervals`);
-  regression sets ``diabetes``, the toys and ``uci-<name>`` through :func:`load_dataset`.
+- regression: ``build_model(..., task="regression", num_outputs=D)`` for every method;
+  members' Gaussians :class:`GaussianMembers` ``(means, variances)``, each ``(M, B, D)``, read
+  from the raw head by :func:`gaussian_outputs`; :func:`evaluate_regression` (every
+  regression metric, streamed) and :func:`moment_match`; losses and the variance head
+  (``ensemblekit.losses``); variance scaling and split-conformal intervals
+  (:func:`fit_variance_scaling`, :func:`conformal_intervals`); regression sets ``diabetes``,
+  the toys and ``uci-<name>`` through :func:`load_dataset`.
 """
 
 from .calibration import (
@@ -54,7 +57,13 @@ from .layers.batchensemble import (
 from .layers.packed import PackedConv2d, PackedLinear
 from .masks import generate_masks, mask_stats
 from .members import GaussianMembers, repeat_members, split_members
-from .methods import EnsembleModel, available_methods, build_model, predict_members
+from .methods import (
+    EnsembleModel,
+    available_methods,
+    build_model,
+    gaussian_outputs,
+    predict_members,
+)
 from .metrics import (
     PredictionAccumulator,
     RegressionAccumulator,
@@ -112,6 +121,7 @@ __all__ = [
     "export",
     "fit_temperature",
     "fit_variance_scaling",
+    "gaussian_outputs",
     "generate_masks",
     "load",
     "load_dataset",
