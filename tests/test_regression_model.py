@@ -15,7 +15,7 @@ from ensemblekit.methods import available_methods
 from ensemblekit.methods.base import member_outputs
 from ensemblekit.methods.task import gaussian_outputs
 from ensemblekit.metrics import mixture_nll
-from ensemblekit.train import TrainConfig, train_model
+from ensemblekit.train import TrainConfig, loop, train_model
 
 D = 2
 BACKBONES = {
@@ -42,7 +42,7 @@ def fast_config(**changes) -> TrainConfig:
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 @pytest.mark.parametrize("method", available_methods())
-def test_every_method_builds_trains_and_predicts_gaussian_members(method, backbone):
+def test_every_method_builds_trains_predicts_and_reloads(method, backbone, tmp_path):
     model, shape = build(method, backbone)
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(16, *shape, generator=generator)
@@ -66,6 +66,15 @@ def test_every_method_builds_trains_and_predicts_gaussian_members(method, backbo
     assert raw.shape == (m, 5, 2 * D)
     assert torch.equal(members.means, raw[..., :D])
     assert torch.equal(members.variances, positive_variance(raw[..., D:]))
+    # save / load: rebuilt from the file alone, bit-identical predictions
+    path = ek.save(model, tmp_path / "model.pt")
+    loaded = ek.load(path)
+    assert loaded.task == "regression" and loaded.num_outputs == D
+    assert loaded.config == model.config
+    with torch.no_grad():
+        again = ek.predict_members(loaded, x[:5])
+    assert torch.equal(again.means, members.means)
+    assert torch.equal(again.variances, members.variances)
 
 
 def test_classification_config_and_outputs_are_unchanged():
@@ -199,6 +208,36 @@ def test_train_config_fields_are_checked_and_classification_dict_unchanged():
     changed = TrainConfig(loss="gaussian_nll", mse_warmup_epochs=2).to_dict()
     assert changed["loss"] == "gaussian_nll" and changed["mse_warmup_epochs"] == 2
     assert "beta" not in changed
+
+
+def test_regression_training_resumes_exactly(tmp_path, monkeypatch):
+    """A run stopped after epoch 2 and resumed ends with the weights of an uninterrupted one
+    (MIMO: its slot permutations, drawn from a checkpointed generator, and float targets)."""
+    generator = torch.Generator().manual_seed(2)
+    x, y = torch.randn(32, 3, generator=generator), torch.randn(32, D, generator=generator)
+    config = fast_config(epochs=3, mse_warmup_epochs=1, loss="gaussian_nll")
+    straight, _ = build("mimo", "mlp", batch_repetitions=2)
+    whole = train_model(straight, (x, y), config)
+
+    run = loop._Epochs.run
+
+    def stop_at_third(self, epoch, bar):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return run(self, epoch, bar)
+
+    monkeypatch.setattr(loop._Epochs, "run", stop_at_third)
+    interrupted, _ = build("mimo", "mlp", batch_repetitions=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(interrupted, (x, y), config, checkpoint_dir=tmp_path)
+    monkeypatch.setattr(loop._Epochs, "run", run)
+    resumed, _ = build("mimo", "mlp", batch_repetitions=2)
+    history = train_model(resumed, (x, y), config, checkpoint_dir=tmp_path, resume=True)
+    assert [r["loss"] for r in history] == [r["loss"] for r in whole]
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(),
+                                                 resumed.state_dict().values(), strict=True))
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["train_config"]
+    assert saved["loss"] == "gaussian_nll" and saved["mse_warmup_epochs"] == 1
 
 
 def test_early_stopping_monitors_the_validation_mixture_nll():

@@ -18,6 +18,7 @@ from ._sites import check_module, check_replaced_dropout
 from .batchensemble import batchensemble_from_recipe, check_same_layer
 from .masksembles import masksembles_from_recipe
 from .mc_dropout import mc_dropout_from_recipe
+from .regression import as_task, recipe_task_options
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def apply_recipe(model: nn.Module, recipe: dict) -> EnsembleModel:
     model = check_module(model)
     converter = recipe.get("converter") if isinstance(recipe, dict) else None
     replay = _REPLAYS[check_choice("recipe converter", converter, CONVERTERS)]
+    task_of = recipe_task_options(recipe)
     sites = recipe.get(replay.sites_key)
     if not isinstance(sites, list) or not all(isinstance(site, dict) for site in sites):
         raise ValueError(f"recipe has no list of sites: {recipe!r}")
@@ -72,6 +74,6 @@ def apply_recipe(model: nn.Module, recipe: dict) -> EnsembleModel:
                 "has other modules)"
             )
         replay.check_site(path, module, site)
-    converted = replay.rebuild(model, recipe, sites)
+    converted = as_task(replay.rebuild(model, recipe, sites), task_of)
     converted.recipe = recipe
     return converted
