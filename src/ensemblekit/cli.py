@@ -336,9 +336,14 @@ def _benchmark(args) -> int:
           f"{len(settings.corruptions)} corruptions x {len(settings.severities)} severities; "
           f"OOD: {settings.ood}; writing to {settings.out}", flush=True)
     results = run_benchmark(settings, log=_log)
+    return _benchmark_written(summary_table(results), settings.out, started)
+
+
+def _benchmark_written(table: str, out, started: float) -> int:
+    """Print a finished benchmark's table and where its files went."""
     print()
-    print(summary_table(results))
-    out = Path(settings.out)
+    print(table)
+    out = Path(out)
     print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'report.md'} and "
           f"{out / 'figures'}/ in {time.perf_counter() - started:.0f} s")
     return 0
@@ -359,12 +364,7 @@ def _regression_benchmark(args) -> int:
     print(f"benchmark (regression): {', '.join(settings.methods)} x {settings.seeds} seed(s) "
           f"on {settings.dataset}; writing to {settings.out}", flush=True)
     results = run_regression_benchmark(settings, log=_log)
-    print()
-    print(regression_summary_table(results))
-    out = Path(settings.out)
-    print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'report.md'} and "
-          f"{out / 'figures'}/ in {time.perf_counter() - started:.0f} s")
-    return 0
+    return _benchmark_written(regression_summary_table(results), settings.out, started)
 
 
 def _tune(args) -> int:

@@ -28,8 +28,8 @@ from .. import plots, report
 from .._validation import check_float, check_int
 from ..data.uci import UCI_PREFIX
 from ..methods import available_methods
-from .benchmark_protocol import tuned_source
-from .checks import as_list, check_methods, check_toml_flag
+from .benchmark_protocol import model_protocol, tuned_source
+from .checks import as_list, check_run_keys, check_toml_flag
 from .config import Settings
 from .cost import count_parameters
 from .pipeline import build, check_batch_size, train
@@ -66,11 +66,7 @@ class RegressionBenchmarkSettings(ResumableRuns, Settings):
 
     def validate(self) -> None:
         super().validate()
-        self.methods = check_methods(self.methods)
-        self.seeds = check_int("seeds", self.seeds, minimum=1)
-        if self.mc_samples is not None:
-            self.mc_samples = check_int("mc_samples", self.mc_samples, minimum=1)
-        self.eval_batch_size = check_int("eval_batch_size", self.eval_batch_size, minimum=1)
+        check_run_keys(self)
         self.alpha = check_float("alpha", self.alpha, minimum=0.0, maximum=1.0,
                                  min_inclusive=False, max_inclusive=False)
         check_toml_flag("published_protocol", self.published_protocol)
@@ -194,21 +190,10 @@ def run_one(settings: RegressionBenchmarkSettings, method: str, seed: int, data
 
 def protocol(settings: RegressionBenchmarkSettings, splits: list[int | None]) -> dict:
     """What was run, for the report and for anyone reading ``results.json`` later."""
-    train_config = settings.train_config(seed=0).to_dict()
-    for key in ("seed", "progress", "device", "dataset", "num_workers", "compile"):
-        train_config.pop(key, None)
     uci = is_uci(settings.dataset)
     return {
-        "dataset": settings.dataset,
+        **model_protocol(settings),
         "task": "regression",
-        "backbone": settings.backbone,
-        "width": settings.width,
-        "hidden": settings.hidden,
-        "members": settings.members,
-        "masksembles_scale": settings.scale,
-        "mc_dropout_p": settings.dropout,
-        "mc_samples": settings.mc_samples or settings.members,
-        "train": train_config,
         "seeds": settings.seed_list,
         "splits": None if splits == [None] else splits,
         "published_protocol": uci and settings.published_protocol,

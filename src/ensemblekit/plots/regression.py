@@ -42,14 +42,10 @@ def calibration_curves(results: dict, path: str | os.PathLike) -> Path:
         curve = entry["curves"]["calibration"]
         axis.plot(curve["expected"], curve["observed"], color=colour, linewidth=1.6,
                   label=label(method))
-    axis.set_xlabel("expected quantile level p")
-    axis.set_ylabel("observed fraction of targets with F(y) <= p")
-    axis.set_xlim(0, 1)
     axis.set_ylim(0, 1)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, frameon=False)
-    axis.set_title(f"Quantile calibration, {results['dataset']} test", fontsize=10)
-    return save_figure(figure, path)
+    return _finish(figure, axis, path, "expected quantile level p",
+                   "observed fraction of targets with F(y) <= p",
+                   f"Quantile calibration, {results['dataset']} test")
 
 
 def sparsification_curves(results: dict, path: str | os.PathLike) -> Path:
@@ -66,13 +62,10 @@ def sparsification_curves(results: dict, path: str | os.PathLike) -> Path:
                   label=f"{label(method)} (AUSE {ause:.3f})")
         axis.plot(curve["fraction"], curve["oracle"], color=colour, linewidth=1.0,
                   linestyle=":")
-    axis.set_xlabel("fraction of inputs removed (largest sigma first; dotted: the oracle)")
-    axis.set_ylabel("RMSE of the rest / RMSE of all")
-    axis.set_xlim(0, 1)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, frameon=False)
-    axis.set_title(f"Sparsification, {results['dataset']} test", fontsize=10)
-    return save_figure(figure, path)
+    return _finish(figure, axis, path,
+                   "fraction of inputs removed (largest sigma first; dotted: the oracle)",
+                   "RMSE of the rest / RMSE of all",
+                   f"Sparsification, {results['dataset']} test")
 
 
 def sigma_vs_error(results: dict, path: str | os.PathLike) -> Path:
@@ -98,4 +91,15 @@ def sigma_vs_error(results: dict, path: str | os.PathLike) -> Path:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, frameon=False)
     axis.set_title(f"Sigma against error, {results['dataset']} test", fontsize=10)
+    return save_figure(figure, path)
+
+
+def _finish(figure, axis, path, xlabel: str, ylabel: str, title: str) -> Path:
+    """Labels, [0, 1] on x, a grid, the legend and the title; then the PNG."""
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_xlim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, frameon=False)
+    axis.set_title(title, fontsize=10)
     return save_figure(figure, path)

@@ -19,7 +19,7 @@ from .regression import (
     regression_table,
     spread_of,
 )
-from .verdicts import Row
+from .verdicts import Row, bootstrap_intro, comparison_row
 from .verdicts import verdict_lines as write_verdict_lines
 
 
@@ -159,26 +159,14 @@ def verdict_lines(results: dict) -> list[str]:
     """Markdown lines of ``results["orderings"]``: per claim its verdict and its comparisons."""
     claims = results.get("orderings") or []
     boot = results.get("bootstrap")
-    intro = [] if not claims else [
-        f"Each verdict comes from a paired bootstrap ({boot['n_boot']} replicates, seed "
-        f"{boot['seed']}): {boot['resampled']}"
-        + ("" if boot.get("split") is None else f" (split {boot['split']}'s runs)")
-        + "; every metric is recomputed on each replicate and averaged over the drawn seeds. "
-        f"Intervals: {boot['level']:.0%} percentile intervals of the difference. **holds**: "
-        "the interval lies entirely on the claimed side of 0; **does not hold**: entirely on "
-        "the other side; **inconclusive**: it contains 0. A claim made of several comparisons "
-        "holds only if every one holds.", ""]
+    split = "" if not boot or boot.get("split") is None else f" (split {boot['split']}'s runs)"
+    intro = [] if not claims else bootstrap_intro(boot, resampled_note=split)
     return write_verdict_lines(claims, _verdict_row, unchecked=REGRESSION_CLAIMS.unchecked,
                                intro=intro)
 
 
 def _verdict_row(claim: dict, comparison: dict) -> Row:
-    side = "< 0" if comparison["claimed"] == "negative" else "> 0"
-    return Row(metric=CLAIM_LABELS[comparison["metric"]],
-               statement=f"{comparison['statement']} (difference {side})",
-               values=" vs ".join(f"{method_label(m)} {v:.4f}"
-                                  for m, v in comparison["values"].items()),
-               interval=comparison["difference"], verdict=comparison["verdict"])
+    return comparison_row(comparison, CLAIM_LABELS)
 
 
 def write_regression_reports(out: str | Path, results: dict) -> None:
