@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import ensemblekit as ek
+from ensemblekit.data.regression import RegressionDataset, Standardization
 from ensemblekit.losses import positive_variance
 from ensemblekit.members import GaussianMembers
 from ensemblekit.methods import available_methods
@@ -132,20 +133,19 @@ def test_gaussian_outputs_refuses_a_head_of_the_wrong_size():
     ("deep_ensemble", {"independent_batches": True}),
     ("packed_ensemble", {}),
 ])
-def test_training_targets_follow_the_rows_for_float_targets(method, options):
-    """Each row of model(x) is paired with the target of the example it read: a network that
-    ignores its weights' noise and predicts the input's first feature gets zero error."""
+def test_training_targets_tile_float_targets_as_labels(method, options):
+    """Float targets (B, D) follow the rows of model(x) exactly as class labels do: each row's
+    target is the target of the example whose label that row gets (MIMO: of its draw)."""
     model, _ = build(method, "mlp", **options)
     model.train()
-    x = torch.randn(8 * (model.num_members if options.get("independent_batches") else 1), 3)
-    y = torch.stack([x[:, 0], -x[:, 0]], dim=1)  # (B, D) float targets, a function of x
-    rows = model(x)
+    rows = 8 * (model.num_members if options.get("independent_batches") else 1)
+    x = torch.randn(rows, 3)
+    y = torch.randn(rows, D)
+    outputs = model(x)
+    index = model.training_targets(torch.arange(rows))
     targets = model.training_targets(y)
-    assert targets.shape == (rows.shape[0], D) and targets.dtype == torch.float32
-    # recover which example each row read from its own target, and check it against x
-    first = targets[:, 0]
-    assert torch.equal(targets[:, 1], -first)
-    assert all(bool((x[:, 0] == value).any()) for value in first)
+    assert targets.shape == (outputs.shape[0], D) and targets.dtype == torch.float32
+    assert torch.equal(targets, y[index])
 
 
 def test_one_dimensional_targets_train_a_one_output_model():
@@ -241,17 +241,37 @@ def test_regression_training_resumes_exactly(tmp_path, monkeypatch):
 
 
 def test_early_stopping_monitors_the_validation_mixture_nll():
+    """Validation targets of the opposite sign: fitting the training targets makes the
+    validation NLL worse after the first epoch, so training stops and restores epoch 1."""
     model, _ = build("masksembles", "mlp")
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(64, 3, generator=generator)
-    y = torch.cat([x[:, :1], x[:, 1:2]], dim=1)
-    xv, yv = x[:16], y[:16]
-    history = train_model(model, (x, y), fast_config(epochs=4, early_stopping_patience=1,
-                                                     lr=0.5),
+    y = x[:, :D].clone()
+    xv, yv = x[:16], -y[:16]
+    history = train_model(model, (x, y), fast_config(epochs=6, early_stopping_patience=1),
                           validation_data=(xv, yv))
     nll = [record["val_nll"] for record in history]
-    best = min(range(len(nll)), key=lambda i: (nll[i], i))
+    assert len(history) == 2 and nll[1] > nll[0]  # stopped early, on the NLL (lower is better)
     with torch.no_grad():
         members = ek.predict_members(model, xv)
-    # the restored weights are the best epoch's: their mixture NLL is the best one recorded
-    assert mixture_nll(*members, yv) == pytest.approx(nll[best], rel=1e-5)
+    # the restored weights are epoch 1's: their mixture NLL is the one recorded then
+    assert mixture_nll(*members, yv) == pytest.approx(nll[0], rel=1e-6)
+
+
+def test_a_regression_dataset_trains_through_the_loader():
+    """A regression Dataset with a transform is read item by item (DataLoader): its float
+    targets arrive as (B, D) float32, as the in-memory path gives them."""
+    generator = torch.Generator().manual_seed(4)
+    x, y = torch.randn(32, 3, generator=generator), torch.randn(32, D, generator=generator)
+    dataset = RegressionDataset(x, y, Standardization.fit(x, y), transform=lambda row: row)
+    model, _ = build("batchensemble", "mlp")
+    twin, _ = build("batchensemble", "mlp")
+    through_loader = train_model(model, dataset, fast_config())
+    in_memory = train_model(twin, (x, y), fast_config())
+    assert through_loader[0]["loss"] == pytest.approx(in_memory[0]["loss"], rel=1e-6)
+
+
+def test_the_classification_inference_loop_refuses_a_regression_model():
+    model, _ = build("single", "mlp")
+    with pytest.raises(ValueError, match="regression model: call ensemblekit.predict_members"):
+        ek.evaluate_model(model, (torch.randn(4, 3), torch.randn(4, D)))

@@ -113,7 +113,9 @@ class GaussianOutputs(nn.Module):
         if isinstance(members, torch.Tensor):  # raw (M, B, 2D): the tiled or frozen pass
             members = gaussian_outputs(members, self.num_outputs)
         means, variances = members
-        moments = _moments(means, variances)  # the moment-matched mixture, in the graph's dtype
+        # The unchecked moments of moment_match, which would read values on the host (not in
+        # a traced graph) and compute in float64 (the graph keeps the model's dtype).
+        moments = _moments(means, variances)
         found = {
             "mean": moments.mean,
             "total_variance": moments.variance,
@@ -256,8 +258,8 @@ def export(
     if isinstance(outputs, str) or not isinstance(outputs, (tuple, list)) or not outputs:
         raise TypeError(f"outputs must be a non-empty tuple of output names {names}, got "
                         f"{outputs!r}")
-    outputs = tuple(check_choice(f"outputs entry (a {model_task(model)} model's)", name, names)
-                    for name in outputs)
+    entry = "outputs entry (a regression model's)" if regression else "outputs entry"
+    outputs = tuple(check_choice(entry, name, names) for name in outputs)
     if len(set(outputs)) != len(outputs):
         raise ValueError(f"outputs {outputs} names an output twice")
 

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._validation import check_finite, check_int, check_seed
 from .data import normalizer, rebatch
-from .methods import available_methods, method_entry, predict_members
+from .methods import available_methods, method_entry, model_task, predict_members
 from .runtime import model_device, synchronize
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -93,6 +93,11 @@ def predict(
     """The member outputs of ``split`` (module docstring): ``normalize`` (or ``dataset``'s
     normalisation) applied to each [0, 1] batch; ``num_samples``: MC-Dropout's passes
     (see :func:`member_samples`)."""
+    if model_task(model) == "regression":
+        raise ValueError(
+            "predict streams a classifier's member logits; this is a regression model: call "
+            "ensemblekit.predict_members(model, x) per batch (GaussianMembers, each (M, B, D)) "
+            "and ensemblekit.evaluate_regression for its metrics")
     batch_size = check_int("batch_size", batch_size, minimum=1)
     seed = check_seed(seed)
     normalize = resolve_normalizer(dataset, normalize)

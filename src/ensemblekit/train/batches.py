@@ -172,11 +172,7 @@ class TrainingData:
 
     @staticmethod
     def _check_tensors(images, labels, needs_unit_range, num_classes):
-        check_tensor("images", images)
-        check_tensor("labels", labels, ndim=1)
-        if images.ndim < 2 or len(images) != len(labels) or len(images) == 0:
-            raise ValueError(f"images (N, ...) and labels (N,) must be non-empty and agree on N, "
-                             f"got shapes {tuple(images.shape)} and {tuple(labels.shape)}")
+        _check_pair(("images", images), ("labels", labels), ndim=1, shape="(N,)")
         if not images.is_floating_point():
             raise ValueError(f"images must be floating point (in [0, 1]), got {images.dtype}; "
                              "convert with images.float() / 255")
@@ -194,11 +190,7 @@ class TrainingData:
     @staticmethod
     def _check_regression(inputs, targets, needs_unit_range, num_outputs):
         """Float ``inputs`` (N, ...) and finite float targets (N, D) (or (N,) for D = 1)."""
-        check_tensor("inputs", inputs)
-        check_tensor("targets", targets, ndim=(1, 2))
-        if inputs.ndim < 2 or len(inputs) != len(targets) or len(inputs) == 0:
-            raise ValueError(f"inputs (N, ...) and targets (N, D) must be non-empty and agree on "
-                             f"N, got shapes {tuple(inputs.shape)} and {tuple(targets.shape)}")
+        _check_pair(("inputs", inputs), ("targets", targets), ndim=(1, 2), shape="(N, D)")
         if not inputs.is_floating_point():
             raise ValueError(f"inputs must be floating point, got {inputs.dtype}; convert with "
                              "inputs.float()")
@@ -234,6 +226,18 @@ class TrainingData:
             y = torch.as_tensor(y)
             y = y.long() if self.num_outputs is None else y.float().reshape(len(y), -1)
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def _check_pair(first: tuple[str, torch.Tensor], second: tuple[str, torch.Tensor], *, ndim,
+                shape: str) -> None:
+    """Two named tensors, ``(N, ...)`` and ``second`` of rank ``ndim`` (``shape``), non-empty
+    and of one N."""
+    (name, x), (other, y) = first, second
+    check_tensor(name, x)
+    check_tensor(other, y, ndim=ndim)
+    if x.ndim < 2 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"{name} (N, ...) and {other} {shape} must be non-empty and agree on N, "
+                         f"got shapes {tuple(x.shape)} and {tuple(y.shape)}")
 
 
 def _check_images(images: torch.Tensor, needs_unit_range: bool) -> None:
