@@ -37,16 +37,19 @@ from dataclasses import dataclass
 import torch
 
 from .. import data as datasets
+from .._validation import check_int, check_seed
 from ..calibration import conformal_intervals, fit_variance_scaling, scale_members
 from ..data.regression import Standardization
 from ..members import GaussianMembers
+from ..methods import predict_members
 from ..metrics import (
     evaluate_regression,
     moment_match,
     regression_per_sample,
     sigma_error_bins,
 )
-from ..predict import member_samples, predict
+from ..predict import member_samples
+from ..runtime import model_device
 from .config import Settings
 from .protocol import scalars
 
@@ -86,16 +89,24 @@ def load_regression_data(settings: Settings, split: int | None = None) -> Regres
 def predict_gaussian(model, features: torch.Tensor, *, seed: int, batch_size: int = 500,
                      num_samples: int | None = None) -> GaussianMembers:
     """The members' Gaussians of ``features`` (N, F): means and variances (M, N, D) float64 on
-    the CPU, in the model's (standardised) units; one seeded pass of the inference loop.
+    the CPU, in the model's (standardised) units; ``batch_size`` inputs at a time through
+    :func:`~ensemblekit.methods.predict_members` (eval mode, modes restored), under
+    ``torch.manual_seed(seed)`` in a forked generator that leaves the caller's untouched (as
+    the classification loop, :func:`ensemblekit.predict.predict`; MC-Dropout draws its masks
+    from its own generator, so its members do not depend on ``seed`` or ``batch_size``).
     ``num_samples``: MC-Dropout's passes (other methods have their fixed members)."""
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    device = model_device(model)
+    samples = member_samples(model, num_samples)
     means, variances = [], []
-
-    def keep(members, _labels) -> None:
-        means.append(members[0].double().cpu())
-        variances.append(members[1].double().cpu())
-
-    predict(model, features, batch_size=batch_size, seed=seed, keep=False, on_batch=keep,
-            num_samples=member_samples(model, num_samples))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            torch.no_grad():
+        torch.manual_seed(check_seed(seed))
+        for start in range(0, features.shape[0], batch_size):
+            batch = features[start:start + batch_size].to(device)
+            members = predict_members(model, batch, num_samples=samples)
+            means.append(members.means.double().cpu())
+            variances.append(members.variances.double().cpu())
     return GaussianMembers(torch.cat(means, dim=1), torch.cat(variances, dim=1))
 
 
