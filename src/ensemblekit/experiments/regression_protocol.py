@@ -7,8 +7,9 @@ split_validation`), its test part, and the statistics that undo the standardisat
 the training part, as the UCI protocol standardises (:mod:`ensemblekit.data.regression`). A UCI
 set is read split by split (``"train-<i>"`` / ``"test-<i>"``).
 
-:func:`predict_gaussian` pushes a split through the model once, through the one inference loop
-(:func:`ensemblekit.predict.predict`, its batches seeded and the modes restored), and keeps the
+:func:`predict_gaussian` pushes a split through the model once, batch by batch through
+:func:`~ensemblekit.methods.predict_members` (seeded, modes restored; the classification loop
+:func:`ensemblekit.predict.predict` streams logits only), and keeps the
 members' Gaussians. :func:`regression_record` turns the test and validation outputs into the
 run's record:
 
