@@ -10,6 +10,7 @@ before any training starts; an interrupted run exits with 130 and keeps what it 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -79,11 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "digits by default. Finished runs are kept; rerunning with the same --out "
                     "resumes.")
     _common(bench, default_out="runs/benchmark-<dataset>")
-    _task_flag(bench, "diabetes (every method x 3 seeds; --dataset uci-<name>: the published "
-                      "UCI protocol over its splits)")
-    bench.add_argument("--splits", nargs="+", type=int,
-                       help="regression on a uci-<name> set: the split indices to run "
-                            "(default: every split of its n_splits.txt)")
+    _task_flag(bench, "diabetes, or --dataset uci-<name>: the published UCI protocol")
+    bench.add_argument("--splits", nargs="+", type=int, help="regression on a uci-<name> "
+                       "set: the split indices to run (default: all of n_splits.txt)")
     bench.add_argument("--methods", nargs="+", type=_names, help="methods to run (default: "
                        "single mc_dropout masksembles batchensemble deep_ensemble)")
     bench.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default 3)")
@@ -130,11 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "two-class problem: single model, MC-Dropout, Masksembles at increasing "
                     "scale, Deep Ensemble.")
     _common(toy, default_out="runs/toy-<dataset>", default_dataset="toy_moons")
-    _task_flag(toy, "the cubic and in-between toys: mean +- 2 sigma with the epistemic and "
-                    "aleatoric bands apart")
-    toy.add_argument("--datasets", nargs="+", type=_names,
-                     help="regression: the 1-D problems, one row each (default toy_cubic "
-                          "toy_in_between)")
+    _task_flag(toy, "mean +- 2 sigma, epistemic and aleatoric apart, on 1-D toys")
+    toy.add_argument("--datasets", nargs="+", type=_names, help="regression: the 1-D toys, "
+                     "one row each (default toy_cubic toy_in_between)")
     toy.add_argument("--scales", nargs="+", type=float,
                      help="Masksembles scales, one panel each (default 1.5 2 4 8)")
     toy.add_argument("--seed", type=int, help="seed of every model (default 0)")
@@ -247,8 +244,7 @@ def _common(parser, *, default_out: str, default_dataset: str = "digits") -> Non
 
 def _task_flag(parser, regression: str) -> None:
     parser.add_argument("--task", choices=("classification", "regression"),
-                        default="classification",
-                        help=f"classification (default) or regression: {regression}")
+                        default="classification", help=f"default classification; {regression}")
 
 
 def _shift_flags(parser) -> None:
@@ -294,7 +290,7 @@ def _flatten(values):
 def _overrides(args, keys: tuple[str, ...]) -> dict:
     """The settings given on the command line (None: not given)."""
     values = {key: getattr(args, key, None) for key in keys}
-    for key in ("methods", "corruptions", "references"):
+    for key in ("methods", "corruptions", "references", "datasets"):
         if key in values:
             values[key] = _flatten(values[key])
     if values.get("references") == "none":
@@ -310,12 +306,19 @@ _COMMON_KEYS = ("dataset", "data_dir", "download", "backbone", "width", "epochs"
                 "validation_fraction")
 
 
+#: Flags that only the regression experiments read.
+_REGRESSION_ONLY = ("splits", "datasets")
+
+
 def _settings(args, settings_class, extra: tuple[str, ...]):
+    for flag in _REGRESSION_ONLY:
+        if getattr(args, flag, None) is not None and settings_class.task != "regression":
+            raise ValueError(f"--{flag} applies to --task regression only; add --task "
+                             "regression or drop it")
     settings = settings_class.from_sources(args.config, _overrides(args, _COMMON_KEYS + extra))
     args.out = settings.out  # for the message of an interrupted run
     if settings.threads is not None:
         import torch
-
 
         # 100000 threads exhaust memory (stacks) and break the next import: refuse it here.
         torch.set_num_threads(check_int("threads", settings.threads, minimum=1,
@@ -326,7 +329,6 @@ def _settings(args, settings_class, extra: tuple[str, ...]):
 def _benchmark(args) -> int:
     if args.task == "regression":
         return _regression_benchmark(args)
-    _classification_only(args, "splits")
     settings = _settings(args, BenchmarkSettings,
                          ("methods", "seeds", "corruptions", "severities", "ood", "mc_samples",
                           "corrupted_dir", "checkpoints"))
@@ -349,14 +351,6 @@ def _benchmark_written(table: str, out, started: float) -> int:
     return 0
 
 
-def _classification_only(args, *flags: str) -> None:
-    """Refuse a regression-only flag given without ``--task regression``."""
-    for flag in flags:
-        if getattr(args, flag, None) is not None:
-            raise ValueError(f"--{flag} applies to --task regression only; add --task "
-                             "regression or drop it")
-
-
 def _regression_benchmark(args) -> int:
     settings = _settings(args, RegressionBenchmarkSettings,
                          ("methods", "seeds", "mc_samples", "splits"))
@@ -368,9 +362,6 @@ def _regression_benchmark(args) -> int:
 
 
 def _tune(args) -> int:
-    import shlex
-
-
     args.grid = None if args.grid is None else _merged(args.grid, merge_method_options)
     tune_settings = RegressionTuneSettings if args.task == "regression" else TuneSettings
     settings = _settings(args, tune_settings, ("methods", "seeds", "grid", "budget", "ood"))
@@ -407,13 +398,11 @@ def _merged(tables: list[dict], merge) -> dict:
 
 def _toy(args) -> int:
     if args.task == "regression":
-        args.datasets = _flatten(args.datasets)
         settings = _settings(args, RegressionToySettings, ("scales", "seed", "datasets"))
         run_regression_toy(settings, log=_log)
         out = Path(settings.out)
         print(f"wrote {out / 'toy_regression.png'} and {out / 'toy_regression.json'}")
         return 0
-    _classification_only(args, "datasets")
     settings = _settings(args, ToySettings, ("scales", "seed", "resolution"))
     run_toy(settings, log=_log)
     print(f"wrote {Path(settings.out) / 'toy_entropy.png'} and {Path(settings.out) / 'toy.json'}")
@@ -421,7 +410,6 @@ def _toy(args) -> int:
 
 
 def _diversity(args) -> int:
-
     settings = _settings(args, DiversitySettings, ("methods", "seeds", "corruptions",
                                                    "severities", "ood"))
     results = run_diversity(settings, log=_log)
@@ -434,7 +422,6 @@ def _diversity(args) -> int:
 
 
 def _sweep(args) -> int:
-
     settings = _settings(args, SweepSettings, ("scales", "ns", "references", "seeds",
                                                "corruptions", "severities", "ood"))
     run_sweep(settings, log=_log)
@@ -444,14 +431,12 @@ def _sweep(args) -> int:
 
 
 def _train(args) -> int:
-
     settings = _settings(args, TrainSettings, ("method", "seed", "resume"))
     run_train(settings, log=_log)
     return 0
 
 
 def _evaluate(args) -> int:
-
     run_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
                  corruptions=_flatten(args.corruptions) or "all",
                  severities=args.severities or (1, 2, 3, 4, 5), ood=args.ood, out=args.out,
@@ -461,7 +446,6 @@ def _evaluate(args) -> int:
 
 
 def _corrupt(args) -> int:
-
     run_corrupt(args.dataset, data_dir=args.data_dir,
                 corruptions=_flatten(args.corruptions) or "all",
                 severities=args.severities or (1, 2, 3, 4, 5), out=args.out, index=args.index,
