@@ -96,6 +96,7 @@ def test_toy_figure_shows_no_epistemic_part_for_one_model(tmp_path):
         "single", "mc_dropout", "masksembles", "deep_ensemble"]
     assert panels["Single model"]["epistemic_std_outside"] == 0.0
     assert panels["Deep Ensemble (4)"]["epistemic_std_outside"] > 0.0
+    assert panels["Deep Ensemble (4)"]["epistemic_std_gap"] is None  # the cubic has no gap
 
 
 def test_tune_scores_regression_points_by_validation_nll(tmp_path):

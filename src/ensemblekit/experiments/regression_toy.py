@@ -62,7 +62,8 @@ class RegressionToySettings(Settings):
 def run_regression_toy(settings: RegressionToySettings, *, log: Log = print) -> dict:
     """Train every panel's model on each toy, draw ``<out>/toy_regression.png``, write
     ``<out>/toy_regression.json``: per toy and panel the test RMSE and NLL (original units) and
-    the mean epistemic and aleatoric sigma inside and outside the training ranges."""
+    the mean epistemic and aleatoric sigma inside and outside the training ranges (and the
+    epistemic sigma in the gap between them, for a toy with a gap)."""
     out = Path(settings.out)
     panels = toy_panels(settings)
     for method, options, _ in panels:
@@ -91,6 +92,9 @@ def _toy_row(settings: RegressionToySettings, panels, log: Log) -> tuple[dict, l
     inside = torch.zeros(settings.points, dtype=torch.bool)
     for start, stop in toy.train_ranges:
         inside |= (grid[:, 0] >= start) & (grid[:, 0] <= stop)
+    # the gap between training ranges (the in-between toy's), where no data was either
+    gap = ~inside & (grid[:, 0] > min(r[0] for r in toy.train_ranges)) \
+        & (grid[:, 0] < max(r[1] for r in toy.train_ranges))
     train_x, train_y = make_regression_toy(settings.dataset, "train")
     row = {"name": settings.dataset, "description": toy.description, "x": grid[:, 0].tolist(),
            "truth_mean": toy.mean(grid[:, 0].numpy()).tolist(),
@@ -113,6 +117,7 @@ def _toy_row(settings: RegressionToySettings, panels, log: Log) -> tuple[dict, l
                  "test_nll": metrics["nll"],
                  "epistemic_std_inside": epistemic[inside].mean().item(),
                  "epistemic_std_outside": epistemic[~inside].mean().item(),
+                 "epistemic_std_gap": epistemic[gap].mean().item() if gap.any() else None,
                  "aleatoric_std_inside": aleatoric[inside].mean().item(),
                  "train_seconds": training["seconds"]}
         summary.append(entry)
