@@ -119,7 +119,11 @@ def test_tune_scores_regression_points_by_validation_nll(tmp_path):
 @pytest.mark.parametrize("argv, needle", [
     (["benchmark", "--task", "regression", "--dataset", "digits"], "is a classification set"),
     (["benchmark", "--dataset", "diabetes"], "pass --task regression"),
-    (["benchmark", "--splits", "1"], "--splits applies to --task regression only"),
+    (["benchmark", "--splits", "1"], "--splits does not apply to `ensemblekit benchmark --task "
+                                     "classification`"),
+    (["benchmark", "--task", "regression", "--corruptions", "fog"], "--corruptions does not "
+                                                                    "apply"),
+    (["toy", "--task", "regression", "--resolution", "20"], "--resolution does not apply"),
     (["benchmark", "--task", "regression", "--splits", "1"], "has one train/test split"),
     (["toy", "--task", "regression", "--datasets", "diabetes"], "1-D regression toys"),
     (["benchmark", "--task", "regression", "--validation-fraction", "0"], "validation_fraction"),

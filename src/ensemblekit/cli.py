@@ -10,6 +10,7 @@ before any training starts; an interrupted run exits with 130 and keeps what it 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 import time
@@ -306,15 +307,17 @@ _COMMON_KEYS = ("dataset", "data_dir", "download", "backbone", "width", "epochs"
                 "validation_fraction")
 
 
-#: Flags that only the regression experiments read.
-_REGRESSION_ONLY = ("splits", "datasets")
+#: Flags that one task's experiment reads and the other's does not.
+_TASK_FLAGS = ("splits", "datasets", "resolution", "corruptions", "severities", "ood",
+               "corrupted_dir", "checkpoints")
 
 
 def _settings(args, settings_class, extra: tuple[str, ...]):
-    for flag in _REGRESSION_ONLY:
-        if getattr(args, flag, None) is not None and settings_class.task != "regression":
-            raise ValueError(f"--{flag} applies to --task regression only; add --task "
-                             "regression or drop it")
+    keys = {field.name for field in dataclasses.fields(settings_class)}
+    for flag in _TASK_FLAGS:
+        if getattr(args, flag, None) is not None and flag not in keys:
+            raise ValueError(f"--{flag.replace('_', '-')} does not apply to `ensemblekit "
+                             f"{args.command} --task {settings_class.task}`; drop it")
     settings = settings_class.from_sources(args.config, _overrides(args, _COMMON_KEYS + extra))
     args.out = settings.out  # for the message of an interrupted run
     if settings.threads is not None:
