@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
+from ensemblekit.data import dataset_info
 from ensemblekit.experiments import (
     SETTINGS,
     BenchmarkSettings,
@@ -19,6 +20,7 @@ from ensemblekit.experiments import (
     run_toy,
 )
 from ensemblekit.experiments.recipes import RECIPES_DIR, recipe_for
+from ensemblekit.experiments.regression_benchmark import RegressionBenchmarkSettings
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
 RECIPES = sorted(path.stem for path in RECIPES_DIR.glob("*.toml"))
@@ -100,13 +102,28 @@ def test_unknown_keys_in_a_recipe_file_are_refused(recipes):
         BenchmarkSettings.from_sources()
 
 
-@pytest.mark.parametrize("dataset", [name for name in RECIPES if name != "image"] + ["svhn"])
+#: A dataset of each family recipe (``uci.toml`` serves every ``uci-<name>`` set).
+FAMILY_MEMBER = {"uci": "uci-yacht"}
+
+
+@pytest.mark.parametrize("dataset", [FAMILY_MEMBER.get(name, name) for name in RECIPES
+                                     if name != "image"] + ["svhn"])
 def test_every_recipe_allows_a_one_epoch_run(dataset):
     # A recipe's warm-up must fit inside the shortest run a user asks for (--epochs 1).
-    settings = BenchmarkSettings.from_sources(overrides={
-        "dataset": dataset, "epochs": 1, "corruptions": "none", "ood": "none"})
+    if dataset_info(dataset).is_regression:
+        settings = RegressionBenchmarkSettings.from_sources(overrides={
+            "dataset": dataset, "epochs": 1})
+    else:
+        settings = BenchmarkSettings.from_sources(overrides={
+            "dataset": dataset, "epochs": 1, "corruptions": "none", "ood": "none"})
     config = settings.train_config(seed=0)
     assert config.epochs == 1 and config.warmup_epochs < 1
+
+
+def test_a_family_recipe_serves_its_sets():
+    assert recipe_for("uci-concrete") == recipe_for("uci-yacht") == tomllib.loads(
+        (RECIPES_DIR / "uci.toml").read_text())
+    assert recipe_for("toy_in_between") == recipe_for("toy_cubic")
 
 
 def test_toy_maps_on_tiny_settings(tmp_path):

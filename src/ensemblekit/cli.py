@@ -10,6 +10,8 @@ before any training starts; an interrupted run exits with 130 and keeps what it 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -19,12 +21,17 @@ from .experiments.benchmark import BenchmarkSettings, run_benchmark
 from .experiments.config import merge_method_options
 from .experiments.diversity import run_diversity
 from .experiments.diversity_settings import DiversitySettings
+from .experiments.regression_benchmark import (
+    RegressionBenchmarkSettings,
+    run_regression_benchmark,
+)
+from .experiments.regression_toy import RegressionToySettings, run_regression_toy
 from .experiments.single_run import TrainSettings, run_corrupt, run_evaluate, run_train
 from .experiments.sweep import SweepSettings, run_sweep
 from .experiments.toy import ToySettings, run_toy
 from .experiments.tune import expand_grid, run_tune
-from .experiments.tune_settings import TuneSettings
-from .report import summary_table
+from .experiments.tune_settings import RegressionTuneSettings, TuneSettings
+from .report import regression_summary_table, summary_table
 from .report.diversity import diversity_table
 from .train import MAX_THREADS
 
@@ -74,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "digits by default. Finished runs are kept; rerunning with the same --out "
                     "resumes.")
     _common(bench, default_out="runs/benchmark-<dataset>")
+    _task_flag(bench, "diabetes, or --dataset uci-<name>: the published UCI protocol")
+    bench.add_argument("--splits", nargs="+", type=int, help="regression on a uci-<name> "
+                       "set: the split indices to run (default: all of n_splits.txt)")
     bench.add_argument("--methods", nargs="+", type=_names, help="methods to run (default: "
                        "single mc_dropout masksembles batchensemble deep_ensemble)")
     bench.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default 3)")
@@ -101,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "validation NLL, for `ensemblekit benchmark --config`. Finished points are "
                     "kept; rerunning with the same --out resumes.")
     _common(tune, default_out="runs/tune-<dataset>")
+    _task_flag(tune, "diabetes; scored by the validation NLL of the members' mixture")
     tune.add_argument("--methods", nargs="+", type=_names, help="methods to tune (default: "
                       "all five; single and deep_ensemble are reference points)")
     tune.add_argument("--seeds", type=int, help="number of seeds per point (default 2)")
@@ -119,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "two-class problem: single model, MC-Dropout, Masksembles at increasing "
                     "scale, Deep Ensemble.")
     _common(toy, default_out="runs/toy-<dataset>", default_dataset="toy_moons")
+    _task_flag(toy, "mean +- 2 sigma, epistemic and aleatoric apart, on 1-D toys")
+    toy.add_argument("--datasets", nargs="+", type=_names, help="regression: the 1-D toys, "
+                     "one row each (default toy_cubic toy_in_between)")
     toy.add_argument("--scales", nargs="+", type=float,
                      help="Masksembles scales, one panel each (default 1.5 2 4 8)")
     toy.add_argument("--seed", type=int, help="seed of every model (default 0)")
@@ -229,6 +243,11 @@ def _common(parser, *, default_out: str, default_dataset: str = "digits") -> Non
     parser.add_argument("--out", help=f"output folder (default {default_out})")
 
 
+def _task_flag(parser, regression: str) -> None:
+    parser.add_argument("--task", choices=("classification", "regression"),
+                        default="classification", help=f"default classification; {regression}")
+
+
 def _shift_flags(parser) -> None:
     parser.add_argument("--corruptions", nargs="+", type=_names,
                         help="corruption kinds, 'all' (the 15 CIFAR-10-C kinds) or 'none'")
@@ -272,7 +291,7 @@ def _flatten(values):
 def _overrides(args, keys: tuple[str, ...]) -> dict:
     """The settings given on the command line (None: not given)."""
     values = {key: getattr(args, key, None) for key in keys}
-    for key in ("methods", "corruptions", "references"):
+    for key in ("methods", "corruptions", "references", "datasets"):
         if key in values:
             values[key] = _flatten(values[key])
     if values.get("references") == "none":
@@ -288,12 +307,21 @@ _COMMON_KEYS = ("dataset", "data_dir", "download", "backbone", "width", "epochs"
                 "validation_fraction")
 
 
+#: Flags that one task's experiment reads and the other's does not.
+_TASK_FLAGS = ("splits", "datasets", "resolution", "corruptions", "severities", "ood",
+               "corrupted_dir", "checkpoints")
+
+
 def _settings(args, settings_class, extra: tuple[str, ...]):
+    keys = {field.name for field in dataclasses.fields(settings_class)}
+    for flag in _TASK_FLAGS:
+        if getattr(args, flag, None) is not None and flag not in keys:
+            raise ValueError(f"--{flag.replace('_', '-')} does not apply to `ensemblekit "
+                             f"{args.command} --task {settings_class.task}`; drop it")
     settings = settings_class.from_sources(args.config, _overrides(args, _COMMON_KEYS + extra))
     args.out = settings.out  # for the message of an interrupted run
     if settings.threads is not None:
         import torch
-
 
         # 100000 threads exhaust memory (stacks) and break the next import: refuse it here.
         torch.set_num_threads(check_int("threads", settings.threads, minimum=1,
@@ -302,7 +330,8 @@ def _settings(args, settings_class, extra: tuple[str, ...]):
 
 
 def _benchmark(args) -> int:
-
+    if args.task == "regression":
+        return _regression_benchmark(args)
     settings = _settings(args, BenchmarkSettings,
                          ("methods", "seeds", "corruptions", "severities", "ood", "mc_samples",
                           "corrupted_dir", "checkpoints"))
@@ -312,26 +341,40 @@ def _benchmark(args) -> int:
           f"{len(settings.corruptions)} corruptions x {len(settings.severities)} severities; "
           f"OOD: {settings.ood}; writing to {settings.out}", flush=True)
     results = run_benchmark(settings, log=_log)
+    return _benchmark_written(summary_table(results), settings.out, started)
+
+
+def _benchmark_written(table: str, out, started: float) -> int:
+    """Print a finished benchmark's table and where its files went."""
     print()
-    print(summary_table(results))
-    out = Path(settings.out)
+    print(table)
+    out = Path(out)
     print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'report.md'} and "
           f"{out / 'figures'}/ in {time.perf_counter() - started:.0f} s")
     return 0
 
 
+def _regression_benchmark(args) -> int:
+    settings = _settings(args, RegressionBenchmarkSettings,
+                         ("methods", "seeds", "mc_samples", "splits"))
+    started = time.perf_counter()
+    print(f"benchmark (regression): {', '.join(settings.methods)} x {settings.seeds} seed(s) "
+          f"on {settings.dataset}; writing to {settings.out}", flush=True)
+    results = run_regression_benchmark(settings, log=_log)
+    return _benchmark_written(regression_summary_table(results), settings.out, started)
+
+
 def _tune(args) -> int:
-    import shlex
-
-
     args.grid = None if args.grid is None else _merged(args.grid, merge_method_options)
-    settings = _settings(args, TuneSettings, ("methods", "seeds", "grid", "budget", "ood"))
+    tune_settings = RegressionTuneSettings if args.task == "regression" else TuneSettings
+    settings = _settings(args, tune_settings, ("methods", "seeds", "grid", "budget", "ood"))
     points = len(expand_grid(settings))
     started = time.perf_counter()
     print(f"tune: {points} grid points x {settings.seeds} seed(s) on {settings.dataset} "
           f"({settings.backbone}, {settings.epochs} epochs), scored on the validation split; "
           f"writing to {settings.out}", flush=True)
     result = run_tune(settings, log=_log, command=shlex.join(["ensemblekit", *args.argv]))
+    task = " --task regression" if settings.task == "regression" else ""
     out = Path(settings.out)
     print("\npicked (lowest validation NLL per method"
           + (f", within {settings.budget}" if settings.budget else "") + "):")
@@ -345,7 +388,7 @@ def _tune(args) -> int:
               f"{row['nll']['mean']:.4f}, latency {row['cost']['latency_ratio']:.2f}x single")
     print(f"\nwrote {out / 'tune.md'}, {out / 'tune.json'}, {out / 'tune.csv'}, "
           f"{out / 'pareto.png'} and {out / 'tuned.toml'} in {time.perf_counter() - started:.0f}"
-          f" s; run `ensemblekit benchmark --config {out / 'tuned.toml'}`")
+          f" s; run `ensemblekit benchmark{task} --config {out / 'tuned.toml'}`")
     return 0
 
 
@@ -357,7 +400,12 @@ def _merged(tables: list[dict], merge) -> dict:
 
 
 def _toy(args) -> int:
-
+    if args.task == "regression":
+        settings = _settings(args, RegressionToySettings, ("scales", "seed", "datasets"))
+        run_regression_toy(settings, log=_log)
+        out = Path(settings.out)
+        print(f"wrote {out / 'toy_regression.png'} and {out / 'toy_regression.json'}")
+        return 0
     settings = _settings(args, ToySettings, ("scales", "seed", "resolution"))
     run_toy(settings, log=_log)
     print(f"wrote {Path(settings.out) / 'toy_entropy.png'} and {Path(settings.out) / 'toy.json'}")
@@ -365,7 +413,6 @@ def _toy(args) -> int:
 
 
 def _diversity(args) -> int:
-
     settings = _settings(args, DiversitySettings, ("methods", "seeds", "corruptions",
                                                    "severities", "ood"))
     results = run_diversity(settings, log=_log)
@@ -378,7 +425,6 @@ def _diversity(args) -> int:
 
 
 def _sweep(args) -> int:
-
     settings = _settings(args, SweepSettings, ("scales", "ns", "references", "seeds",
                                                "corruptions", "severities", "ood"))
     run_sweep(settings, log=_log)
@@ -388,14 +434,12 @@ def _sweep(args) -> int:
 
 
 def _train(args) -> int:
-
     settings = _settings(args, TrainSettings, ("method", "seed", "resume"))
     run_train(settings, log=_log)
     return 0
 
 
 def _evaluate(args) -> int:
-
     run_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
                  corruptions=_flatten(args.corruptions) or "all",
                  severities=args.severities or (1, 2, 3, 4, 5), ood=args.ood, out=args.out,
@@ -405,7 +449,6 @@ def _evaluate(args) -> int:
 
 
 def _corrupt(args) -> int:
-
     run_corrupt(args.dataset, data_dir=args.data_dir,
                 corruptions=_flatten(args.corruptions) or "all",
                 severities=args.severities or (1, 2, 3, 4, 5), out=args.out, index=args.index,
