@@ -8,15 +8,18 @@ from pathlib import Path
 import pytest
 import tomllib
 
+from ensemblekit.data import dataset_info
 from ensemblekit.experiments import SETTINGS, BenchmarkSettings
 from ensemblekit.experiments.pipeline import build
 from ensemblekit.experiments.recipes import RECIPES_DIR, recipe_for
+from ensemblekit.experiments.regression_benchmark import RegressionBenchmarkSettings
 from ensemblekit.methods import available_methods
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
-#: One dataset per recipe file (image.toml stands for every dataset without a file: svhn).
-RECIPE_DATASETS = sorted({path.stem for path in RECIPES_DIR.glob("*.toml")} - {"image"}
-                         | {"svhn"})
+#: One dataset per recipe file (image.toml stands for every dataset without a file: svhn;
+#: uci.toml for every uci-<name> set).
+RECIPE_DATASETS = sorted({path.stem for path in RECIPES_DIR.glob("*.toml")} - {"image", "uci"}
+                         | {"svhn", "uci-yacht"})
 #: Backbones too large to build seven times in a fast test run at a fraction of their width:
 #: the options under test (placement, alpha, gamma, ...) do not depend on it.
 NARROW = {"resnet18": 0.25, "wrn28_10": 0.1, "resnet50": 0.25}
@@ -46,9 +49,13 @@ def test_every_config_builds_each_of_its_methods_with_its_tables(path):
 
 @pytest.mark.parametrize("dataset", RECIPE_DATASETS)
 def test_every_recipe_builds_every_method_with_its_tables(dataset):
-    settings = BenchmarkSettings.from_sources(overrides={
-        "dataset": dataset, "methods": available_methods(), "corruptions": "none",
-        "ood": "none"})
+    if dataset_info(dataset).is_regression:
+        settings = RegressionBenchmarkSettings.from_sources(overrides={
+            "dataset": dataset, "methods": available_methods()})
+    else:
+        settings = BenchmarkSettings.from_sources(overrides={
+            "dataset": dataset, "methods": available_methods(), "corruptions": "none",
+            "ood": "none"})
     assert settings.method_options == {
         method: dict(sorted(table.items()))
         for method, table in recipe_for(dataset).get("method_options", {}).items()}
