@@ -102,7 +102,8 @@ def test_toy_figure_shows_no_epistemic_part_for_one_model(tmp_path):
 def test_tune_scores_regression_points_by_validation_nll(tmp_path):
     settings = RegressionTuneSettings.from_sources(overrides={
         "methods": ["single", "mc_dropout"], "seeds": 1, "epochs": 1,
-        "grid": {"mc_dropout": {"p": [0.05, 0.2], "placement": ["all"], "epochs_factor": [1.0]}},
+        "grid": {"single": {"epochs_factor": [1.0]},
+                 "mc_dropout": {"p": [0.05, 0.2], "placement": ["all"], "epochs_factor": [1.0]}},
         "cost_seconds": 0.0, "cost_rounds": 1, "out": str(tmp_path)})
     result = run_tune(settings, **QUIET)
     assert len(result["rows"]) == 3 and result["task"] == "regression"

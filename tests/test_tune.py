@@ -24,7 +24,8 @@ from ensemblekit.experiments.tune import (
 TINY = {
     "epochs": 1,
     "methods": ["single", "masksembles", "mc_dropout"],
-    "grid": {"masksembles": {"scale": [2.0, 3.0], "placement": ["all"], "widen": [False],
+    "grid": {"single": {"epochs_factor": [1.0]},
+             "masksembles": {"scale": [2.0, 3.0], "placement": ["all"], "widen": [False],
                              "epochs_factor": [1.0]},
              "mc_dropout": {"p": [0.1, 0.3], "placement": ["all"], "epochs_factor": [1.0]}},
     "cost_seconds": 0.01,
@@ -58,18 +59,16 @@ def test_the_grid_is_the_product_of_each_methods_lists():
                                                                 "batchensemble", "single"]})
     points = expand_grid(settings)
     grid = settings.grid
-    expected = [("masksembles", dict(zip(grid["masksembles"], values, strict=True)))
-                for values in itertools.product(*grid["masksembles"].values())]
-    expected += [("mc_dropout", dict(zip(grid["mc_dropout"], values, strict=True)))
-                 for values in itertools.product(*grid["mc_dropout"].values())]
-    expected += [("batchensemble", {"init": init}) for init in ("normal", "random_sign")]
-    expected += [("single", {})]
-    found = [(point["method"], {**point["options"], **(
-        {"epochs_factor": point["epochs_factor"]}
-        if point["method"] in ("masksembles", "mc_dropout") else {})})
-        for point in points]
+    expected = [(method, dict(zip(grid[method], values, strict=True)))
+                for method in ("masksembles", "mc_dropout", "batchensemble", "single")
+                for values in itertools.product(*grid[method].values())]
+    found = [(point["method"], {**point["options"], "epochs_factor": point["epochs_factor"]})
+             for point in points]
     assert found == expected
-    assert len(points) == 4 * 2 * 2 * 2 + 4 * 2 * 2 + 2 + 1  # the default grid
+    # The default grid: every method over 1x and 2x the recipe's epochs (the same procedure
+    # for each), times its own knobs.
+    assert {tuple(grid[method]["epochs_factor"]) for method in grid} == {(1.0, 2.0)}
+    assert len(points) == 4 * 2 * 2 * 2 + 4 * 2 * 2 + 2 * 2 + 2
     assert all(point["epochs"] == round(point["epochs_factor"] * settings.epochs)
                for point in points)
     assert {point["epochs"] for point in points} == {settings.epochs, 2 * settings.epochs}
@@ -325,7 +324,8 @@ def _point(row_: dict) -> dict:
 
 def test_a_grid_may_vary_a_backbone_option():
     settings = TuneSettings.from_sources(overrides={
-        "methods": ["batchensemble"], "grid": {"batchensemble": {"width": [1.0, 2.0]}}})
+        "methods": ["batchensemble"], "grid": {"batchensemble": {"width": [1.0, 2.0],
+                                                                 "epochs_factor": [1.0]}}})
     points = expand_grid(settings)
     assert sorted((p["options"]["init"], p["options"]["width"]) for p in points) == [
         ("normal", 1.0), ("normal", 2.0), ("random_sign", 1.0), ("random_sign", 2.0)]
