@@ -4,7 +4,7 @@ Placement (every backbone follows it through :class:`MasksemblesLayers`; see
 :mod:`ensemblekit.methods.placement`):
 
 * ``placement="dropout"`` (the default; the authors' advice: masks *instead of* dropout, and
-  the better placement in 13 of 16 paired settings of the digits tune grid): only where the
+  the better placement in 14 of 16 paired settings of the digits tune grid): only where the
   classic architecture puts Dropout (each backbone's docstring says where);
   ``placement="all"``: a Masksembles layer at every drop site: after every
   ``conv -> BN -> ReLU`` and every hidden ``Linear -> ReLU``, on the output channels, and on the
