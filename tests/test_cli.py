@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+import ensemblekit
 from ensemblekit import cli
 from ensemblekit.experiments import benchmark
 from ensemblekit.metrics import DISAGREEMENT_OOD_SCORES, OOD_SCORES
@@ -219,3 +224,16 @@ def test_train_evaluate_and_corrupt_commands(tmp_path, capsys):
 def test_evaluate_a_missing_checkpoint(tmp_path, capsys):
     status, _, err = run(["evaluate", str(tmp_path / "none.pt")], capsys)
     assert status == 2 and "no checkpoint at" in err
+
+
+def test_python_dash_m_runs_the_same_command_line(capsys):
+    # `python -m ensemblekit.cli` (the fallback where the script is not installed) must reach
+    # the same main: no COMMAND is the same one-line usage error with status 2.
+    status, _, expected = run([], capsys)
+    source = str(Path(ensemblekit.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [source, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    finished = subprocess.run([sys.executable, "-m", "ensemblekit.cli"], capture_output=True,
+                              text=True, env=env, timeout=120)
+    assert status == 2 and "a COMMAND is required" in expected
+    assert (finished.returncode, finished.stderr) == (status, expected)

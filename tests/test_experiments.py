@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
+from ensemblekit.data import dataset_info
 from ensemblekit.experiments import (
     SETTINGS,
     BenchmarkSettings,
@@ -20,6 +21,7 @@ from ensemblekit.experiments import (
     run_toy,
 )
 from ensemblekit.experiments.recipes import RECIPES_DIR, recipe_for
+from ensemblekit.experiments.regression_benchmark import RegressionBenchmarkSettings
 from ensemblekit.methods import method_entry
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
@@ -31,7 +33,8 @@ def test_there_are_configs():
     names = {path.stem for path in CONFIGS}
     assert {"cifar10_resnet20", "cifar10_wrn28_10", "mnist_member_study",
             "cifar10_resnet18_study"} <= names
-    assert {"digits", "mnist", "fashion_mnist", "toy_moons", "toy_blobs", "image"} <= set(RECIPES)
+    assert {"digits", "mnist", "fashion_mnist", "cifar10", "toy_moons", "toy_blobs",
+            "image"} <= set(RECIPES)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[path.stem for path in CONFIGS])
@@ -101,8 +104,9 @@ def test_the_digits_recipe_takes_its_method_options_from_the_recorded_tune_run()
 def test_a_recipe_file_may_stand_for_another_and_a_missing_one_is_the_image_recipe():
     assert recipe_for("fashion_mnist") == recipe_for("mnist")
     assert recipe_for("toy_blobs") == recipe_for("toy_moons")
-    assert recipe_for("cifar10") == recipe_for("svhn") == recipe_for("image")
-    assert recipe_for("cifar10")["backbone"] == "resnet20"
+    assert recipe_for("svhn") == recipe_for("cifar100") == recipe_for("image")
+    assert recipe_for("svhn")["backbone"] == "resnet20"
+    assert recipe_for("cifar10")["backbone"] == "resnet18"  # a file of its own
 
 
 def test_a_missing_recipes_folder_is_a_clear_error(monkeypatch, tmp_path):
@@ -119,13 +123,28 @@ def test_unknown_keys_in_a_recipe_file_are_refused(recipes):
         BenchmarkSettings.from_sources()
 
 
-@pytest.mark.parametrize("dataset", [name for name in RECIPES if name != "image"] + ["cifar10"])
+#: A dataset of each family recipe (``uci.toml`` serves every ``uci-<name>`` set).
+FAMILY_MEMBER = {"uci": "uci-yacht"}
+
+
+@pytest.mark.parametrize("dataset", [FAMILY_MEMBER.get(name, name) for name in RECIPES
+                                     if name != "image"] + ["svhn"])
 def test_every_recipe_allows_a_one_epoch_run(dataset):
     # A recipe's warm-up must fit inside the shortest run a user asks for (--epochs 1).
-    settings = BenchmarkSettings.from_sources(overrides={
-        "dataset": dataset, "epochs": 1, "corruptions": "none", "ood": "none"})
+    if dataset_info(dataset).is_regression:
+        settings = RegressionBenchmarkSettings.from_sources(overrides={
+            "dataset": dataset, "epochs": 1})
+    else:
+        settings = BenchmarkSettings.from_sources(overrides={
+            "dataset": dataset, "epochs": 1, "corruptions": "none", "ood": "none"})
     config = settings.train_config(seed=0)
     assert config.epochs == 1 and config.warmup_epochs < 1
+
+
+def test_a_family_recipe_serves_its_sets():
+    assert recipe_for("uci-concrete") == recipe_for("uci-yacht") == tomllib.loads(
+        (RECIPES_DIR / "uci.toml").read_text())
+    assert recipe_for("toy_in_between") == recipe_for("toy_cubic")
 
 
 def test_toy_maps_on_tiny_settings(tmp_path):

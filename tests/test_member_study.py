@@ -9,8 +9,9 @@ import torch
 
 import ensemblekit as ek
 from ensemblekit.experiments import DiversitySettings
-from ensemblekit.experiments.diversity import run_diversity
+from ensemblekit.experiments.diversity import run_diversity, weight_record
 from ensemblekit.experiments.member_probes import layer_columns, member_outputs
+from ensemblekit.methods import method_entry
 from ensemblekit.metrics import linear_cka, pairwise_cka, pairwise_disagreement
 from ensemblekit.stats.weighted import weighted_cka
 
@@ -63,7 +64,7 @@ def test_normal_init_weight_cosine_is_set_by_construction():
 
 
 @pytest.mark.parametrize("method", ["single", "mc_dropout", "masksembles", "batchensemble",
-                                    "deep_ensemble"])
+                                    "packed_ensemble", "mimo", "deep_ensemble"])
 def test_layer_columns_cover_the_member_weights(method):
     model = lenet(method)
     weights = (model.member_weights(generator=torch.Generator().manual_seed(0))
@@ -78,9 +79,21 @@ def test_layer_columns_cover_the_member_weights(method):
         block = weights[:, columns[-1][1]]
         expected = torch.cat([head.effective_weight().reshape(4, -1), head.bias], dim=1)
         torch.testing.assert_close(block, expected.detach())
+    if method == "packed_ensemble":  # each layer's block is the member's own layer
+        for member in (0, 3):
+            network = model.member_network(member)
+            for name, cols, _ in columns:
+                own = torch.cat([p.reshape(-1) for p in
+                                 network.get_submodule(name).parameters(recurse=False)])
+                assert torch.equal(weights[member, cols], own.detach())
+    if method == "mimo":  # the head's block: the rows writing the member, and their bias
+        weight, bias = model.backbone.head.member_blocks()
+        expected = torch.cat([weight.reshape(4, -1), bias.reshape(4, -1)], dim=1)
+        assert torch.equal(weights[:, columns[-1][1]], expected.detach())
 
 
-@pytest.mark.parametrize("method", ["batchensemble", "deep_ensemble", "mc_dropout"])
+@pytest.mark.parametrize("method", ["batchensemble", "deep_ensemble", "mc_dropout",
+                                    "packed_ensemble", "mimo"])
 def test_member_outputs_give_each_member_its_own_features(method):
     torch.manual_seed(0)
     model = lenet(method)
@@ -88,7 +101,9 @@ def test_member_outputs_give_each_member_its_own_features(method):
     assert logits.shape == (4, 10, 10)
     penultimate = features["penultimate"]
     assert penultimate.shape[:2] == (4, 10)
-    assert features["mid"].shape == (4, 10, 16 * 3 * 2 * 2)  # fc1 reads pooled conv2 maps
+    # fc1 reads pooled conv2 maps; a packed member reads its alpha / n = half of them
+    share = 2 if method == "packed_ensemble" else 1
+    assert features["mid"].shape == (4, 10, 16 * 3 * 2 * 2 // share)
     # The head applied to member m's captured features gives member m's logits.
     for member in range(4):
         if method == "batchensemble":
@@ -97,12 +112,53 @@ def test_member_outputs_give_each_member_its_own_features(method):
                 + head.bias[member]
         elif method == "deep_ensemble":
             expected = model.members[member].head(penultimate[member])
+        elif method == "packed_ensemble":
+            expected = model.member_network(member).head(penultimate[member])
+        elif method == "mimo":
+            weight, bias = model.backbone.head.member_blocks()
+            expected = penultimate[member] @ weight[member].T + bias[member]
         else:
             expected = model.backbone.head(penultimate[member])
         torch.testing.assert_close(logits[member], expected.detach(), rtol=1e-4, atol=1e-5)
     # The same seed draws the same dropout masks.
     again, _ = member_outputs(model, digits(10), batch_size=4, seed=3)
     assert torch.equal(logits, again)
+
+
+def test_packed_and_mimo_read_their_construction():
+    """The study reads each against its registry entry's construction: Packed members are
+    independent groups (conv / linear cosine ~ 0 at initialisation, each member's hidden
+    representation exactly what its own network computes); MIMO members share everything but
+    the ends (cosine exactly 1 on the body, ~ 0 on the stem's slot columns and the head's
+    blocks, CKA exactly 1 on the shared representations)."""
+    images = digits(32)
+    packed = lenet("packed_ensemble", alpha=2.0, gamma=1)
+    record = weight_record(packed.member_weights(), layer_columns(packed))
+    assert all(abs(cosine) < 0.1 for cosine in record["layers"].values())
+    assert abs(record["overall"]) < 0.05
+    _, features = member_outputs(packed, images, batch_size=8)
+    for member in (0, 2):
+        network, seen = packed.member_network(member).eval(), {}
+        network.head.register_forward_pre_hook(
+            lambda m, inputs, seen=seen: seen.update(x=inputs[0]))
+        with torch.no_grad():
+            network(images)
+        torch.testing.assert_close(features["penultimate"][member], seen["x"])
+    assert "independent groups" in method_entry("packed_ensemble").construction(
+        {"alpha": 2.0, "gamma": 1})
+
+    mimo = lenet("mimo")
+    record = weight_record(mimo.member_weights(), layer_columns(mimo))
+    for name in ("conv2", "fc1", "fc2"):
+        assert record["layers"][name] == pytest.approx(1.0, abs=1e-6)
+    for name in ("conv1", "head"):
+        assert abs(record["layers"][name]) < 0.2
+    _, features = member_outputs(mimo, images, batch_size=8)
+    for key in ("penultimate", "mid"):
+        torch.testing.assert_close(pairwise_cka(features[key]),
+                                   torch.ones(4, 4, dtype=torch.float64))
+    construction = method_entry("mimo").construction({})
+    assert "cosine 1 on the shared body" in construction and "CKA 1" in construction
 
 
 def test_weighted_cka_is_linear_cka_of_the_resampled_rows():

@@ -3,13 +3,18 @@ recipes offline (torchvision's `<data-dir>/<MNIST|FashionMNIST>/raw/*-idx*-ubyte
 
 * `MNIST/`: scikit-learn's embedded 8x8 digits, upsampled to 28x28 (bilinear) and written as
   MNIST's idx files, the digits' fixed train/test split -- real handwriting, not MNIST itself:
-  a check that the recipe runs end to end at MNIST's shape and fits, not MNIST's numbers.
+  a check that the recipe runs end to end at MNIST's shape and fits, not MNIST's numbers. With
+  `--mnist DIR` (a folder holding MNIST's four released `*-ubyte.gz` files, e.g. torchvision's
+  `data/MNIST/raw`), the first `--train` / `--test` images of real MNIST instead: the issue-19
+  check on a 4,000-image subset, on a machine that has MNIST.
 * `FashionMNIST/`: real Fashion-MNIST from Debian's `dataset-fashion-mnist` package
   (`apt-get install dataset-fashion-mnist`: /usr/share/datasets/fashion-mnist), the first
   `--train` training and `--test` test images (class-balanced by construction of the release).
 
     .venv/bin/python docs/experiments/mnist_files.py --out data-check [--train 4000 --test 1000]
     .venv/bin/ensemblekit benchmark --dataset mnist --data-dir data-check --out runs/mnist-check
+
+What these files gave with the MNIST recipe: docs/experiments/recipes-mnist.md.
 """
 
 from __future__ import annotations
@@ -55,13 +60,14 @@ def digits_as_mnist(raw: Path) -> None:
         print(f"MNIST/{split}: {len(labels)} digits upsampled to 28x28")
 
 
-def fashion_subset(raw: Path, counts: dict[str, int]) -> None:
+def release_subset(release: Path, raw: Path, counts: dict[str, int], name: str) -> None:
+    """The first ``counts[split]`` images and labels of a released idx set (``*.gz``)."""
     for split, count in counts.items():
-        images = read_idx(FASHION_RELEASE / (FILES[(split, "images")] + ".gz"))[:count]
-        labels = read_idx(FASHION_RELEASE / (FILES[(split, "labels")] + ".gz"))[:count]
+        images = read_idx(release / (FILES[(split, "images")] + ".gz"))[:count]
+        labels = read_idx(release / (FILES[(split, "labels")] + ".gz"))[:count]
         write_idx(raw / FILES[(split, "images")], images)
         write_idx(raw / FILES[(split, "labels")], labels)
-        print(f"FashionMNIST/{split}: {len(labels)} images, classes "
+        print(f"{name}/{split}: {len(labels)} images, classes "
               f"{np.bincount(labels, minlength=10).tolist()}")
 
 
@@ -70,13 +76,19 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="the data folder to write")
     parser.add_argument("--train", type=int, default=4000)
     parser.add_argument("--test", type=int, default=1000)
+    parser.add_argument("--mnist", help="a folder with real MNIST's released *-ubyte.gz files: "
+                        "write its subset instead of the digits")
     args = parser.parse_args()
     out = Path(args.out)
+    counts = {"train": args.train, "test": args.test}
     (out / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)
-    digits_as_mnist(out / "MNIST" / "raw")
+    if args.mnist:
+        release_subset(Path(args.mnist), out / "MNIST" / "raw", counts, "MNIST")
+    else:
+        digits_as_mnist(out / "MNIST" / "raw")
     if FASHION_RELEASE.is_dir():
         (out / "FashionMNIST" / "raw").mkdir(parents=True, exist_ok=True)
-        fashion_subset(out / "FashionMNIST" / "raw", {"train": args.train, "test": args.test})
+        release_subset(FASHION_RELEASE, out / "FashionMNIST" / "raw", counts, "FashionMNIST")
     else:
         print(f"{FASHION_RELEASE} not found: apt-get install dataset-fashion-mnist for the "
               "real Fashion-MNIST subset")

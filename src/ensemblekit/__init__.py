@@ -4,9 +4,12 @@ The names most users need are re-exported here; each lives in the module named b
 
 - masks and layers: :func:`generate_masks`, :class:`Masksembles` (``ensemblekit.masks``,
   ``ensemblekit.layers``), :class:`BatchEnsembleLinear` / :class:`BatchEnsembleConv2d`,
-  :class:`PackedLinear` / :class:`PackedConv2d` (``ensemblekit.layers.packed``);
+  :class:`PackedLinear` / :class:`PackedConv2d` / :class:`PackedConv1d`
+  (``ensemblekit.layers.packed``), :class:`PackedLayerNorm` / :class:`PackedGroupNorm`
+  (``ensemblekit.layers.packed_norm``);
 - methods on shared backbones: :func:`build_model`, :func:`predict_members` (member logits
-  ``(M, B, K)`` for every method), conversions of your own model (``ensemblekit.convert``);
+  ``(M, B, K)`` for every method; ``GaussianMembers`` for a model built with
+  ``task="regression"``), conversions of your own model (``ensemblekit.convert``);
 - fast inference: :func:`compile_members` (``ensemblekit.compile``); deployment:
   :func:`export` (ONNX / torch.export graph with the uncertainty outputs, ``ensemblekit.export``);
 - training, evaluation and checkpoints: :func:`train_model`, :func:`evaluate_model`,
@@ -16,11 +19,13 @@ The names most users need are re-exported here; each lives in the module named b
 - post-hoc calibration on logits: :func:`fit_temperature`, :class:`TemperatureScaler` and the
   rest of ``ensemblekit.calibration`` (vector scaling, ensemble temperature, saving);
 - data: :func:`load_dataset`, :func:`corrupt`, :func:`ood_dataset` (``ensemblekit.data``).
-- regression: members' Gaussians :class:`GaussianMembers` ``(means, variances)``, each
-  ``(M, B, D)``; :func:`evaluate_regression` (every regression metric, streamed) and
-  :func:`moment_match`; losses and the variance head (``ensemblekit.losses``); variance scaling
-  and split-conformal intervals (:func:`fit_variance_scaling`, :func:`conformal_intervals`);
-  regression sets ``diabetes``, the toys and ``uci-<name>`` through :func:`load_dataset`.
+- regression: ``build_model(..., task="regression", num_outputs=D)`` for every method;
+  members' Gaussians :class:`GaussianMembers` ``(means, variances)``, each ``(M, B, D)``, read
+  from the raw head by :func:`gaussian_outputs`; :func:`evaluate_regression` (every
+  regression metric, streamed) and :func:`moment_match`; losses and the variance head
+  (``ensemblekit.losses``); variance scaling and split-conformal intervals
+  (:func:`fit_variance_scaling`, :func:`conformal_intervals`); regression sets ``diabetes``,
+  the toys and ``uci-<name>`` through :func:`load_dataset`.
 """
 
 from .calibration import (
@@ -32,7 +37,7 @@ from .calibration import (
 )
 from .checkpoint import load, load_into, save
 from .compile import CompiledMembers, compile_members
-from .convert import to_batchensemble, to_masksembles, to_mc_dropout
+from .convert import to_batchensemble, to_masksembles, to_mc_dropout, to_packed_ensemble
 from .data import (
     CORRUPTIONS,
     SEVERITIES,
@@ -51,10 +56,17 @@ from .layers.batchensemble import (
     BatchEnsembleLinear,
     batchensemble_parameter_groups,
 )
-from .layers.packed import PackedConv2d, PackedLinear
+from .layers.packed import PackedConv1d, PackedConv2d, PackedLinear
+from .layers.packed_norm import PackedGroupNorm, PackedLayerNorm
 from .masks import generate_masks, mask_stats
 from .members import GaussianMembers, repeat_members, split_members
-from .methods import EnsembleModel, available_methods, build_model, predict_members
+from .methods import (
+    EnsembleModel,
+    available_methods,
+    build_model,
+    gaussian_outputs,
+    predict_members,
+)
 from .metrics import (
     PredictionAccumulator,
     RegressionAccumulator,
@@ -86,7 +98,10 @@ __all__ = [
     "Masksembles1d",
     "Masksembles2d",
     "Masksembles3d",
+    "PackedConv1d",
     "PackedConv2d",
+    "PackedGroupNorm",
+    "PackedLayerNorm",
     "PackedLinear",
     "MemberBatchSampler",
     "PredictionAccumulator",
@@ -112,6 +127,7 @@ __all__ = [
     "export",
     "fit_temperature",
     "fit_variance_scaling",
+    "gaussian_outputs",
     "generate_masks",
     "load",
     "load_dataset",
@@ -129,6 +145,7 @@ __all__ = [
     "to_batchensemble",
     "to_masksembles",
     "to_mc_dropout",
+    "to_packed_ensemble",
     "train_model",
     "weight_similarity",
 ]

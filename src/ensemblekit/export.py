@@ -14,6 +14,16 @@ requested ``outputs``, in that order:
 * ``"mutual_information"``: ``(B,)`` ``H(mean probs) - mean_m H(p_m)`` (>= 0, nats);
 * ``"member_logits"``: ``(M, B, K)``, what ``predict_members`` returns.
 
+A regression model (``task="regression"``) has its own outputs (``REGRESSION_OUTPUTS``; the
+default is the first three), from its members' Gaussians, the moment-matched mixture
+(:func:`ensemblekit.moment_match`):
+
+* ``"mean"``: ``(B, D)`` the mean of the members' means;
+* ``"total_variance"``: ``(B, D)`` the mixture's variance, aleatoric + epistemic;
+* ``"epistemic_variance"``: ``(B, D)`` the population variance of the members' means;
+* ``"aleatoric_variance"``: ``(B, D)`` the mean of the members' variances;
+* ``"member_means"``, ``"member_variances"``: ``(M, B, D)``, what ``predict_members`` returns.
+
 How the members are computed (``members="auto"``): through the model's compiled members,
 :func:`ensemblekit.compile_members` (Masksembles: each member on its own channels; the single
 model, Deep Ensembles and BatchEnsemble: dense member networks with BatchNorm folded; MIMO: one
@@ -46,10 +56,16 @@ from .example_inputs import recorded_example
 from .methods.base import EnsembleModel
 from .methods.mc_dropout import MCDropoutModel
 from .methods.seeded_dropout import seeded_mask_source
+from .methods.task import gaussian_outputs, model_task
+from .metrics.gaussian import _moments
 from .runtime import eval_mode
 
 FORMATS = ("onnx", "torch_export")
 OUTPUTS = ("probs", "entropy", "mutual_information", "member_logits")
+REGRESSION_OUTPUTS = ("mean", "total_variance", "epistemic_variance", "aleatoric_variance",
+                      "member_means", "member_variances")
+#: what the graph returns when ``outputs`` is left out, per task
+DEFAULT_OUTPUTS = {"classification": OUTPUTS[:3], "regression": REGRESSION_OUTPUTS[:3]}
 MEMBERS = ("auto", "compiled", "tiled")
 
 #: smallest normal float32: floors probabilities before the log, so 0 log 0 = 0
@@ -78,6 +94,35 @@ class UncertaintyOutputs(nn.Module):
             "entropy": entropy,
             "mutual_information": (entropy - expected_entropy).clamp_min(0.0),
             "member_logits": logits,
+        }
+        return tuple(found[name] for name in self.outputs)
+
+
+class GaussianOutputs(nn.Module):
+    """``(B, ...) -> tuple`` of the requested outputs of a regression model's members:
+    ``members(x)`` returns their raw head outputs ``(M, B, 2D)`` or ``GaussianMembers``."""
+
+    def __init__(self, members: nn.Module, num_outputs: int, outputs: tuple[str, ...]) -> None:
+        super().__init__()
+        self.members = members
+        self.num_outputs = num_outputs
+        self.outputs = outputs
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        members = self.members(x)
+        if isinstance(members, torch.Tensor):  # raw (M, B, 2D): the tiled or frozen pass
+            members = gaussian_outputs(members, self.num_outputs)
+        means, variances = members
+        # The unchecked moments of moment_match, which would read values on the host (not in
+        # a traced graph) and compute in float64 (the graph keeps the model's dtype).
+        moments = _moments(means, variances)
+        found = {
+            "mean": moments.mean,
+            "total_variance": moments.variance,
+            "epistemic_variance": moments.epistemic,
+            "aleatoric_variance": moments.aleatoric,
+            "member_means": means,
+            "member_variances": variances,
         }
         return tuple(found[name] for name in self.outputs)
 
@@ -152,7 +197,7 @@ def export(
     example_input: torch.Tensor | None = None,
     *,
     format: str = "onnx",
-    outputs: tuple[str, ...] | list[str] = ("probs", "entropy", "mutual_information"),
+    outputs: tuple[str, ...] | list[str] | None = None,
     members: str = "auto",
 ) -> Path:
     """Write one graph computing every member of ``model`` and its uncertainty to ``path``.
@@ -169,7 +214,9 @@ def export(
             ``"torch_export"`` (``torch.export.save``; load with ``torch.export.load(path)
             .module()``).
         outputs: which of ``"probs"``, ``"entropy"``, ``"mutual_information"``,
-            ``"member_logits"`` the graph returns, in this order.
+            ``"member_logits"`` the graph returns, in this order (default: the first three);
+            for a regression model, which of ``REGRESSION_OUTPUTS`` (default: ``"mean"``,
+            ``"total_variance"``, ``"epistemic_variance"``).
         members: ``"auto"`` (see the module docstring), ``"compiled"`` (fail rather than fall
             back to the model's own forward; not for MC-Dropout, whose masks are baked in) or
             ``"tiled"`` (the model's ``forward_members``).
@@ -204,15 +251,22 @@ def export(
     check_finite("example_input", example_input)
     format = check_choice("format", format, FORMATS)
     members = check_choice("members", members, MEMBERS)
+    regression = model_task(model) == "regression"
+    names = REGRESSION_OUTPUTS if regression else OUTPUTS
+    if outputs is None:
+        outputs = DEFAULT_OUTPUTS[model_task(model)]
     if isinstance(outputs, str) or not isinstance(outputs, (tuple, list)) or not outputs:
-        raise TypeError(f"outputs must be a non-empty tuple of output names {OUTPUTS}, got "
+        raise TypeError(f"outputs must be a non-empty tuple of output names {names}, got "
                         f"{outputs!r}")
-    outputs = tuple(check_choice("outputs entry", name, OUTPUTS) for name in outputs)
+    entry = "outputs entry (a regression model's)" if regression else "outputs entry"
+    outputs = tuple(check_choice(entry, name, names) for name in outputs)
     if len(set(outputs)) != len(outputs):
         raise ValueError(f"outputs {outputs} names an output twice")
 
     with eval_mode(model):
-        graph = UncertaintyOutputs(_members_module(model, example_input, members), outputs).eval()
+        source = _members_module(model, example_input, members)
+        graph = (GaussianOutputs(source, model.num_outputs, outputs) if regression
+                 else UncertaintyOutputs(source, outputs)).eval()
         with torch.no_grad():
             expected = graph(example_input)
         batch = torch.export.Dim("batch")

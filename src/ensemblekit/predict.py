@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._validation import check_finite, check_int, check_seed
 from .data import normalizer, rebatch
-from .methods import available_methods, method_entry, predict_members
+from .methods import available_methods, method_entry, model_task, predict_members
 from .runtime import model_device, synchronize
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -47,16 +47,19 @@ BatchHook = Callable[[torch.Tensor, torch.Tensor | None], None]
 class Probes:
     """Hidden representations to capture while predicting: ``{name: [module per backbone]}``.
 
-    One module per name for a model whose members share one backbone (it reads a member-major
-    batch: member m owns rows ``m*B:(m+1)*B``), one per member for a model whose members are
-    separate backbones (then ``forward`` runs them one by one, e.g. a Deep Ensemble's
-    ``forward_members_loop``: a vectorised pass would bypass the hooks). ``reduce`` maps each
-    captured input ``(rows, ...)`` to ``(rows, D)``.
+    One module per name for a model whose members share one backbone (by default it reads a
+    member-major batch: member m owns rows ``m*B:(m+1)*B``; ``members`` says otherwise), one
+    per member for a model whose members are separate backbones (then ``forward`` runs them
+    one by one, e.g. a Deep Ensemble's ``forward_members_loop``: a vectorised pass would
+    bypass the hooks). ``reduce`` maps each captured input ``(rows, ...)`` to ``(rows, D)``.
     """
 
     layers: Mapping[str, Sequence[nn.Module]]
     reduce: Callable[[torch.Tensor], torch.Tensor] = lambda x: x.flatten(1)
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: ``(captured input, module) -> (M, B, ...)``: each member's share of what one shared
+    #: backbone's module read (``EnsembleModel.member_features``); None: member-major rows
+    members: Callable[[torch.Tensor, nn.Module], torch.Tensor] | None = None
 
 
 @dataclass
@@ -93,6 +96,11 @@ def predict(
     """The member outputs of ``split`` (module docstring): ``normalize`` (or ``dataset``'s
     normalisation) applied to each [0, 1] batch; ``num_samples``: MC-Dropout's passes
     (see :func:`member_samples`)."""
+    if model_task(model) == "regression":
+        raise ValueError(
+            "predict streams a classifier's member logits; this is a regression model: call "
+            "ensemblekit.predict_members(model, x) per batch (GaussianMembers, each (M, B, D)) "
+            "and ensemblekit.evaluate_regression for its metrics")
     batch_size = check_int("batch_size", batch_size, minimum=1)
     seed = check_seed(seed)
     normalize = resolve_normalizer(dataset, normalize)
@@ -225,23 +233,32 @@ def _hook(probes: Probes | None) -> tuple[dict[str, list[list]], list]:
     for name, modules in probes.layers.items():
         for index, module in enumerate(modules):
             handles.append(module.register_forward_pre_hook(
-                _recorder(captured[name][index], probes.reduce)))
+                _recorder(captured[name][index], probes.reduce, probes.members)))
     return captured, handles
 
 
-def _recorder(store: list, reduce: Callable[[torch.Tensor], torch.Tensor]):
+def _recorder(store: list, reduce: Callable[[torch.Tensor], torch.Tensor], members):
+    """Records ``reduce`` of each input: ``(rows, D)``, or ``(M, B, D)`` split by ``members``."""
     def hook(module, inputs):
-        store.append(reduce(inputs[0].detach()).float().cpu())
+        x = inputs[0].detach()
+        if members is None:
+            store.append(reduce(x).float().cpu())
+            return
+        split = members(x, module)  # (M, B, ...)
+        store.append(reduce(split.flatten(0, 1)).unflatten(0, split.shape[:2]).float().cpu())
     return hook
 
 
 def _assemble(captured: dict[str, list[list]], members: list[int]) -> dict[str, torch.Tensor]:
-    """``{name: (M, N, D)}`` from the recorded rows: one list per backbone (stacked), or one
-    member-major stream where batch b's rows hold ``members[b]`` blocks."""
+    """``{name: (M, N, D)}`` from the recorded rows: one list per backbone (stacked), one
+    stream of ``(M, B, D)`` blocks (split by ``Probes.members``), or one member-major stream
+    where batch b's rows hold ``members[b]`` blocks."""
     features = {}
     for name, per_backbone in captured.items():
         if len(per_backbone) > 1:
             features[name] = torch.stack([torch.cat(rows) for rows in per_backbone])
+        elif per_backbone[0] and per_backbone[0][0].ndim == 3:  # split already: (M, B, D)
+            features[name] = torch.cat(per_backbone[0], dim=1)
         else:
             blocks = [rows.reshape(count, -1, rows.shape[-1])
                       for rows, count in zip(per_backbone[0], members, strict=True)]

@@ -14,8 +14,10 @@ from torch import nn
 
 from .._validation import check_choice, check_finite, check_tensor
 from ..example_inputs import recorded_example
-from ..methods.base import EnsembleModel, predict_members
+from ..methods.base import EnsembleModel, member_outputs
+from ..methods.task import model_task
 from .fallback import OwnForwardMembers
+from .gaussian import GaussianCompiledMembers
 from .registry import CompileOptions, compiler_for
 
 #: "stacked": all members at once (grouped convolutions, batched matmuls); "loop": one network
@@ -122,9 +124,9 @@ def default_example(model: nn.Module) -> torch.Tensor:
 
 def relative_error(model: nn.Module, compiled: nn.Module, example: torch.Tensor) -> float:
     """Relative difference of ``compiled(example)`` from ``predict_members`` (inf on a shape
-    mismatch)."""
+    mismatch), compared on the members' raw outputs (a regression model's 2*D head values)."""
     with torch.no_grad():
-        expected = predict_members(model, example)
+        expected = member_outputs(model, example)
         got = compiled(example)
     if got.shape != expected.shape:
         return float("inf")
@@ -210,6 +212,11 @@ def compile_members(
     The returned module's ``strategy`` says which path ran ("stacked", "loop", "fan-out",
     "tiled", "own forward").
 
+    A regression model (``task="regression"``) compiles by the same paths -- they compute the
+    members' raw head outputs ``(M, B, 2D)``, checked against the model's -- and the result
+    returns :class:`~ensemblekit.members.GaussianMembers` as ``predict_members`` does
+    (:class:`~.gaussian.GaussianCompiledMembers`).
+
     Args:
         model: an :class:`~ensemblekit.methods.EnsembleModel` from ``build_model`` or a
             converter.
@@ -273,12 +280,15 @@ def compile_members(
         _check_example(example_input)
     compiler = compiler_for(model)
     if compiler is None:
-        return OwnForwardMembers(model)
-    if example_input is None:
-        example_input = default_example(model)
-        _check_example(example_input)
-    options = CompileOptions(strategy, channels_last, fold_batchnorm_into_conv, example_input,
-                             share_prefix)
-    compiled = compiler(model, options)
-    check_against_tiled(model, compiled, example_input)
+        compiled = OwnForwardMembers(model)
+    else:
+        if example_input is None:
+            example_input = default_example(model)
+            _check_example(example_input)
+        options = CompileOptions(strategy, channels_last, fold_batchnorm_into_conv,
+                                 example_input, share_prefix)
+        compiled = compiler(model, options)
+        check_against_tiled(model, compiled, example_input)
+    if model_task(model) == "regression":
+        return GaussianCompiledMembers(compiled, model.num_outputs)
     return compiled

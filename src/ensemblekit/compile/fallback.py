@@ -14,11 +14,12 @@ import copy
 import torch
 from torch import nn
 
-from ..methods.base import EnsembleModel, predict_members
+from ..methods.base import EnsembleModel, member_outputs
 
 
 class OwnForwardMembers(nn.Module):
-    """Inference-only ``(B, ...) -> (M, B, K)``: ``predict_members`` of a copy of the model.
+    """Inference-only ``(B, ...) -> (M, B, K)``: ``predict_members`` of a copy of the model
+    (its raw member outputs: a regression model's 2*D head values).
 
     It holds a copy of the model taken when built: compile again after training.
     """
@@ -42,7 +43,7 @@ class OwnForwardMembers(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return predict_members(self.model, x)
+        return member_outputs(self.model, x)
 
     def extra_repr(self) -> str:
         return f"num_members={self.num_members}, strategy={self.strategy!r}"

@@ -1,4 +1,5 @@
-"""Turn your own model into an ensemble model: Masksembles, MC-Dropout or BatchEnsemble.
+"""Turn your own model into an ensemble model: Masksembles, MC-Dropout, BatchEnsemble or
+Packed-Ensembles.
 
 Each converter changes the model in place (nested modules included) and returns it wrapped in
 the method's :class:`~ensemblekit.methods.EnsembleModel`, so the training contract and
@@ -22,7 +23,12 @@ your network without a dry run (:func:`apply_recipe`), and ``compile_members(mod
 ``export(model, path)`` need no second example. Anything a converter cannot handle raises a
 ``ValueError`` that names the module's path and the reason.
 
-One file per converter (:mod:`.masksembles`, :mod:`.mc_dropout`, :mod:`.batchensemble`), the
+``to_packed_ensemble`` is the one converter that rebuilds rather than wraps: every conv /
+linear layer widened and grouped into a fresh Packed-Ensemble of your architecture (its
+module docstring).
+
+One file per converter (:mod:`.masksembles`, :mod:`.mc_dropout`, :mod:`.batchensemble`,
+:mod:`.packed_ensemble`), the
 site machinery they share (:mod:`._sites`), and the registry that replays a recipe
 (:mod:`.recipe`).
 """
@@ -31,6 +37,7 @@ from ._sites import Sites
 from .batchensemble import to_batchensemble
 from .masksembles import to_masksembles
 from .mc_dropout import to_mc_dropout
+from .packed_ensemble import to_packed_ensemble
 from .recipe import CONVERTERS, apply_recipe
 
 __all__ = [
@@ -40,4 +47,5 @@ __all__ = [
     "to_batchensemble",
     "to_masksembles",
     "to_mc_dropout",
+    "to_packed_ensemble",
 ]

@@ -17,6 +17,7 @@ from ..layers.batchensemble import (
 from ..methods.batchensemble import BatchEnsembleModel
 from ..submodules import replace_module
 from ._sites import attach_recipe, check_module, shapes_from_dry_run
+from .regression import as_task, check_outputs, task_options
 
 #: layer -> its BatchEnsemble twin (exact types: a subclass may change the behaviour)
 _BATCHENSEMBLE_FOR = {
@@ -92,7 +93,8 @@ def _apply_batchensemble(
 
 def to_batchensemble(
     model: nn.Module, n: int, *, init: str = "normal", tile_batch: bool = True,
-    example_input: torch.Tensor | None = None,
+    example_input: torch.Tensor | None = None, task: str = "classification",
+    num_outputs: int | None = None, noise: str | None = None,
 ) -> BatchEnsembleModel:
     """Replace every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` in ``model`` by its BatchEnsemble
     version.
@@ -107,6 +109,10 @@ def to_batchensemble(
     dry forward of the network, its shape and dtype (not its data) kept in the recipe, so
     ``export(model, path)`` needs no second example.
 
+    ``task="regression", num_outputs=D`` (and ``noise``) converts a regression network
+    (:mod:`ensemblekit.convert.regression`): it outputs 2*D values per example (means, raw
+    variances), or D means with ``noise="homoscedastic"`` (one learned variance per output).
+
     Returns:
         a :class:`~ensemblekit.methods.BatchEnsembleModel` (``tile_batch`` as in build_model).
     """
@@ -114,6 +120,8 @@ def to_batchensemble(
     n = check_int("n", n, minimum=1)
     init = check_choice("init", init, FAST_WEIGHT_INITS)
     tile_batch = check_flag("tile_batch", tile_batch)
+    task_of = task_options("to_batchensemble", task, num_outputs, noise)
+    check_outputs("to_batchensemble", model, task_of, example_input)
     modules = list(model.named_modules())
     for path, module in modules:
         reason = _unsupported_for_batchensemble(path, module)
@@ -128,9 +136,9 @@ def to_batchensemble(
         raise ValueError("to_batchensemble: model has no nn.Linear or nn.Conv1d/2d/3d layer")
     if example_input is not None:  # fails here, naming example_input, if it does not fit
         shapes_from_dry_run(model, [], [], example_input, "to_batchensemble")
-    converted = _apply_batchensemble(model, n, init, tile_batch, layers)
+    converted = as_task(_apply_batchensemble(model, n, init, tile_batch, layers), task_of)
     recipe = {"converter": "to_batchensemble", "n": n, "init": init, "tile_batch": tile_batch,
-              "layers": layers}
+              "layers": layers, **task_of.recipe()}
     return attach_recipe(converted, recipe, example_input)
 
 

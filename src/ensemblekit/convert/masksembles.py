@@ -21,6 +21,7 @@ from ._sites import (
     select_sites,
     shapes_from_dry_run,
 )
+from .regression import as_task, check_outputs, task_options
 
 #: the Masksembles layers a recipe may name
 _MASKSEMBLES_LAYERS = {
@@ -155,6 +156,9 @@ def to_masksembles(
     example_input: torch.Tensor | None = None,
     seed: int | None = None,
     sites: Sites | None = None,
+    task: str = "classification",
+    num_outputs: int | None = None,
+    noise: str | None = None,
 ) -> MasksemblesModel:
     """Put Masksembles layers at ``model``'s drop sites: its dropout layers, or after ``sites``.
 
@@ -185,6 +189,10 @@ def to_masksembles(
     such as token ids also the range of its values), so ``compile_members(model)`` and
     ``export(model, path)`` need no second example.
 
+    ``task="regression", num_outputs=D`` (and ``noise``) converts a regression network
+    (:mod:`ensemblekit.convert.regression`): it outputs 2*D values per example (means, raw
+    variances), or D means with ``noise="homoscedastic"`` (one learned variance per output).
+
     Returns:
         a :class:`~ensemblekit.methods.MasksemblesModel` with ``n`` members around ``model``,
         its ``recipe`` recording every site.
@@ -192,6 +200,8 @@ def to_masksembles(
     model = check_module(model)
     n = check_int("n", n, minimum=1)
     scale = check_float("scale", scale, minimum=1.0)
+    task_of = task_options("to_masksembles", task, num_outputs, noise)
+    check_outputs("to_masksembles", model, task_of, example_input)
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
     seed = check_seed(seed)
@@ -260,9 +270,9 @@ def to_masksembles(
             )
         plan.append(found[0])
     _apply_masksembles(model, n, scale, seed, plan)
-    converted = MasksemblesModel(model, n)
+    converted = as_task(MasksemblesModel(model, n), task_of)
     recipe = {"converter": "to_masksembles", "n": n, "scale": scale, "seed": seed,
-              "sites": plan, "not_called": not_called}
+              "sites": plan, "not_called": not_called, **task_of.recipe()}
     return attach_recipe(converted, recipe, example_input)
 
 

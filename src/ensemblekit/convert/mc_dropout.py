@@ -19,6 +19,7 @@ from ._sites import (
     select_sites,
     shapes_from_dry_run,
 )
+from .regression import as_task, check_outputs, task_options
 
 
 def _apply_mc_dropout(model: nn.Module, sites: list[dict]) -> None:
@@ -54,6 +55,9 @@ def to_mc_dropout(
     p: float = 0.1,
     seed: int | None = None,
     example_input: torch.Tensor | None = None,
+    task: str = "classification",
+    num_outputs: int | None = None,
+    noise: str | None = None,
 ) -> MCDropoutModel:
     """Keep ``model``'s dropout layers stochastic at inference: ``num_samples`` passes = members.
 
@@ -76,10 +80,16 @@ def to_mc_dropout(
     ``p > 0`` remains, a ``ValueError`` names them and suggests ``sites``. The recipe then
     keeps the input's shape and dtype (not its data), so ``compile_members(model)`` and
     ``export(model, path)`` need no second example.
+
+    ``task="regression", num_outputs=D`` (and ``noise``) converts a regression network
+    (:mod:`ensemblekit.convert.regression`): it outputs 2*D values per example (means, raw
+    variances), or D means with ``noise="homoscedastic"`` (one learned variance per output).
     """
     model = check_module(model)
     num_samples = check_int("num_samples", num_samples, minimum=1)
     p = check_float("p", p, minimum=0.0, maximum=1.0, max_inclusive=False)
+    task_of = task_options("to_mc_dropout", task, num_outputs, noise)
+    check_outputs("to_mc_dropout", model, task_of, example_input)
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
     seed = check_seed(seed)
@@ -101,9 +111,9 @@ def to_mc_dropout(
         )
     not_called = [] if example_input is None else _uncalled_dropouts(model, plan, example_input, p)
     _apply_mc_dropout(model, plan)
-    converted = MCDropoutModel(model, num_samples, seed=seed)
+    converted = as_task(MCDropoutModel(model, num_samples, seed=seed), task_of)
     recipe = {"converter": "to_mc_dropout", "num_samples": num_samples, "seed": seed,
-              "sites": plan, "not_called": not_called}
+              "sites": plan, "not_called": not_called, **task_of.recipe()}
     return attach_recipe(converted, recipe, example_input)
 
 

@@ -18,6 +18,8 @@ from ._sites import check_module, check_replaced_dropout
 from .batchensemble import batchensemble_from_recipe, check_same_layer
 from .masksembles import masksembles_from_recipe
 from .mc_dropout import mc_dropout_from_recipe
+from .packed_ensemble import packed_ensemble_from_recipe
+from .regression import as_task, recipe_task_options
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ _REPLAYS: dict[str, RecipeReplay] = {
     "to_masksembles": RecipeReplay("sites", check_replaced_dropout, masksembles_from_recipe),
     "to_mc_dropout": RecipeReplay("sites", check_replaced_dropout, mc_dropout_from_recipe),
     "to_batchensemble": RecipeReplay("layers", check_same_layer, batchensemble_from_recipe),
+    "to_packed_ensemble": RecipeReplay("layers", check_same_layer, packed_ensemble_from_recipe),
 }
 
 #: the converters :func:`apply_recipe` can replay
@@ -58,6 +61,7 @@ def apply_recipe(model: nn.Module, recipe: dict) -> EnsembleModel:
     model = check_module(model)
     converter = recipe.get("converter") if isinstance(recipe, dict) else None
     replay = _REPLAYS[check_choice("recipe converter", converter, CONVERTERS)]
+    task_of = recipe_task_options(recipe)
     sites = recipe.get(replay.sites_key)
     if not isinstance(sites, list) or not all(isinstance(site, dict) for site in sites):
         raise ValueError(f"recipe has no list of sites: {recipe!r}")
@@ -72,6 +76,6 @@ def apply_recipe(model: nn.Module, recipe: dict) -> EnsembleModel:
                 "has other modules)"
             )
         replay.check_site(path, module, site)
-    converted = replay.rebuild(model, recipe, sites)
+    converted = as_task(replay.rebuild(model, recipe, sites), task_of)
     converted.recipe = recipe
     return converted

@@ -9,6 +9,11 @@
   corrupted test sets.
 - :mod:`~ensemblekit.experiments.tune`: each method's own setting chosen on the validation
   split, beside its cost (:mod:`~ensemblekit.experiments.cost`); writes a benchmark config.
+- Regression (``--task regression``): :mod:`~ensemblekit.experiments.regression_benchmark`
+  (every method x seed on diabetes, or the published UCI protocol over a ``uci-<name>`` set's
+  splits), :mod:`~ensemblekit.experiments.regression_toy` (Example 1 on 1-D problems), and
+  tune with :class:`~ensemblekit.experiments.tune_settings.RegressionTuneSettings`; what one
+  regression run reads and computes: :mod:`~ensemblekit.experiments.regression_protocol`.
 
 What they share: :mod:`~ensemblekit.experiments.config` (the settings base and the precedence
 defaults < recipe < config file < flags), :mod:`~ensemblekit.experiments.recipes` (each
@@ -24,20 +29,31 @@ from .benchmark import BenchmarkSettings, run_benchmark
 from .config import load_config
 from .diversity import run_diversity
 from .diversity_settings import DiversitySettings
+from .regression_benchmark import RegressionBenchmarkSettings, run_regression_benchmark
+from .regression_toy import RegressionToySettings, run_regression_toy
 from .single_run import TrainSettings, run_corrupt, run_evaluate, run_train
 from .sweep import SweepSettings, run_sweep
 from .toy import ToySettings, run_toy
 from .tune import run_tune
-from .tune_settings import TuneSettings
+from .tune_settings import RegressionTuneSettings, TuneSettings
 
-#: The settings class of each subcommand that trains models.
+#: The settings class of each subcommand that trains models (classification; the regression
+#: ones: :data:`REGRESSION_SETTINGS`).
 SETTINGS = {cls.command: cls for cls in (BenchmarkSettings, DiversitySettings, SweepSettings,
                                          ToySettings, TrainSettings, TuneSettings)}
+#: The settings class of each subcommand under ``--task regression``.
+REGRESSION_SETTINGS = {cls.command: cls for cls in (RegressionBenchmarkSettings,
+                                                    RegressionToySettings,
+                                                    RegressionTuneSettings)}
 
 __all__ = [
+    "REGRESSION_SETTINGS",
     "SETTINGS",
     "BenchmarkSettings",
     "DiversitySettings",
+    "RegressionBenchmarkSettings",
+    "RegressionToySettings",
+    "RegressionTuneSettings",
     "SweepSettings",
     "ToySettings",
     "TrainSettings",
@@ -47,6 +63,8 @@ __all__ = [
     "run_corrupt",
     "run_diversity",
     "run_evaluate",
+    "run_regression_benchmark",
+    "run_regression_toy",
     "run_sweep",
     "run_toy",
     "run_train",

@@ -29,13 +29,12 @@ import torch
 
 from .. import checkpoint, plots, report
 from .. import data as datasets
-from .._validation import check_int
 from ..atomic import atomic_write_text
 from ..methods import available_methods
 from ..runtime import choose_device
 from .benchmark_protocol import benchmark_protocol
 from .calibrated import calibrated_record
-from .checks import check_methods, check_ood, check_shift, check_toml_flag
+from .checks import check_ood, check_run_keys, check_shift, check_toml_flag
 from .config import Settings
 from .cost import compiled_inference, count_parameters, measure_costs
 from .pipeline import build, check_batch_size, train
@@ -86,11 +85,7 @@ class BenchmarkSettings(ResumableRuns, Settings):
 
     def validate(self) -> None:
         super().validate()
-        self.methods = check_methods(self.methods)
-        self.seeds = check_int("seeds", self.seeds, minimum=1)
-        if self.mc_samples is not None:
-            self.mc_samples = check_int("mc_samples", self.mc_samples, minimum=1)
-        self.eval_batch_size = check_int("eval_batch_size", self.eval_batch_size, minimum=1)
+        check_run_keys(self)
         self.corruptions, self.severities = check_shift(self.dataset, self.corruptions,
                                                         self.severities)
         self.ood = check_ood(self.dataset, self.ood)

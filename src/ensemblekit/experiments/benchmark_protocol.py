@@ -12,6 +12,25 @@ def benchmark_protocol(settings, records: dict) -> dict:
     ``"protocol"``): ``settings`` (:class:`~ensemblekit.experiments.benchmark.BenchmarkSettings`)
     and the finished runs' records ``{(method, seed): record}``."""
     first = next(iter(records.values()))
+    return {
+        **model_protocol(settings),
+        "corruptions": list(settings.corruptions),
+        "severities": list(settings.severities),
+        "ood": first["ood_name"],
+        "ood_status": first["ood_status"],
+        "ece_bins": 15,
+        "aggregation": "softmax per member, then the mean over members",
+        "std": "sample standard deviation over seeds (n - 1; 0 for one seed)",
+        "validation_fraction": getattr(settings, "validation_fraction", None),
+        "method_settings": {method: settings.method_settings(method)
+                            for method in dict.fromkeys(m for m, _ in records)},
+        "tuned": tuned_source(settings),
+    }
+
+
+def model_protocol(settings) -> dict:
+    """The dataset, the network, the members' global settings and the optimiser a benchmark
+    ran with (``"train"``: the TrainConfig less what only says where and how it ran)."""
     train = settings.train_config(seed=0).to_dict()
     for key in ("seed", "progress", "device", "dataset", "num_workers", "compile"):
         train.pop(key, None)
@@ -25,17 +44,6 @@ def benchmark_protocol(settings, records: dict) -> dict:
         "mc_dropout_p": settings.dropout,
         "mc_samples": settings.mc_samples or settings.members,
         "train": train,
-        "corruptions": list(settings.corruptions),
-        "severities": list(settings.severities),
-        "ood": first["ood_name"],
-        "ood_status": first["ood_status"],
-        "ece_bins": 15,
-        "aggregation": "softmax per member, then the mean over members",
-        "std": "sample standard deviation over seeds (n - 1; 0 for one seed)",
-        "validation_fraction": getattr(settings, "validation_fraction", None),
-        "method_settings": {method: settings.method_settings(method)
-                            for method in dict.fromkeys(m for m, _ in records)},
-        "tuned": tuned_source(settings),
     }
 
 

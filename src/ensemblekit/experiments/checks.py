@@ -168,3 +168,14 @@ def check_option_value(name: str, key: str, value):
                              f"{value!r}")
         return [check_int(f"{name} size", size, minimum=1) for size in value]
     return value
+
+
+def check_run_keys(settings) -> None:
+    """The keys every benchmark shares, checked in place: ``methods`` (registered, no
+    repeats), ``seeds`` >= 1, ``mc_samples`` (None or >= 1), ``eval_batch_size`` >= 1."""
+    settings.methods = check_methods(settings.methods)
+    settings.seeds = check_int("seeds", settings.seeds, minimum=1)
+    if settings.mc_samples is not None:
+        settings.mc_samples = check_int("mc_samples", settings.mc_samples, minimum=1)
+    settings.eval_batch_size = check_int("eval_batch_size", settings.eval_batch_size,
+                                         minimum=1)

@@ -95,6 +95,9 @@ class Settings:
     method_options: dict = field(default_factory=dict)
 
     command = ""  # the subcommand these settings belong to
+    #: the task the experiment runs (a class fact, not a key: classification records and
+    #: fingerprints stay as they were); it decides which datasets it trains on
+    task = "classification"
     #: whether the recipe's tuned ``method_options`` apply (not for ``tune``, which chooses
     #: them: its grid starts from the recipe's plain settings, so that rerunning the recorded
     #: tune command reproduces the tables it wrote)
@@ -114,11 +117,16 @@ class Settings:
 
     def validate(self) -> None:
         """Raise ``ValueError`` (one line, naming the key and the fix) for any bad value."""
-        # Only labelled sets with a training split can be trained on (not OOD-only sets or
-        # corrupted test sets such as cifar10_c).
+        # Only labelled sets of the experiment's task with a training split can be trained on
+        # (not OOD-only sets, corrupted test sets such as cifar10_c, or another task's sets).
         trainable = [name for name in data.available_datasets()
-                     if data.dataset_info(name).num_classes > 0
-                     and "train" in data.dataset_info(name).splits]
+                     if _trains_on(data.dataset_info(name), self.task)]
+        if self.dataset in data.available_datasets() and self.dataset not in trainable \
+                and _trains_on(data.dataset_info(self.dataset), _other_task(self.task)):
+            raise ValueError(f"dataset {self.dataset!r} is a {_other_task(self.task)} set, but "
+                             f"`{self.command or 'this experiment'}` runs {self.task} here; pass "
+                             f"--task {_other_task(self.task)} or pick one of: "
+                             f"{', '.join(trainable)}")
         check_choice("dataset", self.dataset, trainable)
         check_choice("backbone", self.backbone, models.available_backbones())
         if self.width is not None:
@@ -214,6 +222,18 @@ class Settings:
     def to_dict(self) -> dict:
         """All keys as JSON-friendly values (what the report records as the protocol)."""
         return json_ready(dataclasses.asdict(self))
+
+
+def _trains_on(info, task: str) -> bool:
+    """Whether a dataset is a training set of ``task``: labelled (classes, or regression
+    targets) and with a training split."""
+    if "train" not in info.splits or info.task != task:
+        return False
+    return info.num_classes > 0 or info.is_regression
+
+
+def _other_task(task: str) -> str:
+    return "regression" if task == "classification" else "classification"
 
 
 def resolve(settings_class: type[Settings], config: str | os.PathLike | None = None,

@@ -6,9 +6,11 @@ Two probes for the member-similarity study, both method-agnostic:
   per member, ``(M, N, D)`` each, captured with forward pre-hooks in the same pass of the one
   inference loop (:func:`ensemblekit.predict.predict`): the ``penultimate`` features (the input
   of the backbone's head) and a ``mid`` layer (the input of the middle conv / linear layer,
-  :func:`mid_layer_name`). Tiled methods (MC-Dropout, Masksembles, BatchEnsemble) run one
-  member-major pass of ``M*B`` rows (member m owns rows ``m*B:(m+1)*B``); a model whose members
-  are separate backbones (a Deep Ensemble) runs each member's own backbone.
+  :func:`mid_layer_name`). A model with one backbone says where each member's share of a
+  representation lies (``model.member_features``: the rows ``m*B:(m+1)*B`` of a member-major
+  pass for the tiled methods, member m's channel block for Packed-Ensembles, the one shared
+  representation for MIMO); a model whose members are separate backbones (a Deep Ensemble)
+  runs each member's own backbone.
 - :func:`layer_columns`: which columns of ``model.member_weights()`` (M, P) hold which layer, so
   that weight similarity can be read per layer as well as overall.
 """
@@ -67,7 +69,8 @@ def member_outputs(model, images: torch.Tensor, *, normalize=None, batch_size: i
     forward = model.forward_members_loop if len(backbones) > 1 else None
     probes = Probes(layers={key: [backbone.get_submodule(name) for backbone in backbones]
                             for key, name in names.items()},
-                    reduce=_pooled, forward=forward)
+                    reduce=_pooled, forward=forward,
+                    members=None if len(backbones) > 1 else model.member_features)
     outputs = predict(model, images, normalize=normalize, batch_size=batch_size, seed=seed,
                       num_samples=num_samples, probes=probes)
     return outputs.logits, outputs.features
@@ -83,17 +86,15 @@ def _pooled(x: torch.Tensor) -> torch.Tensor:
 
 def layer_columns(model) -> list[tuple[str, slice, bool]]:
     """``(layer name, columns, is_norm)`` of every layer with parameters, in the column order
-    of ``model.member_weights()``: a BatchEnsemble layer holds its effective weight and its
-    member bias (the fast weights are folded in), every other layer its own parameters;
-    ``is_norm`` marks normalisation layers (BatchNorm scale and shift)."""
+    of ``model.member_weights()``, each as wide as the model says a member's share of it is
+    (``model.member_weight_columns``: a BatchEnsemble layer's effective weight and member
+    bias, a packed layer's member rows, MIMO's slot columns and head block; every other
+    layer its own parameters); ``is_norm`` marks normalisation layers (BatchNorm scale and
+    shift)."""
     backbone = member_backbones(model)[0]
     columns, start = [], 0
     for name, module in backbone.named_modules():
-        if isinstance(module, BATCHENSEMBLE_LAYERS):
-            width = module.weight.numel() + (module.bias.shape[1] if module.bias is not None
-                                             else 0)
-        else:
-            width = sum(p.numel() for p in module.parameters(recurse=False))
+        width = model.member_weight_columns(module)
         if width:
             is_norm = isinstance(module, nn.modules.batchnorm._NormBase | nn.GroupNorm
                                  | nn.LayerNorm)

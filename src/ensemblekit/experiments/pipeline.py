@@ -17,12 +17,19 @@ from ..train import train_model
 from .config import Settings
 from .splits import ExperimentData
 
+#: What the last training epoch reports beside its loss: a classifier's accuracy, a regression
+#: model's RMSE.
+TRAINING_FIT = ("accuracy", "rmse")
+
 
 def build(settings: Settings, method: str, *, seed: int, **options):
     """``build_model`` of ``settings.backbone`` as ``method`` (``options`` override)."""
     info = dataset_info(settings.dataset)
-    return build_model(settings.backbone, method, info.num_classes, info.in_channels,
-                       **{**settings.model_options(method, seed=seed), **options})
+    chosen = {**settings.model_options(method, seed=seed), **options}
+    if info.is_regression:  # a Gaussian head per member: D means and D variances
+        return build_model(settings.backbone, method, None, info.in_channels,
+                           task="regression", num_outputs=info.num_outputs, **chosen)
+    return build_model(settings.backbone, method, info.num_classes, info.in_channels, **chosen)
 
 
 def check_batch_size(settings: Settings, model) -> None:
@@ -34,7 +41,8 @@ def check_batch_size(settings: Settings, model) -> None:
 def train(settings: Settings, model, data: ExperimentData, *, seed: int,
           checkpoint_dir: Path | None = None) -> dict:
     """Train ``model`` in place; return ``{"seconds", "loss", "accuracy", "epochs"}``: the
-    training loss and accuracy of the last epoch (the fit that under-fitting shows in).
+    training loss and accuracy of the last epoch (the fit that under-fitting shows in; a
+    regression model's RMSE on its training rows, standardised, in place of the accuracy).
 
     The validation split goes to the trainer only when early stopping watches it: otherwise
     it would cost an evaluation pass per epoch that nothing reads.
@@ -45,5 +53,8 @@ def train(settings: Settings, model, data: ExperimentData, *, seed: int,
     validation = data.validation if config.early_stopping_patience is not None else None
     history = train_model(model, data.train, config, checkpoint_dir=checkpoint_dir,
                           resume=checkpoint_dir is not None, validation_data=validation)
-    return {"seconds": time.perf_counter() - started, "loss": history[-1]["loss"],
-            "accuracy": history[-1]["accuracy"], "epochs": len(history)}
+    fit = {"seconds": time.perf_counter() - started, "loss": history[-1]["loss"]}
+    for metric in TRAINING_FIT:  # a classifier's epochs record accuracy, a regressor's RMSE
+        if metric in history[-1]:
+            fit[metric] = history[-1][metric]
+    return {**fit, "epochs": len(history)}

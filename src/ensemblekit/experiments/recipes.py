@@ -6,7 +6,9 @@ A recipe file holds any of ``backbone``, ``width``, ``hidden``, ``epochs``, ``th
 tables (each method's own build options and epochs, applied with the recipe's backbone only),
 and ``tuned``: the sentence the benchmark report prints about those tables while they run
 unchanged. A file holding only ``same_as = "<dataset>"`` takes that dataset's recipe. A dataset
-without a file takes ``image.toml``. Each value carries a comment naming where it came from.
+without a file takes its family's (the name before a ``-``: ``uci-concrete`` takes
+``uci.toml``) if there is one, else ``image.toml``. Each value carries a comment naming where it
+came from.
 
 The files live in the repository's ``configs/recipes/`` folder, next to the package's source:
 the package is meant to be installed editable (``pip install -e .``, as the README's set-up
@@ -31,7 +33,8 @@ RECIPE_KEYS = ("backbone", "width", "hidden", "epochs", "threads", "train", "met
 
 def recipe_for(dataset: str) -> dict:
     """The recipe of ``dataset`` as a dict (keys of :data:`RECIPE_KEYS` but ``same_as``):
-    ``configs/recipes/<dataset>.toml``, else ``configs/recipes/image.toml``."""
+    ``configs/recipes/<dataset>.toml``, else its family's ``<family>.toml`` (``<family>-...``
+    names), else ``configs/recipes/image.toml``."""
     folder = Path(RECIPES_DIR)
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -39,6 +42,8 @@ def recipe_for(dataset: str) -> dict:
             "from the repository's configs/recipes/; install the package from a clone with "
             "`pip install -e .` (as the README does), or restore that folder")
     path = folder / f"{dataset}.toml"
+    if not path.is_file() and "-" in dataset:
+        path = folder / f"{dataset.partition('-')[0]}.toml"
     if not path.is_file():
         path = folder / f"{FALLBACK}.toml"
     return _read(path, seen=())

@@ -135,7 +135,42 @@ def _groups(layer: str, size_in: int, size_out: int, n: int, gamma: int, first: 
     return groups
 
 
-class PackedConv2d(nn.Conv2d):
+class _PackedConv:
+    """What :class:`PackedConv1d` and :class:`PackedConv2d` share: ``groups = n * gamma``
+    (1 when ``first``), the member's own convolution, the repr. ``_plain``: the torch class."""
+
+    _plain: type[nn.modules.conv._ConvNd]
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size, n: int, *, gamma: int = 1,
+        first: bool = False, stride=1, padding=0, dilation=1, bias: bool = True,
+        padding_mode: str = "zeros", device=None, dtype=None,
+    ) -> None:
+        groups = _groups(type(self).__name__, in_channels, out_channels, n, gamma, first,
+                         ("in_channels", "out_channels"))
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                         dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode,
+                         device=device, dtype=dtype)
+        self.n, self.gamma, self.first = n, gamma, bool(first)
+
+    def member_layer(self, member: int) -> nn.modules.conv._ConvNd:
+        """Member ``member``'s own convolution, a copy: ``(B, in/n, *L) -> (B, out/n, *L')``
+        with ``gamma`` groups (``(B, in, *L)``, one group, for the first layer)."""
+        member = check_int("member", member, minimum=0, maximum=self.n - 1)
+        layer = self._plain(
+            self.in_channels if self.first else self.in_channels // self.n,
+            self.out_channels // self.n, self.kernel_size, stride=self.stride,
+            padding=self.padding, dilation=self.dilation,
+            groups=1 if self.first else self.gamma, bias=self.bias is not None,
+            padding_mode=self.padding_mode, device=self.weight.device, dtype=self.weight.dtype)
+        copy_member_rows(self, layer, member)
+        return layer
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, n={self.n}, gamma={self.gamma}, first={self.first}"
+
+
+class PackedConv2d(_PackedConv, nn.Conv2d):
     r"""A 2-D convolution holding ``n`` members, ``gamma`` groups each.
 
     ``nn.Conv2d(in_channels, out_channels, kernel_size, groups=n*gamma)`` (``groups=1`` when
@@ -157,17 +192,11 @@ class PackedConv2d(nn.Conv2d):
         channels-last (faster grouped convolutions on the CPU; nothing else changes).
     """
 
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size, n: int, *, gamma: int = 1,
-        first: bool = False, stride=1, padding=0, dilation=1, bias: bool = True,
-        padding_mode: str = "zeros", device=None, dtype=None,
-    ) -> None:
-        groups = _groups(type(self).__name__, in_channels, out_channels, n, gamma, first,
-                         ("in_channels", "out_channels"))
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                         dilation=dilation, groups=groups, bias=bias, padding_mode=padding_mode,
-                         device=device, dtype=dtype)
-        self.n, self.gamma, self.first = n, gamma, bool(first)
+    _plain = nn.Conv2d
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, n: int,
+                 **options) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, n, **options)
         # Channels-last weights: the convolution then runs (and hands the next layer) the
         # channels-last layout, in which oneDNN's grouped kernels are faster on the CPU: the
         # packed ResNet-20 predicts 1.19-1.41x faster, LeNet 1.10x, than with contiguous
@@ -176,21 +205,13 @@ class PackedConv2d(nn.Conv2d):
         self.weight = nn.Parameter(self.weight.detach().contiguous(
             memory_format=torch.channels_last))
 
-    def member_layer(self, member: int) -> nn.Conv2d:
-        """Member ``member``'s own convolution, a copy: ``(B, in/n, H, W) -> (B, out/n, H',
-        W')`` with ``gamma`` groups (``(B, in, H, W)``, one group, for the first layer)."""
-        member = check_int("member", member, minimum=0, maximum=self.n - 1)
-        layer = nn.Conv2d(
-            self.in_channels if self.first else self.in_channels // self.n,
-            self.out_channels // self.n, self.kernel_size, stride=self.stride,
-            padding=self.padding, dilation=self.dilation,
-            groups=1 if self.first else self.gamma, bias=self.bias is not None,
-            padding_mode=self.padding_mode, device=self.weight.device, dtype=self.weight.dtype)
-        _copy_member_rows(self, layer, member)
-        return layer
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, n={self.n}, gamma={self.gamma}, first={self.first}"
+class PackedConv1d(_PackedConv, nn.Conv1d):
+    """A 1-D convolution holding ``n`` members, ``gamma`` groups each: :class:`PackedConv2d`
+    over ``(B, in_channels, L) -> (B, out_channels, L')`` (arguments as there and as in
+    ``nn.Conv1d``)."""
+
+    _plain = nn.Conv1d
 
 
 class PackedLinear(nn.Module):
@@ -257,7 +278,7 @@ class PackedLinear(nn.Module):
         else:
             layer = PackedLinear(size_in, self.out_features // self.n, 1, gamma=self.gamma,
                                  **options)
-        _copy_member_rows(self, layer, member)
+        copy_member_rows(self, layer, member)
         return layer
 
     def extra_repr(self) -> str:
@@ -274,13 +295,13 @@ def member_batchnorm(norm: nn.modules.batchnorm._BatchNorm, n: int,
     reference = norm.weight if norm.affine else norm.running_mean
     if reference is not None:
         layer = layer.to(device=reference.device, dtype=reference.dtype)
-    _copy_member_rows(norm, layer, member, n)
+    copy_member_rows(norm, layer, member, n)
     return layer
 
 
 @torch.no_grad()
-def _copy_member_rows(packed: nn.Module, layer: nn.Module, member: int,
-                      n: int | None = None) -> None:
+def copy_member_rows(packed: nn.Module, layer: nn.Module, member: int,
+                     n: int | None = None) -> None:
     """Copy member ``member``'s rows (dim 0, member-major) of every parameter and buffer of
     ``packed`` into ``layer``; scalar buffers (``num_batches_tracked``) are copied whole."""
     n = packed.n if n is None else n
@@ -296,12 +317,13 @@ def _copy_member_rows(packed: nn.Module, layer: nn.Module, member: int,
 
 def member_network(network: nn.Module, n: int, member: int) -> nn.Module:
     """A copy of ``network`` (packed layers, BatchNorm and parameter-free modules) computing
-    member ``member`` alone: every packed layer becomes :meth:`PackedConv2d.member_layer` /
-    :meth:`PackedLinear.member_layer`, every BatchNorm :func:`member_batchnorm`. Its output is
-    the member's block of the packed network's (the head: its K logits)."""
+    member ``member`` alone: every packed layer (a module with a ``member_layer`` method:
+    :meth:`PackedConv2d.member_layer`, :meth:`PackedLinear.member_layer`, the packed norms of
+    :mod:`.packed_norm`) becomes its member's layer, every BatchNorm :func:`member_batchnorm`.
+    Its output is the member's block of the packed network's (the head: its K logits)."""
     member = check_int("member", member, minimum=0, maximum=check_int("n", n, minimum=1) - 1)
     for name, module in network.named_modules():
-        if isinstance(module, PackedConv2d | PackedLinear | nn.modules.batchnorm._BatchNorm):
+        if _splits(module) or isinstance(module, nn.modules.batchnorm._BatchNorm):
             continue
         if any(True for _ in module.parameters(recurse=False)) or any(
                 buffer is not None for buffer in module.buffers(recurse=False)):
@@ -315,9 +337,14 @@ def member_network(network: nn.Module, n: int, member: int) -> nn.Module:
 
 def _split_children(module: nn.Module, n: int, member: int) -> None:
     for name, child in module.named_children():
-        if isinstance(child, PackedConv2d | PackedLinear):
+        if _splits(child):
             setattr(module, name, child.member_layer(member))
         elif isinstance(child, nn.modules.batchnorm._BatchNorm):
             setattr(module, name, member_batchnorm(child, n, member))
         else:
             _split_children(child, n, member)
+
+
+def _splits(module: nn.Module) -> bool:
+    """Whether ``module`` is a packed layer that builds each member's own copy."""
+    return callable(getattr(module, "member_layer", None))

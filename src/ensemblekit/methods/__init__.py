@@ -7,7 +7,9 @@ Every model trains the same way::
     model.train()
     loss = F.cross_entropy(model(x), model.training_targets(y))
 
-and predicts the same way: ``predict_members(model, x)`` -> member logits ``(M, B, K)``.
+and predicts the same way: ``predict_members(model, x)`` -> member logits ``(M, B, K)``
+(a regression model, ``build_model(..., task="regression", num_outputs=D)``: Gaussian members,
+:mod:`.task`).
 """
 
 # isort: off
@@ -18,7 +20,7 @@ from . import (  # noqa: F401
 
 # isort: on
 from . import claims
-from .base import EnsembleModel, predict_members
+from .base import EnsembleModel, member_outputs, predict_members
 from .batchensemble import BatchEnsembleModel
 from .build import build_model
 from .deep_ensemble import DeepEnsembleModel
@@ -38,6 +40,7 @@ from .registry import (
     unregister_method,
 )
 from .single import SingleModel
+from .task import TASKS, gaussian_outputs, model_task
 
 __all__ = [
     "BatchEnsembleModel",
@@ -50,13 +53,17 @@ __all__ = [
     "MethodEntry",
     "PackedEnsembleModel",
     "SingleModel",
+    "TASKS",
     "available_methods",
     "claims",
     "build_model",
+    "gaussian_outputs",
     "get_method",
     "method_entries",
     "method_entry",
+    "member_outputs",
     "method_with_role",
+    "model_task",
     "predict_members",
     "register_method",
     "unregister_method",

@@ -8,6 +8,11 @@ is an :class:`EnsembleModel`. The training loop is the same for every method::
     loss = F.cross_entropy(logits, model.training_targets(y))
 
 and so is inference: ``predict_members(model, x)`` returns member logits of shape (M, B, K).
+
+A regression model (``build_model(..., task="regression", num_outputs=D)``,
+:mod:`ensemblekit.methods.task`) trains through the same contract with a Gaussian loss on
+``gaussian_outputs(model(x), D)`` and predicts ``GaussianMembers`` (means, variances), each
+``(M, B, D)``; :func:`member_outputs` is the raw ``(M, B, 2D)`` both are read from.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from torch import nn
 
 from .._validation import check_flag, check_int, check_tensor  # noqa: F401 (check_flag: re-exported)
 from ..layers.batchensemble import batchensemble_parameter_groups
-from ..members import repeat_members, split_members
+from ..members import GaussianMembers, repeat_members, split_members
 from ..runtime import eval_mode
+from .task import gaussian_outputs, model_task
 
 
 class EnsembleModel(nn.Module):
@@ -33,10 +39,15 @@ class EnsembleModel(nn.Module):
             with ``independent_batches=True``); False for an ordinary batch.
         config: what ``build_model(**config)`` needs to rebuild the architecture (a
             JSON-serialisable dict), or ``None`` for a model made by a converter.
+        task: ``"classification"`` (member logits) or ``"regression"`` (Gaussian members,
+            :mod:`ensemblekit.methods.task`); set by ``build_model`` or a converter.
+        num_outputs: D, the regression targets per example (None for a classifier).
     """
 
     method: str = ""
     independent_member_batches: bool = False
+    task: str = "classification"
+    num_outputs: int | None = None
 
     def __init__(self, num_members: int, *, batch_multiple: int = 1) -> None:
         super().__init__()
@@ -58,6 +69,21 @@ class EnsembleModel(nn.Module):
     def member_weights(self) -> torch.Tensor:
         """Flattened effective weights per member: ``(M, P)`` (see each method)."""
         raise NotImplementedError
+
+    def member_weight_columns(self, module: nn.Module) -> int:
+        """How many columns of a member's row of :meth:`member_weights` hold ``module``'s own
+        parameters (its ``parameters(recurse=False)``); the columns follow ``named_modules``
+        order. Here: all of them (each member holds the module's parameters whole); a method
+        whose members own a part of a parameter (Packed-Ensembles, MIMO's ends) or an
+        effective weight (BatchEnsemble) says how much."""
+        return sum(p.numel() for p in module.parameters(recurse=False))
+
+    def member_features(self, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+        """Each member's share ``(M, B, ...)`` of a hidden representation ``x`` that ``layer``
+        of the backbone read during ``forward_members`` of a batch of B examples. Here: a
+        member-major batch, member m in rows ``m*B:(m+1)*B`` (the tiled methods); a method
+        that packs members on channels or shares the representation says how."""
+        return x.unflatten(0, (self.num_members, -1))
 
     def parameter_groups(
         self, weight_decay: float, lr: float, fast_weight_lr_multiplier: float = 0.5,
@@ -119,22 +145,12 @@ def flat_parameters(module: nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in module.parameters()])
 
 
-def predict_members(
+def member_outputs(
     model: EnsembleModel, x: torch.Tensor, *, num_samples: int | None = None
 ) -> torch.Tensor:
-    """Member logits of shape ``(M, B, K)`` for an ordinary batch ``x`` of B examples.
-
-    The model runs in eval mode (BatchNorm uses running statistics; MC-Dropout keeps only its
-    dropout layers stochastic); every module's train/eval mode is restored afterwards. Wrap the
-    call in ``torch.no_grad()`` for inference; without it, gradients flow as usual.
-
-    Args:
-        model: an :class:`EnsembleModel` (from ``build_model`` or a converter), or the module
-            :func:`ensemblekit.compile_members` returns (called as it is).
-        x: a batch ``(B, ...)``, not tiled.
-        num_samples: MC-Dropout only: the number of stochastic passes M (default: the model's
-            ``num_members``). Other methods have a fixed M and reject a different value.
-    """
+    """The members' raw outputs ``(M, B, K)`` for an ordinary batch ``x`` of B examples: the
+    logits of a classifier, the ``2*D`` head values (means, raw variances) of a regression
+    model. :func:`predict_members` reads them; arguments and modes as there."""
     if getattr(model, "returns_member_logits", False):  # compiled members
         check_tensor("x", x)
         if num_samples is not None and num_samples != model.num_members:
@@ -158,3 +174,27 @@ def predict_members(
             )
     with eval_mode(model):
         return model.forward_members(x, num_samples)
+
+
+def predict_members(
+    model: EnsembleModel, x: torch.Tensor, *, num_samples: int | None = None
+) -> torch.Tensor | GaussianMembers:
+    """Member logits of shape ``(M, B, K)`` for an ordinary batch ``x`` of B examples; for a
+    regression model, :class:`~ensemblekit.members.GaussianMembers` ``(means, variances)``,
+    each ``(M, B, D)``, variances > 0.
+
+    The model runs in eval mode (BatchNorm uses running statistics; MC-Dropout keeps only its
+    dropout layers stochastic); every module's train/eval mode is restored afterwards. Wrap the
+    call in ``torch.no_grad()`` for inference; without it, gradients flow as usual.
+
+    Args:
+        model: an :class:`EnsembleModel` (from ``build_model`` or a converter), or the module
+            :func:`ensemblekit.compile_members` returns (called as it is).
+        x: a batch ``(B, ...)``, not tiled.
+        num_samples: MC-Dropout only: the number of stochastic passes M (default: the model's
+            ``num_members``). Other methods have a fixed M and reject a different value.
+    """
+    outputs = member_outputs(model, x, num_samples=num_samples)
+    if model_task(model) == "regression" and isinstance(model, EnsembleModel):
+        return gaussian_outputs(outputs, model.num_outputs)
+    return outputs

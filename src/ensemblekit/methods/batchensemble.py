@@ -90,6 +90,13 @@ class BatchEnsembleModel(TiledInferenceModel):
         return torch.cat(pieces, dim=1)
 
 
+    def member_weight_columns(self, module: nn.Module) -> int:
+        """A BatchEnsemble layer: its effective weight and its member's bias; others whole."""
+        if isinstance(module, BATCHENSEMBLE_LAYERS):
+            return module.weight.numel() + (0 if module.bias is None else module.bias.shape[1])
+        return super().member_weight_columns(module)
+
+
 _CONSTRUCTION = {
     "ones": "members identical at initialisation by construction (r = s = 1, shared bias)",
     "random_sign": "fast weights +-1 by construction (cosine ~ 0 at initialisation)",

@@ -11,6 +11,7 @@ from .. import models
 from .._validation import check_int, check_seed
 from .base import EnsembleModel
 from .registry import get_method
+from .task import head_size, set_task
 
 
 def _options(builder) -> dict:
@@ -32,17 +33,24 @@ def _json_ready(value):
 
 
 def build_model(
-    name: str, method: str, num_classes: int, in_channels: int, **options
+    name: str, method: str, num_classes: int | None = None, in_channels: int | None = None, *,
+    task: str = "classification", num_outputs: int | None = None, **options
 ) -> EnsembleModel:
-    """Build backbone ``name`` as a ``method`` model for ``num_classes`` classes.
+    """Build backbone ``name`` as a ``method`` model for ``num_classes`` classes, or for
+    ``num_outputs`` Gaussian regression targets (``task="regression"``).
 
     Args:
         name: a backbone from ``ensemblekit.models.available_backbones()``: "mlp", "lenet",
             "resnet20", "resnet18", "wrn28_10", "resnet50".
         method: one of ``ensemblekit.methods.available_methods()``: "single", "mc_dropout",
             "masksembles", "batchensemble", "packed_ensemble", "mimo", "deep_ensemble".
-        num_classes: K, the number of logits.
+        num_classes: K, the number of logits (classification only).
         in_channels: channels of the input images (features for an ``mlp`` on vectors).
+        task: ``"classification"`` (default: member logits) or ``"regression"``: the
+            backbone's head writes ``2 * num_outputs`` values per member (means, raw
+            variances) and ``predict_members`` returns ``GaussianMembers``, each (M, B, D)
+            (:mod:`ensemblekit.methods.task`); every method and backbone supports it.
+        num_outputs: D, the regression targets per example (regression only).
         **options: the backbone's options (``width`` for all; ``input_size`` for mlp and lenet;
             ``hidden`` for mlp) and the method's (``seed`` for all; ``n``; ``scale`` for
             masksembles; ``p`` for mc_dropout; ``placement`` ("all" | "dropout") and ``widen``
@@ -58,10 +66,16 @@ def build_model(
     Returns:
         an :class:`EnsembleModel` whose ``config`` holds every argument, defaults resolved, so
         that ``build_model(**model.config)`` rebuilds the same architecture and initialisation.
+        A classifier's config has no ``task`` key (its configs, checkpoints and results are
+        those written before regression existed); a regression model's has ``task`` and
+        ``num_outputs`` in place of ``num_classes``.
     """
     backbone_builder = models.get_backbone(name)
     method_builder = get_method(method)
-    num_classes = check_int("num_classes", num_classes, minimum=1)
+    outputs = head_size(task, num_classes, num_outputs)
+    if in_channels is None:
+        raise ValueError("build_model: in_channels is missing: pass the input's channels "
+                         "(features for an mlp on vectors), e.g. in_channels=10")
     in_channels = check_int("in_channels", in_channels, minimum=1)
     backbone_defaults = _options(backbone_builder)
     method_defaults = _options(method_builder)
@@ -81,17 +95,20 @@ def build_model(
     def make_backbone(layers: models.LayerFactory, seed: int) -> models.Backbone:
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(seed)
-            return backbone_builder(layers, num_classes, in_channels, **backbone_options)
+            return backbone_builder(layers, outputs, in_channels, **backbone_options)
 
     model = method_builder(make_backbone, **method_options)
+    head = ({"num_classes": outputs} if task == "classification"
+            else {"task": task, "num_outputs": outputs // 2})
     config = {
         "name": name,
         "method": method,
-        "num_classes": num_classes,
+        **head,
         "in_channels": in_channels,
         **backbone_options,
         **method_options,
     }
+    set_task(model, task, head.get("num_outputs"))
     model.config = _json_ready(config)
     json.dumps(model.config)  # fail here, not at checkpoint time, if an option is not JSON
     return model

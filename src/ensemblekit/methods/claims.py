@@ -141,6 +141,33 @@ BENCHMARK_CLAIMS = ClaimSet(
               "question in the same run, with their per-example predictions.",
 )
 
+#: Every metric the regression benchmark's claims are tested on, in the report's order
+#: (lower is better for each: RMSE, the mixture's NLL and CRPS, the quantile calibration error).
+REGRESSION_METRICS = ("rmse", "nll", "crps", "calibration_error")
+
+#: The orderings ``ensemblekit benchmark --task regression`` tests: Deep Ensembles' proper
+#: scores against the single model's and MC-Dropout's (Lakshminarayanan et al. 2017, Table 1
+#: and sec. 3.3: lower NLL than MC-Dropout on most UCI sets), and where each cheap ensemble
+#: lands between the single model and Deep Ensembles, as the classification claims place them.
+REGRESSION_CLAIMS = ClaimSet(
+    claims=(
+        Better("Deep Ensembles' NLL and CRPS are below the single model's",
+               better="deep_ensemble", worse="single", metrics=("nll", "crps")),
+        Better("Deep Ensembles' NLL is below MC-Dropout's", better="deep_ensemble",
+               worse="mc_dropout", metrics=("nll",)),
+        Between("Masksembles lies between the single model and Deep Ensembles (single model "
+                "worse than Masksembles, Masksembles worse than Deep Ensembles)",
+                method="masksembles", low="single", high="deep_ensemble",
+                metrics=REGRESSION_METRICS),
+        Lands("{method} is better than {other} (where it lands: holds = better, does not "
+              "hold = worse)", method="masksembles",
+              others=("mc_dropout", "batchensemble", "packed_ensemble", "mimo"),
+              metrics=REGRESSION_METRICS),
+    ),
+    unchecked="Not checked: these need the single model, Deep Ensembles and the method in "
+              "question in the same run, with their per-input predictions.",
+)
+
 #: The seed paper's two claims about BatchEnsemble ("Is BatchEnsemble a Single Model?"),
 #: tested by ``ensemblekit diversity``. "Nearer to identical than to independent" is the
 #: most generous reading of "near-identical": if it does not hold, no stricter reading does.

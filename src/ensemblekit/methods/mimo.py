@@ -184,6 +184,22 @@ class MIMOModel(EnsembleModel):
                 pieces.append(parameter.reshape(1, -1).expand(n, -1))
         return torch.cat(pieces, dim=1)
 
+    def member_weight_columns(self, module: nn.Module) -> int:
+        """As :meth:`member_weights` lays them out: the stem's slot columns and bias, the
+        head's member rows and bias block, every other module's parameters whole."""
+        if isinstance(module, MIMOConv2d):
+            bias = 0 if module.bias is None else module.bias.numel()
+            return module.slot_weights()[0].numel() + bias
+        if isinstance(module, MIMOLinear):
+            weight, bias = module.member_blocks()
+            return weight[0].numel() + (0 if bias is None else bias[0].numel())
+        return super().member_weight_columns(module)
+
+    def member_features(self, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+        """``(M, B, ...)``: at inference every slot reads the same input and the body is
+        shared, so every member reads the same representation (``x`` for each)."""
+        return x.unsqueeze(0).expand(self.num_members, *x.shape)
+
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, input_repetition={self.input_repetition:g}, "
                 f"batch_repetitions={self.batch_repetitions}")
@@ -205,8 +221,10 @@ def _check_ends(backbone: nn.Module, n: int) -> None:
 
 def _construction(options) -> str:
     return ("members share every weight but the first and last layers by construction: "
-            "cosine 1 on the shared body; only the stem's input slices (one per slot) and the "
-            "head's output blocks (one per member) differ, drawn independently")
+            "cosine 1 on the shared body, and CKA 1 on every hidden representation (at "
+            "inference every slot reads the same input); only the stem's input slices (one "
+            "per slot) and the head's output blocks (one per member) differ, drawn "
+            "independently (cosine ~ 0 there)")
 
 
 @register_method(

@@ -116,6 +116,16 @@ class PackedEnsembleModel(EnsembleModel):
         count = self.num_members
         return torch.cat([p.reshape(count, -1) for p in self.backbone.parameters()], dim=1)
 
+    def member_weight_columns(self, module: nn.Module) -> int:
+        """A member owns ``1/n`` of every parameter (its rows on dim 0)."""
+        return sum(p.numel() for p in module.parameters(recurse=False)) // self.num_members
+
+    def member_features(self, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+        """``(n, B, ...)``: member m's channel block (dim 1; the features, last, of what a
+        :class:`~ensemblekit.layers.packed.PackedLinear` reads): what its own network reads."""
+        dim = x.ndim - 1 if isinstance(layer, PackedLinear) else 1
+        return x.unflatten(dim, (self.num_members, -1)).movedim(dim, 0)
+
     def member_network(self, member: int) -> nn.Module:
         """A copy of the backbone computing member ``member`` alone: ``(B, ...) -> (B, K)``,
         plain ``nn.Conv2d`` / ``nn.Linear`` layers (grouped ``gamma`` ways) and BatchNorm of
@@ -129,7 +139,8 @@ class PackedEnsembleModel(EnsembleModel):
 def _construction(options) -> str:
     return (f"independent groups by construction (alpha={options['alpha']:g}, "
             f"gamma={options['gamma']}): members share no weight, cosine ~ 0 at initialisation "
-            "and CKA between members that of independently initialised networks")
+            "in every conv and linear layer, and each member's representation is its own "
+            "channel block (CKA between members that of independently initialised networks)")
 
 
 @register_method(

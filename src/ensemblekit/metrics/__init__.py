@@ -31,6 +31,8 @@ Gaussian's ``mean``, ``var`` (B, D); targets (B, D)):
   ``ence``; sparsification: ``sparsification_curves``, ``ause``, ``spearman_std_error``
 - regression_evaluation: ``RegressionAccumulator``, ``evaluate_regression`` (all of the above,
   streamed, plus OOD detection by epistemic variance)
+- regression_per_sample: ``regression_per_sample`` (the per-input values the bootstrap
+  resamples), ``sigma_error_bins`` (binned RMSE against predicted sigma)
 """
 
 from ..members import GaussianMembers
@@ -102,6 +104,7 @@ from .regression_evaluation import (
     RegressionAccumulator,
     evaluate_regression,
 )
+from .regression_per_sample import PER_SAMPLE_KEYS, regression_per_sample, sigma_error_bins
 from .selective import (
     SELECTIVE_COVERAGES,
     SELECTIVE_RISKS,
@@ -128,6 +131,7 @@ __all__ = [
     "INTERVAL_LEVELS",
     "LOGIT_OOD_SCORES",
     "OOD_SCORES",
+    "PER_SAMPLE_KEYS",
     "PROBABILITY_FLOOR",
     "REGRESSION_OOD_SCORES",
     "SELECTIVE_COVERAGES",
@@ -188,9 +192,11 @@ __all__ = [
     "reliability_bins",
     "risk_at_coverage",
     "risk_coverage_curve",
+    "regression_per_sample",
     "rmse",
     "selective_summary",
     "sparsification_curves",
+    "sigma_error_bins",
     "spearman_std_error",
     "variation_ratio",
     "weight_similarity",

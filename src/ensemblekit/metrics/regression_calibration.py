@@ -92,17 +92,24 @@ def _ence(errors: torch.Tensor, variances: torch.Tensor, n_bins: int, binning: s
     """float64 (N, D) errors and variances -> ENCE averaged over the D outputs (no checks)."""
     per_output = []
     for error, variance in zip(errors.T, variances.T, strict=True):
-        std = variance.sqrt()
-        index = _equal_mass_index(std, n_bins) if binning == "equal_mass" \
-            else _equal_width_index(std, n_bins)
-        count = torch.bincount(index, minlength=n_bins)
-        filled = count > 0
-        mean_var = torch.bincount(index, weights=variance, minlength=n_bins)[filled]
-        mean_square = torch.bincount(index, weights=error.square(), minlength=n_bins)[filled]
-        rmv = (mean_var / count[filled]).sqrt()
-        bin_rmse = (mean_square / count[filled]).sqrt()
+        rmv, bin_rmse, _ = _sigma_bins(error, variance, n_bins, binning)
         per_output.append(((rmv - bin_rmse).abs() / rmv).mean())
     return torch.stack(per_output).mean().item()
+
+
+def _sigma_bins(error: torch.Tensor, variance: torch.Tensor, n_bins: int, binning: str
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float64 (N,) errors and variances binned by sigma -> the non-empty bins' root mean
+    variance, RMSE and count (no checks)."""
+    std = variance.sqrt()
+    index = _equal_mass_index(std, n_bins) if binning == "equal_mass" \
+        else _equal_width_index(std, n_bins)
+    count = torch.bincount(index, minlength=n_bins)
+    filled = count > 0
+    mean_var = torch.bincount(index, weights=variance, minlength=n_bins)[filled]
+    mean_square = torch.bincount(index, weights=error.square(), minlength=n_bins)[filled]
+    return (mean_var / count[filled]).sqrt(), (mean_square / count[filled]).sqrt(), \
+        count[filled]
 
 
 def _equal_width_index(values: torch.Tensor, n_bins: int) -> torch.Tensor:

@@ -17,6 +17,7 @@ from torch import nn
 
 from .._validation import check_float, check_int, check_tensor
 from ..layers.batchensemble import BatchEnsembleConv2d, BatchEnsembleLinear
+from ..layers.packed import PackedLinear
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def layer_sizes(module: nn.Module) -> tuple[int, int] | None:
     """(input, output) sizes on dim 1 of a conv, linear or BatchNorm layer; None otherwise."""
     if isinstance(module, (nn.modules.conv._ConvNd, BatchEnsembleConv2d)):
         return module.in_channels, module.out_channels
-    if isinstance(module, (nn.Linear, BatchEnsembleLinear)):
+    if isinstance(module, (nn.Linear, BatchEnsembleLinear, PackedLinear)):
         return module.in_features, module.out_features
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         return module.num_features, module.num_features

@@ -53,10 +53,14 @@ def benchmark_figures(folder: str | os.PathLike, results: dict, records: dict) -
 VERDICT_COLORS = {"holds": "#2ca02c", "does not hold": "#d62728", "inconclusive": "#7f7f7f"}
 
 
-def verdict_intervals(orderings: list[dict], path: str | os.PathLike) -> Path:
+def verdict_intervals(orderings: list[dict], path: str | os.PathLike, *,
+                      metrics: Sequence[str] = CLAIM_METRICS,
+                      metric_labels: dict[str, str] = CLAIM_METRIC_LABELS) -> Path:
     """One panel per metric: every comparison of the report's orderings as its difference
     with the 95 % bootstrap interval, oriented so that the claimed direction is to the right
-    of 0 (differences whose claim is "lower" are negated), coloured by verdict."""
+    of 0 (differences whose claim is "lower" are negated), coloured by verdict. ``metrics``:
+    the panels' order (the classification claims' by default); ``metric_labels``: their
+    titles."""
     rows: dict[str, list] = {}
     for claim in orderings:
         for comparison in claim["comparisons"]:
@@ -66,7 +70,7 @@ def verdict_intervals(orderings: list[dict], path: str | os.PathLike) -> Path:
             rows.setdefault(comparison["metric"], []).append(
                 (comparison["statement"], sign * d["estimate"], low, high,
                  comparison["verdict"]))
-    metrics = [m for m in CLAIM_METRICS if m in rows]
+    metrics = [m for m in metrics if m in rows]
     counts = [len(rows[m]) for m in metrics]
     figure = new_figure(7.0, 0.32 * sum(counts) + 0.75 * len(metrics) + 0.9)
     axes = figure.subplots(len(metrics), 1, squeeze=False,
@@ -79,7 +83,7 @@ def verdict_intervals(orderings: list[dict], path: str | os.PathLike) -> Path:
             axis.plot([low, high], [y, y], color=colour, linewidth=2.2)
             axis.plot([estimate], [y], marker="o", color=colour, markersize=5)
         axis.axvline(0.0, color="black", linewidth=0.8)
-        axis.set_title(CLAIM_METRIC_LABELS[metric], fontsize=9, loc="left")
+        axis.set_title(metric_labels[metric], fontsize=9, loc="left")
         axis.grid(axis="x", alpha=0.3)
         axis.set_yticks(ys, [_short_statement(e[0]) for e in entries], fontsize=8)
         axis.set_ylim(-0.6, len(entries) - 0.4)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..report.tune import COST_CAPTIONS, front_kinds, front_metrics
+from ..report.tune import COST_CAPTIONS, front_kinds, front_metrics, metric_name
 from ._style import label, method_style, new_figure, save_figure
 
 
@@ -42,11 +42,12 @@ def pareto_figure(result: dict, path: str | os.PathLike,
                          edgecolors="black", s=110, linewidths=1.2, label="picked")
             _ratio_axis(axis, [row["cost"][entry] for row in rows])
             axis.set_xlabel(f"{COST_CAPTIONS.get(kind, kind)} (x single)")
-            axis.set_ylabel(f"validation {metric.upper()}")
+            axis.set_ylabel(f"validation {metric_name(result, metric)}")
             axis.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False)
-    figure.suptitle(f"Cost vs validation NLL / ECE on {result['dataset']}", fontsize=11)
+    names = " / ".join(metric_name(result, metric) for metric in metrics)
+    figure.suptitle(f"Cost vs validation {names} on {result['dataset']}", fontsize=11)
     return save_figure(figure, path)
 
 

@@ -3,6 +3,8 @@ experiments.
 
 - :mod:`.benchmark`: results over seeds (``results.json``), ``results.csv``, the CLI table;
   :mod:`.benchmark_md` and :mod:`.benchmark_tables`: ``report.md``;
+- :mod:`.regression` and :mod:`.regression_md`: the regression benchmark's results, CSV and
+  ``report.md``;
 - :mod:`.tune`: ``tune.md``, ``tune.csv``, ``tuned.toml``;
 - :mod:`.diversity`: ``diversity.md`` and its tables; :mod:`.sweep`: ``sweep.md``;
 - :mod:`.verdicts`: the one writer of the claims' verdict lines;
@@ -29,6 +31,8 @@ from .benchmark import (
 )
 from .benchmark_md import markdown, write_reports
 from .labels import method_label, short_label
+from .regression import regression_csv, regression_results, regression_summary_table
+from .regression_md import regression_markdown, write_regression_reports
 
 __all__ = [
     "CALIBRATED_METRICS",
@@ -47,9 +51,14 @@ __all__ = [
     "mean_std",
     "method_label",
     "pm",
+    "regression_csv",
+    "regression_markdown",
+    "regression_results",
+    "regression_summary_table",
     "results_csv",
     "risk_coverage_mean",
     "short_label",
     "summary_table",
+    "write_regression_reports",
     "write_reports",
 ]

@@ -30,7 +30,7 @@ from .benchmark_tables import (
     training_fit_table,
 )
 from .labels import method_label
-from .verdicts import Row
+from .verdicts import Row, bootstrap_intro, comparison_row
 from .verdicts import verdict_lines as write_verdict_lines
 
 
@@ -165,27 +165,16 @@ def verdict_lines(results: dict) -> list[str]:
     comparisons, each difference with its bootstrap interval."""
     claims = results.get("orderings") or []
     boot = results.get("bootstrap")
-    intro = [] if not claims else [
-        f"Each verdict comes from a paired bootstrap ({boot['n_boot']} replicates, seed "
-        f"{boot['seed']}): {boot['resampled']}; every metric is recomputed on each "
-        "replicate (ECE and AUROC on the resampled set) and averaged over the drawn "
-        f"seeds. Intervals: {boot['level']:.0%} percentile intervals of the difference. "
-        "**holds**: the interval lies entirely on the claimed side of 0; **does not "
-        "hold**: entirely on the other side; **inconclusive**: it contains 0. A claim made "
-        "of several comparisons holds only if every one holds. Shift ECE: the mean ECE over "
-        "every corruption kind and severity; OOD AUROC: entropy of the mean prediction.", ""]
+    intro = [] if not claims else bootstrap_intro(
+        boot, recomputed=" (ECE and AUROC on the resampled set)",
+        notes=" Shift ECE: the mean ECE over every corruption kind and severity; OOD AUROC: "
+              "entropy of the mean prediction.")
     return write_verdict_lines(claims, _verdict_row, unchecked=BENCHMARK_CLAIMS.unchecked,
                                intro=intro)
 
 
 def _verdict_row(claim: dict, comparison: dict) -> Row:
-    side = "< 0" if comparison["claimed"] == "negative" else "> 0"
-    statement = comparison["statement"].replace("|", "\\|")  # a bare | would end the cell
-    return Row(metric=CLAIM_METRIC_LABELS[comparison["metric"]],
-               statement=f"{statement} (difference {side})",
-               values=" vs ".join(f"{method_label(m)} {v:.4f}"
-                                  for m, v in comparison["values"].items()),
-               interval=comparison["difference"], verdict=comparison["verdict"])
+    return comparison_row(comparison, CLAIM_METRIC_LABELS)
 
 
 def write_reports(out: str | Path, results: dict, records: dict) -> None:

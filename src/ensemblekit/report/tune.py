@@ -24,6 +24,20 @@ FRONT_TABLE_KINDS = ("latency", "flops", "params")
 METHOD_EPOCHS = "epochs"
 
 
+#: The columns of a classification tune (a regression tune's result states its own):
+#: validation metrics as ``[key, name]``, the training fit, the CSV's metrics.
+CLASSIFICATION_COLUMNS = {
+    "validation": [["nll", "NLL"], ["ece", "ECE"], ["accuracy", "acc"]],
+    "fit": ["train_accuracy", "train acc"],
+    "csv": list(CSV_METRICS),
+}
+
+
+def columns(result: dict) -> dict:
+    """The result's columns (``result["columns"]``), else a classification tune's."""
+    return result.get("columns", CLASSIFICATION_COLUMNS)
+
+
 def _pm(value: dict) -> str:
     return pm(value, digits=4, alone_if_exact=True)
 
@@ -31,6 +45,12 @@ def _pm(value: dict) -> str:
 def front_kinds(result: dict) -> list[str]:
     """The cost kinds the Pareto fronts were drawn for (``result["fronts"]``: ``"kind/metric"``)."""
     return list(dict.fromkeys(name.split("/")[0] for name in result["fronts"]))
+
+
+def metric_name(result: dict, metric: str) -> str:
+    """How the report and the figure name a front's metric (``"NLL"``, ``"ECE"``...)."""
+    names = {key: name for key, name in columns(result)["validation"]}
+    return metric.upper() if metric in ("nll", "ece") else names.get(metric, metric)
 
 
 def front_metrics(result: dict) -> list[str]:
@@ -58,7 +78,7 @@ def tuned_toml(result: dict) -> str:
         "to choose anything.",
         f"# Produced by: {result['command'] or 'ensemblekit.experiments.run_tune (from Python)'}",
         f"# The grid, its fronts and costs: {out / 'tune.md'}",
-        f"# Run: ensemblekit benchmark --config {out / 'tuned.toml'}",
+        f"# Run: ensemblekit benchmark{_task_flag(result)} --config {out / 'tuned.toml'}",
         'command = "benchmark"',
     ]
     for key in ("dataset", "backbone", "width", "hidden", "epochs", "members", "scale",
@@ -82,9 +102,10 @@ def tuned_toml(result: dict) -> str:
         else:
             own.pop(METHOD_EPOCHS, None)
         cost = row["cost"]
-        lines += ["", f"# {method}: {row['label']}, epochs {row['epochs']}: validation NLL "
-                      f"{_pm(row['nll'])}, ECE {_pm(row['ece'])}, accuracy "
-                      f"{_pm(row['accuracy'])};",
+        scores = ", ".join(f"{'accuracy' if name == 'acc' else name} {_pm(row[key])}"
+                           for key, name in columns(result)["validation"])
+        lines += ["", f"# {method}: {row['label']}, epochs {row['epochs']}: validation "
+                      f"{scores};",
                   f"# cost x single: latency {cost['latency_ratio']:.2f}, parameters "
                   f"{cost['params_ratio']:.2f}, FLOPs {cost['inference_flops_ratio']:.2f}"]
         if own:
@@ -93,10 +114,11 @@ def tuned_toml(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tune_csv(rows: list[dict]) -> str:
-    """One line per grid point: options, validation metrics (mean, std), fit, cost, marks."""
+def tune_csv(rows: list[dict], metrics=CSV_METRICS) -> str:
+    """One line per grid point: options, validation ``metrics`` (mean, std), fit, cost,
+    marks."""
     header = ["method", "setting", "epochs", "seeds"]
-    for key in CSV_METRICS:
+    for key in metrics:
         header += [f"{key}_mean", f"{key}_std"]
     cost_keys = ["params", "params_ratio", "flops_per_sample", "flops_ratio",
                  "inference_flops_per_sample", "inference_flops_ratio",
@@ -108,7 +130,7 @@ def tune_csv(rows: list[dict]) -> str:
     writer.writerow(header)
     for row in rows:
         cells = [row["method"], row["label"], row["epochs"], row["seeds"]]
-        for key in CSV_METRICS:
+        for key in metrics:
             value = row[key]
             cells += ["", ""] if value is None else [value["mean"], value["std"]]
         cells += [row["cost"][key] for key in cost_keys]
@@ -152,20 +174,22 @@ def tune_markdown(result: dict, cost_entries: dict[str, str]) -> str:
     ]
     if result["budget"]["text"]:
         lines += [f"Budget: `{result['budget']['text']}` (picks only within it).", ""]
+    shown = columns(result)
+    heads = " | ".join(f"val {name}" for _, name in shown["validation"])
+    fit_key, fit_name = shown["fit"]
     lines += ["## Picks (written to tuned.toml)", "",
-              "| method | setting | epochs | val NLL | val ECE | val acc | latency x | "
+              f"| method | setting | epochs | {heads} | latency x | "
               "params x |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for method, name in result["picks"].items():
         if name is None:
             lines.append(f"| {method} | none within the budget | | | | | | |")
             continue
         row = by_id[name]
-        lines.append(f"| {method} | {row['label']} | {row['epochs']} | {_pm(row['nll'])} | "
-                     f"{_pm(row['ece'])} | {_pm(row['accuracy'])} | "
+        lines.append(f"| {method} | {row['label']} | {row['epochs']} | {_scores(row, shown)} | "
                      f"{row['cost']['latency_ratio']:.2f} | {row['cost']['params_ratio']:.2f} |")
     lines += ["", "## Every grid point", "",
-              "| method | setting | epochs | val NLL | val ECE | val acc | OOD AUROC | train "
-              "loss | train acc | train s | params x | FLOPs x (predict_members) | FLOPs x "
+              f"| method | setting | epochs | {heads} | OOD AUROC | train "
+              f"loss | {fit_name} | train s | params x | FLOPs x (predict_members) | FLOPs x "
               "(inference) | latency x | latency x plain | marks |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
@@ -175,17 +199,18 @@ def tune_markdown(result: dict, cost_entries: dict[str, str]) -> str:
         c = row["cost"]
         ood = "-" if row["ood_auroc"] is None else _pm(row["ood_auroc"])
         lines.append(
-            f"| {row['method']} | {row['label']} | {row['epochs']} | {_pm(row['nll'])} | "
-            f"{_pm(row['ece'])} | {_pm(row['accuracy'])} | {ood} | {_pm(row['train_loss'])} | "
-            f"{_pm(row['train_accuracy'])} | {row['train_seconds']['mean']:.1f} | "
+            f"| {row['method']} | {row['label']} | {row['epochs']} | {_scores(row, shown)} | "
+            f"{ood} | {_pm(row['train_loss'])} | "
+            f"{_pm(row[fit_key])} | {row['train_seconds']['mean']:.1f} | "
             f"{c['params_ratio']:.2f} | {c['flops_ratio']:.2f} "
             f"| {c['inference_flops_ratio']:.2f} | {c['latency_ratio']:.2f} | "
             f"{c['latency_ratio_to_single']:.2f} | {', '.join(marks)} |")
     for kind in sorted(front_kinds(result), key=_table_position):
         caption = COST_CAPTIONS.get(kind, kind)
         for metric in front_metrics(result):
-            lines += ["", f"## Pareto front: {caption} vs validation {metric.upper()}", "",
-                      f"| {caption} x single | validation {metric.upper()} | "
+            name = metric_name(result, metric)
+            lines += ["", f"## Pareto front: {caption} vs validation {name}", "",
+                      f"| {caption} x single | validation {name} | "
                       "method | setting | epochs |", "|---:|---:|---|---|---:|"]
             for name in result["fronts"][f"{kind}/{metric}"]:
                 row = by_id[name]
@@ -194,6 +219,14 @@ def tune_markdown(result: dict, cost_entries: dict[str, str]) -> str:
                              f"{row['epochs']} |")
     lines += ["", "![Pareto fronts](pareto.png)", ""]
     return "\n".join(lines)
+
+
+def _task_flag(result: dict) -> str:
+    return " --task regression" if result.get("task") == "regression" else ""
+
+
+def _scores(row: dict, shown: dict) -> str:
+    return " | ".join(_pm(row[key]) for key, _ in shown["validation"])
 
 
 def _table_position(kind: str) -> int:

@@ -8,8 +8,10 @@ bullet per claim (the member-similarity study).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+
+from .labels import method_label
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,34 @@ class Row:
     values: str
     interval: dict
     verdict: str
+
+
+def comparison_row(comparison: dict, metric_labels: Mapping[str, str]) -> Row:
+    """The :class:`Row` of one benchmark comparison (``{"metric", "statement", "values",
+    "difference", "claimed", "verdict"}``): its claimed side of 0 in the statement, each
+    method's value by its label; ``metric_labels`` names the metrics."""
+    side = "< 0" if comparison["claimed"] == "negative" else "> 0"
+    statement = comparison["statement"].replace("|", "\\|")  # a bare | would end the cell
+    return Row(metric=metric_labels[comparison["metric"]],
+               statement=f"{statement} (difference {side})",
+               values=" vs ".join(f"{method_label(m)} {v:.4f}"
+                                  for m, v in comparison["values"].items()),
+               interval=comparison["difference"], verdict=comparison["verdict"])
+
+
+def bootstrap_intro(boot: dict, *, resampled_note: str = "", recomputed: str = "",
+                    notes: str = "") -> list[str]:
+    """The paragraph before a benchmark's verdicts: how the bootstrap drew (``boot``: its
+    ``n_boot``, ``seed``, ``resampled`` and ``level``) and what the three verdicts mean;
+    ``resampled_note``, ``recomputed`` and ``notes`` add a report's own words in place."""
+    return [
+        f"Each verdict comes from a paired bootstrap ({boot['n_boot']} replicates, seed "
+        f"{boot['seed']}): {boot['resampled']}{resampled_note}; every metric is recomputed on "
+        f"each replicate{recomputed} and averaged over the drawn "
+        f"seeds. Intervals: {boot['level']:.0%} percentile intervals of the difference. "
+        "**holds**: the interval lies entirely on the claimed side of 0; **does not "
+        "hold**: entirely on the other side; **inconclusive**: it contains 0. A claim made "
+        f"of several comparisons holds only if every one holds.{notes}", ""]
 
 
 def interval_text(interval: dict) -> str:

@@ -31,6 +31,7 @@ from .bootstrap import (
     verdict,
 )
 from .claims import BOOTSTRAP_SEED, CLAIM_METRICS, ClaimTable, orderings, study_verdicts
+from .regression_claims import regression_orderings
 
 __all__ = [
     "BOOTSTRAP_SEED",
@@ -56,6 +57,7 @@ __all__ = [
     "orderings",
     "paired_bootstrap",
     "paired_difference",
+    "regression_orderings",
     "replicates",
     "study_verdicts",
     "verdict",

@@ -168,6 +168,12 @@ def orderings(predictions: dict, *, n_boot: int | None = None, seed: int = BOOTS
     """
     table = _benchmark_table(predictions, n_boot=n_boot or DEFAULT_N_BOOT, seed=seed,
                              level=level)
+    return tested_orderings(table, claims)
+
+
+def tested_orderings(table: ClaimTable, claims: ClaimSet) -> list[dict]:
+    """Each claim of ``claims`` whose methods ran, tested on ``table``'s metrics (records:
+    the module docstring's first layout); a claim with no measured comparison is left out."""
     checked = []
     for claim in claims_that_ran(claims.claims, table):
         if isinstance(claim, Closer):

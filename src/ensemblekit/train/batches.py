@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from .. import distributed
 from .._validation import check_finite, check_tensor
 from ..data import normalizer, train_augmentation
+from ..methods.task import model_num_outputs, model_task
 from ..samplers import MemberBatchSampler
 from .config import TrainConfig, Transform
 
@@ -74,15 +75,17 @@ def training_targets(model: nn.Module, y: torch.Tensor) -> torch.Tensor:
 
 def checked_data(model: nn.Module, train_data, validation_data, augment, normalize
                   ) -> tuple[TrainingData, TrainingData | None]:
-    """The training and validation data, checked (labels within the model's classes, images in
-    [0, 1] where a hook expects them); validation ``None`` without ``validation_data``."""
+    """The training and validation data, checked (labels within the model's classes -- float
+    targets of its ``num_outputs`` for a regression model --, images in [0, 1] where a hook
+    expects them); validation ``None`` without ``validation_data``."""
     num_classes = (getattr(model, "config", None) or {}).get("num_classes")
+    num_outputs = model_num_outputs(model) if model_task(model) == "regression" else None
     data = TrainingData(train_data, needs_unit_range=augment is not None or normalize is not None,
-                        num_classes=num_classes)
+                        num_classes=num_classes, num_outputs=num_outputs)
     validation = None
     if validation_data is not None:
         validation = TrainingData(validation_data, needs_unit_range=normalize is not None,
-                                  num_classes=num_classes)
+                                  num_classes=num_classes, num_outputs=num_outputs)
     return data, validation
 
 
@@ -138,19 +141,27 @@ class TrainingData:
     ``train_data``: ``(images (N, ...), labels (N,))`` tensors, a Dataset of two such tensors,
     or any Dataset of ``(image, label)`` pairs. Checked when constructed: ``needs_unit_range``
     asks for images in [0, 1] (the data hooks expect them), ``num_classes`` bounds the labels.
+    ``num_outputs`` (a regression model's D; None for a classifier): the labels are float
+    targets ``(N, D)`` (``(N,)`` when D = 1, read as ``(N, 1)``), yielded as float32 ``(B, D)``.
     """
 
-    def __init__(self, train_data, *, needs_unit_range: bool, num_classes: int | None) -> None:
+    def __init__(self, train_data, *, needs_unit_range: bool, num_classes: int | None,
+                 num_outputs: int | None = None) -> None:
         self.images = self.labels = None
         self.dataset = None
+        self.num_outputs = num_outputs
         if _holds_tensors(train_data):  # TensorDataset, ensemblekit's InMemoryDataset
             train_data = train_data.tensors
         if isinstance(train_data, (tuple, list)):
             if len(train_data) != 2:
                 raise ValueError(f"train_data as a sequence must be (images, labels), got "
                                  f"{len(train_data)} items")
-            self.images, self.labels = self._check_tensors(*train_data, needs_unit_range,
-                                                           num_classes)
+            if num_outputs is None:
+                self.images, self.labels = self._check_tensors(*train_data, needs_unit_range,
+                                                               num_classes)
+            else:
+                self.images, self.labels = self._check_regression(*train_data, needs_unit_range,
+                                                                  num_outputs)
         elif isinstance(train_data, Dataset):
             self.dataset = train_data
             if len(train_data) == 0:
@@ -161,30 +172,41 @@ class TrainingData:
 
     @staticmethod
     def _check_tensors(images, labels, needs_unit_range, num_classes):
-        check_tensor("images", images)
-        check_tensor("labels", labels, ndim=1)
-        if images.ndim < 2 or len(images) != len(labels) or len(images) == 0:
-            raise ValueError(f"images (N, ...) and labels (N,) must be non-empty and agree on N, "
-                             f"got shapes {tuple(images.shape)} and {tuple(labels.shape)}")
+        _check_pair(("images", images), ("labels", labels), ndim=1, shape="(N,)")
         if not images.is_floating_point():
             raise ValueError(f"images must be floating point (in [0, 1]), got {images.dtype}; "
                              "convert with images.float() / 255")
         if labels.is_floating_point() or labels.dtype == torch.bool:
             raise ValueError(f"labels must be integer class indices, got {labels.dtype}")
-        check_finite("images", images)  # one NaN image turns every weight into NaN
+        _check_images(images, needs_unit_range)
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or (num_classes is not None and high >= num_classes):
             valid = f"[0, {num_classes - 1}]" if num_classes is not None else ">= 0"
             raise ValueError(f"labels must be class indices in {valid}, got labels in "
                              f"[{low}, {high}]; out-of-distribution sets (label -1) cannot be "
                              "trained on")
-        if needs_unit_range and (images.min() < 0 or images.max() > 1):
-            raise ValueError(
-                f"images must lie in [0, 1] (got values in [{images.min():.3g}, "
-                f"{images.max():.3g}]): train_model augments and normalises them itself, so pass "
-                "raw images, not normalised ones"
-            )
         return images, labels.long()
+
+    @staticmethod
+    def _check_regression(inputs, targets, needs_unit_range, num_outputs):
+        """Float ``inputs`` (N, ...) and finite float targets (N, D) (or (N,) for D = 1)."""
+        _check_pair(("inputs", inputs), ("targets", targets), ndim=(1, 2), shape="(N, D)")
+        if not inputs.is_floating_point():
+            raise ValueError(f"inputs must be floating point, got {inputs.dtype}; convert with "
+                             "inputs.float()")
+        if not targets.is_floating_point():
+            raise ValueError(f"a regression model trains on float targets, got {targets.dtype} "
+                             "(class labels?); pass targets.float(), or build the model for "
+                             "classification")
+        targets = targets.reshape(len(targets), -1) if targets.ndim == 1 else targets
+        if targets.shape[1] != num_outputs:
+            raise ValueError(f"targets have {targets.shape[1]} outputs per example (shape "
+                             f"{tuple(targets.shape)}), but the model was built with "
+                             f"num_outputs={num_outputs}; build it with num_outputs="
+                             f"{targets.shape[1]} or pass (N, {num_outputs}) targets")
+        _check_images(inputs, needs_unit_range)
+        check_finite("targets", targets)
+        return inputs, targets.float()
 
     def __len__(self) -> int:
         return len(self.labels) if self.dataset is None else len(self.dataset)
@@ -201,8 +223,32 @@ class TrainingData:
         loader = DataLoader(self.dataset, batch_sampler=[index.tolist() for index in indices],
                             num_workers=num_workers, pin_memory=device.type == "cuda")
         for x, y in loader:
-            yield (x.to(device, non_blocking=True),
-                   torch.as_tensor(y).long().to(device, non_blocking=True))
+            y = torch.as_tensor(y)
+            y = y.long() if self.num_outputs is None else y.float().reshape(len(y), -1)
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def _check_pair(first: tuple[str, torch.Tensor], second: tuple[str, torch.Tensor], *, ndim,
+                shape: str) -> None:
+    """Two named tensors, ``(N, ...)`` and ``second`` of rank ``ndim`` (``shape``), non-empty
+    and of one N."""
+    (name, x), (other, y) = first, second
+    check_tensor(name, x)
+    check_tensor(other, y, ndim=ndim)
+    if x.ndim < 2 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"{name} (N, ...) and {other} {shape} must be non-empty and agree on N, "
+                         f"got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+
+
+def _check_images(images: torch.Tensor, needs_unit_range: bool) -> None:
+    """Finite images, in [0, 1] where the data hooks expect them."""
+    check_finite("images", images)  # one NaN image turns every weight into NaN
+    if needs_unit_range and (images.min() < 0 or images.max() > 1):
+        raise ValueError(
+            f"images must lie in [0, 1] (got values in [{images.min():.3g}, "
+            f"{images.max():.3g}]): train_model augments and normalises them itself, so pass "
+            "raw images, not normalised ones"
+        )
 
 
 def _holds_tensors(data) -> bool:

@@ -18,6 +18,7 @@ from .._validation import (
     check_sequence,
 )
 from ..data import available_datasets
+from ..losses import REGRESSION_LOSSES
 from ..runtime import MAX_THREADS
 
 OPTIMIZERS = ("sgd", "adamw", "adam")
@@ -26,6 +27,13 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 #: Upper bound of every learning rate a schedule reaches (and of weight_decay): beyond it
 #: float32 updates overflow ("value cannot be converted to type float") instead of training.
 MAX_LR = 1e6
+
+#: The regression fields and their defaults. ``to_dict`` leaves out those at their default,
+#: so a classification config (which never sets them) writes the dict it wrote before
+#: regression existed: run records and the resume comparison stay byte-identical.
+REGRESSION_DEFAULTS = {"loss": None, "beta": 0.5, "mse_warmup_epochs": 0}
+#: the loss a regression model trains with when ``loss`` is None
+DEFAULT_REGRESSION_LOSS = "beta_nll"
 
 #: a data hook: a batch of images (B, C, H, W) on the training device -> the same shape
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -61,11 +69,19 @@ class TrainConfig:
     implementation (decay pulls them towards 0, switching members off); code that puts them in
     one group with everything else uses ``fast_weight_decay = weight_decay`` and multiplier 1.
 
+    Regression models (``build_model(..., task="regression")``) train on a Gaussian loss of
+    their members' means and variances: ``loss`` is ``"beta_nll"`` (None, the default, means
+    it; Seitzer et al. 2022, weighted by ``variance ** beta``, ``beta`` 0.5), ``"gaussian_nll"``
+    or ``"mse"`` (:mod:`ensemblekit.losses`); the first ``mse_warmup_epochs`` epochs fit the
+    means with ``"mse"`` before that loss takes over. A classifier trains with cross-entropy
+    and refuses these three fields (:func:`train_model` says so).
+
     Early stopping (``early_stopping_patience``, needs ``validation_data`` in
     :func:`train_model`): the monitored metric is the validation accuracy of the ensemble's
-    prediction (argmax of the members' mean probability), measured after every epoch; training
-    stops once ``early_stopping_patience`` epochs in a row bring no strict improvement on the
-    best so far, or at ``epochs``. ``restore_best=True`` (default) then loads the weights of
+    prediction (argmax of the members' mean probability) -- for a regression model the
+    validation NLL of the members' mixture (lower is better) --, measured after every epoch;
+    training stops once ``early_stopping_patience`` epochs in a row bring no strict improvement
+    on the best so far, or at ``epochs``. ``restore_best=True`` (default) then loads the weights of
     the best epoch (the first, on ties) into the model; ``False`` keeps the last epoch's. The
     schedule is laid out over ``epochs`` whether or not training stops early (milestones keep
     their epochs).
@@ -98,6 +114,9 @@ class TrainConfig:
     restore_best: bool = True
     fast_weight_decay: float = 0.0
     fast_weight_lr_multiplier: float = 0.5
+    loss: str | None = None
+    beta: float = 0.5
+    mse_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
         self.epochs = check_int("epochs", self.epochs, minimum=1)
@@ -164,6 +183,27 @@ class TrainConfig:
                                  f"{hook!r}")
         if self.normalize is False:
             raise ValueError("normalize=False is not a choice; use normalize=None")
+        if self.loss is not None:
+            check_choice("loss", self.loss, REGRESSION_LOSSES)
+        self.beta = check_float("beta", self.beta, minimum=0.0, maximum=1.0)
+        self.mse_warmup_epochs = check_int("mse_warmup_epochs", self.mse_warmup_epochs,
+                                           minimum=0)
+        if self.mse_warmup_epochs >= self.epochs:
+            raise ValueError(
+                f"mse_warmup_epochs={self.mse_warmup_epochs} leaves no epoch of the "
+                f"{self.epochs} for the variance to train; use fewer warm-up epochs than epochs")
+
+    def regression_fields(self) -> dict:
+        """The regression fields not at their default (empty for a classification config)."""
+        return {name: getattr(self, name) for name, default in REGRESSION_DEFAULTS.items()
+                if getattr(self, name) != default}
+
+    def regression_loss(self, epoch: int) -> str:
+        """The loss a regression model trains with in ``epoch`` (0-based): ``"mse"`` during the
+        warm-up, then ``loss`` (``"beta_nll"`` when None)."""
+        if epoch < self.mse_warmup_epochs:
+            return "mse"
+        return self.loss or DEFAULT_REGRESSION_LOSS
 
     def to_dict(self) -> dict:
         """The config as JSON-friendly values (callables by qualified name)."""
@@ -174,4 +214,7 @@ class TrainConfig:
                 values[name] = getattr(hook, "__qualname__", type(hook).__qualname__)
         values["milestones"] = list(values["milestones"])
         values["betas"] = list(values["betas"])
+        for name, default in REGRESSION_DEFAULTS.items():
+            if values[name] == default:
+                del values[name]
         return values

@@ -1,9 +1,11 @@
 """Validation accuracy after every epoch, and early stopping on it.
 
 The monitored metric is the accuracy of the ensemble's prediction (argmax of the members' mean
-probability) on held-out data; training stops once ``patience`` epochs in a row bring no strict
-improvement on the best so far, and the best epoch's weights (the first, on ties) can be
-restored at the end.
+probability) on held-out data -- for a regression model the NLL of the members' mixture
+(``"val_nll"``, lower is better; :func:`~ensemblekit.metrics.mixture_nll`'s definition: nats
+per example, summed over the D outputs); training stops once ``patience`` epochs in a row bring
+no strict improvement on the best so far, and the best epoch's weights (the first, on ties) can
+be restored at the end.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..methods.base import EnsembleModel
+from ..methods.base import EnsembleModel, predict_members
+from ..methods.task import model_task
+from ..metrics.gaussian import mixture_log_prob
 from ..predict import predict
 from .batches import TrainingData
 from .config import Transform
@@ -45,16 +49,50 @@ def validation_accuracy(model: nn.Module, validation: TrainingData, normalize: T
     return correct / len(validation)
 
 
+def validation_nll(model: EnsembleModel, validation: TrainingData,
+                   normalize: Transform | None, device: torch.device,
+                   num_workers: int = 0) -> float:
+    """Mean NLL (nats per example) of a regression model's member mixture on held-out data:
+    ``-mean_b log (1/M) sum_m N(y_b; mu_mb, s2_mb)``, streamed in batches of 1000 through
+    ``predict_members`` (eval mode, no gradients, forked RNG streams as
+    :func:`validation_accuracy`)."""
+    indices = list(torch.arange(len(validation)).split(VALIDATION_BATCH))
+    total = 0.0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            torch.no_grad():
+        for inputs, targets in validation.batches(indices, device, num_workers):
+            inputs = normalize(inputs) if normalize is not None else inputs
+            members = predict_members(model, inputs)
+            total -= float(mixture_log_prob(*members, targets).sum())
+    return total / len(validation)
+
+
+def validation_record(model: nn.Module, validation: TrainingData, normalize: Transform | None,
+                      device: torch.device, num_workers: int = 0) -> dict:
+    """``{"val_accuracy": ...}`` for a classifier, ``{"val_nll": ...}`` for a regression model:
+    the monitored metric of one epoch (:data:`MONITORED`)."""
+    if model_task(model) == "regression":
+        return {"val_nll": validation_nll(model, validation, normalize, device, num_workers)}
+    return {"val_accuracy": validation_accuracy(model, validation, normalize, device,
+                                                num_workers)}
+
+
+#: the monitored validation metrics and their sign: +1 higher is better, -1 lower is better
+MONITORED = {"val_accuracy": 1.0, "val_nll": -1.0}
+
+
 def best_epoch(history: list[dict]) -> int | None:
-    """The epoch (1-based) of the highest validation accuracy, the first on ties."""
-    scored = [record for record in history if "val_accuracy" in record]
-    if not scored:
-        return None
-    return max(scored, key=lambda record: (record["val_accuracy"], -record["epoch"]))["epoch"]
+    """The epoch (1-based) of the best monitored validation metric (highest accuracy, lowest
+    NLL), the first on ties."""
+    for key, sign in MONITORED.items():
+        scored = [record for record in history if key in record]
+        if scored:
+            return max(scored, key=lambda record: (sign * record[key], -record["epoch"]))["epoch"]
+    return None
 
 
 def patience_ran_out(history: list[dict], patience: int | None) -> bool:
-    """True once ``patience`` epochs have passed without beating the best validation accuracy."""
+    """True once ``patience`` epochs have passed without beating the best validation metric."""
     best = best_epoch(history) if patience is not None else None
     return best is not None and history[-1]["epoch"] - best >= patience
 

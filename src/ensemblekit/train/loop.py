@@ -4,14 +4,16 @@ Every method trains through the same contract::
 
     model.train(); logits = model(x); loss = F.cross_entropy(logits, model.training_targets(y))
 
-so this file knows nothing about masks, fast weights or members. What it does, step by step:
-check the call, choose the device, check the data (:mod:`.batches`), join the process group,
-seed, build the optimisation (:mod:`.optim`), resume from the last checkpoint
-(:mod:`.resume`), wrap the model for ``DistributedDataParallel`` and ``torch.compile``, then
-run the epochs: augment and normalise each batch on the device, one optimizer step per batch
-(mixed precision on CUDA: bf16, or fp16 with a gradient scaler; fp32 on CPU), a checkpoint
-after every epoch, and optionally the validation accuracy and early stopping on it
-(:mod:`.early_stopping`).
+(a regression model: a Gaussian loss of ``gaussian_outputs(model(x), D)`` against the float
+targets, :mod:`.objective`), so this file knows nothing about masks, fast weights or members.
+What it does, step by step: check the call, choose the device, check the data
+(:mod:`.batches`), join the process group, seed, build the optimisation (:mod:`.optim`),
+resume from the last checkpoint (:mod:`.resume`), wrap the model for
+``DistributedDataParallel`` and ``torch.compile``, then run the epochs: augment and normalise
+each batch on the device, one optimizer step per batch (mixed precision on CUDA: bf16, or fp16
+with a gradient scaler; fp32 on CPU), a checkpoint after every epoch, and optionally the
+validation accuracy (regression: NLL) and early stopping
+on it (:mod:`.early_stopping`).
 
 ``TrainConfig.batch_size`` is the global batch: K processes each take ``batch_size / K`` rows of
 the same permuted batch, so a run's optimisation does not depend on how many processes run it.
@@ -26,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
@@ -45,9 +46,13 @@ from .batches import (
     training_targets,
 )
 from .config import TrainConfig, Transform
-from .early_stopping import keep_if_best, patience_ran_out, validation_accuracy
+from .early_stopping import keep_if_best, patience_ran_out, validation_record
+from .objective import Classification, Regression, check_task_fields, objective_for
 from .optim import Optimisation, build_optimisation
 from .resume import CHECKPOINT_NAME, resume_from, save_checkpoint
+
+#: the progress bar's names of the training metrics
+_SHORT = {"accuracy": "acc"}
 
 
 def train_model(
@@ -66,7 +71,8 @@ def train_model(
             ``(B, ...)`` to logits also works: it then trains as a single model).
         train_data: ``(images, labels)`` tensors -- images ``(N, ...)`` (in [0, 1] when
             augmentation or normalisation hooks are set), labels ``(N,)`` integer -- or any
-            ``Dataset`` of ``(image, label)`` pairs.
+            ``Dataset`` of ``(image, label)`` pairs. For a regression model the labels are
+            float targets ``(N, D)`` (or ``(N,)`` when D = 1).
         config: how to train.
         checkpoint_dir: where ``last.pt`` is written after every epoch (main process only).
         resume: continue from ``checkpoint_dir/last.pt`` if it exists; the result is the same
@@ -74,7 +80,8 @@ def train_model(
         validation_data: held-out ``(images, labels)`` (or a Dataset), in the form of
             ``train_data``: its accuracy is measured after every epoch (eval mode, normalised,
             not augmented; the global RNG streams of training are left untouched, so training
-            is the same with or without it) and drives ``config.early_stopping_patience``.
+            is the same with or without it) and drives ``config.early_stopping_patience``;
+            for a regression model, the NLL of its members' mixture instead.
 
     Training seeds the global generators (Python, NumPy, torch) with ``config.seed`` (plus the
     process rank under ``torchrun``) and draws the data order from its own generator seeded
@@ -83,8 +90,11 @@ def train_model(
     Returns:
         ``[{"epoch", "loss", "accuracy", "lr", "seconds"}, ...]``: the mean training loss and
         accuracy (over all processes) of each epoch, the learning rate it ended with, and its
-        wall time; with ``validation_data`` also ``"val_accuracy"``. Training stopped early
-        returns fewer records than ``config.epochs``.
+        wall time; with ``validation_data`` also ``"val_accuracy"``. A regression model's
+        records hold ``"rmse"`` (of the members' means on the training rows) in place of
+        ``"accuracy"``, ``"val_nll"`` in place of ``"val_accuracy"`` and ``"objective"`` (the
+        loss of that epoch: ``"mse"`` during the warm-up). Training stopped early returns
+        fewer records than ``config.epochs``.
     """
     _check_call(model, config, checkpoint_dir, resume, validation_data)
     device = choose_device(config.device, local_rank=distributed.local_rank())
@@ -110,7 +120,8 @@ def train_model(
         )
 
     epochs = _Epochs(model, _wrapped(model, device, context, config), config, data, batch_unit,
-                     data_order, optimisation, augment, normalize, context, device)
+                     data_order, optimisation, augment, normalize, context, device,
+                     objective_for(model, config))
     settings = torch_settings(deterministic=config.deterministic, threads=config.threads)
     with settings, _progress_bar(config, context, steps, start_epoch) as bar:
         for epoch in range(start_epoch, config.epochs):
@@ -118,13 +129,14 @@ def train_model(
                 break
             record = epochs.run(epoch, bar)
             if validation is not None:
-                record["val_accuracy"] = validation_accuracy(model, validation, normalize,
-                                                             device, config.num_workers)
+                record.update(validation_record(model, validation, normalize, device,
+                                                config.num_workers))
                 best_state = keep_if_best(model, history + [record], best_state,
                                           config.restore_best)
             history.append(record)
+            metric = epochs.objective.metric
             bar.set_postfix(epoch=epoch + 1, loss=f"{record['loss']:.4f}",
-                            acc=f"{record['accuracy']:.4f}")
+                            **{_SHORT.get(metric, metric): f"{record[metric]:.4f}"})
             if checkpoint_path is not None:
                 save_checkpoint(checkpoint_path, model, optimisation, data_order, config,
                                 epoch + 1, history, context, best_state)
@@ -149,6 +161,7 @@ class _Epochs:
     normalize: Transform | None
     context: distributed.DistributedContext
     device: torch.device
+    objective: Classification | Regression
 
     def __post_init__(self) -> None:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.precision)
@@ -169,9 +182,9 @@ class _Epochs:
         # Sums stay on the device (no host sync per step) and are reduced over processes.
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)
         for x, y in self.data.batches(local, self.device, self.config.num_workers):
-            totals += self.step(x, y)
+            totals += self.step(x, y, epoch)
             bar.update(1)
-        loss_sum, correct, rows = distributed.all_reduce_sum(totals, self.context).tolist()
+        loss_sum, metric_sum, rows = distributed.all_reduce_sum(totals, self.context).tolist()
         if not math.isfinite(loss_sum):
             raise ValueError(
                 f"training diverged in epoch {epoch + 1}: the mean loss is "
@@ -179,30 +192,33 @@ class _Epochs:
                 f"weight_decay ({self.config.weight_decay:g}), or check the training data for "
                 "NaN/inf values"
             )
-        return {
+        record = {
             "epoch": epoch + 1,
             "loss": loss_sum / rows,
-            "accuracy": correct / rows,
+            self.objective.metric: self.objective.summary(metric_sum, rows),
             "lr": self.optimisation.lr,
             "seconds": time.perf_counter() - started,
         }
+        if isinstance(self.objective, Regression):
+            record["objective"] = self.config.regression_loss(epoch)
+        return record
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on images ``x`` (B, ...) and labels ``y`` (B,); returns
-        ``(loss sum, correct, rows)`` (float64, 3) over the rows of the logits."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
+        """One optimizer step on images ``x`` (B, ...) and labels ``y`` (B,) (regression:
+        targets (B, D)); returns ``(loss sum, metric sum, rows)`` (float64, 3) over the rows
+        of the model's outputs (:mod:`.objective`)."""
         if self.augment is not None:
             x = self.augment(x)
         if self.normalize is not None:
             x = self.normalize(x)
         with torch.autocast(**self.autocast):
-            logits = self.network(x)
+            outputs = self.network(x)
             targets = training_targets(self.model, y)
-            loss = F.cross_entropy(logits.float(), targets)
+            loss, metric = self.objective(outputs, targets, epoch)
         self.optimisation.step(loss)
         with torch.no_grad():
-            correct = (logits.argmax(dim=-1) == targets).sum()
             rows = len(targets)
-            return torch.stack([loss.detach().double() * rows, correct.double(),
+            return torch.stack([loss.detach().double() * rows, metric.double(),
                                 loss.new_full((), rows, dtype=torch.float64)])
 
 
@@ -221,8 +237,9 @@ def _check_call(model, config, checkpoint_dir, resume, validation_data) -> None:
     if config.early_stopping_patience is not None and validation_data is None:
         raise ValueError(
             f"early_stopping_patience={config.early_stopping_patience} monitors the validation "
-            "accuracy: pass validation_data=(images, labels) to train_model, or set "
-            "early_stopping_patience=None")
+            "accuracy (regression: NLL): pass validation_data=(images, labels) to train_model, "
+            "or set early_stopping_patience=None")
+    check_task_fields(model, config)
 
 
 def _wrapped(model: nn.Module, device: torch.device, context: distributed.DistributedContext,

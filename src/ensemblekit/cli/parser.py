@@ -1,65 +1,16 @@
-"""The ``ensemblekit`` command line: argument parsing only; the work is in
-:mod:`ensemblekit.experiments`.
-
-Every training subcommand reads its settings from, lowest precedence first: defaults, the
-dataset's recipe, ``--config FILE`` (TOML), then the flags given. User errors (an unknown name,
-an invalid combination, missing data) print one line naming the fix and exit with status 2,
-before any training starts; an interrupted run exits with 130 and keeps what it finished.
-"""
+"""The ``ensemblekit`` argument parser: every subcommand and its flags, the flag groups the
+subcommands share, and the types that read a flag's value. Each subcommand's handler is in
+:mod:`.commands`."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from pathlib import Path
 
-from ._validation import check_int
-from .experiments.benchmark import BenchmarkSettings, run_benchmark
-from .experiments.config import merge_method_options
-from .experiments.diversity import run_diversity
-from .experiments.diversity_settings import DiversitySettings
-from .experiments.single_run import TrainSettings, run_corrupt, run_evaluate, run_train
-from .experiments.sweep import SweepSettings, run_sweep
-from .experiments.toy import ToySettings, run_toy
-from .experiments.tune import expand_grid, run_tune
-from .experiments.tune_settings import TuneSettings
-from .report import summary_table
-from .report.diversity import diversity_table
-from .train import MAX_THREADS
-
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_usage(sys.stderr)
-        print("ensemblekit: error: a COMMAND is required (benchmark, tune, toy, diversity, sweep, "
-              "train, evaluate or corrupt); `ensemblekit --help` describes them", file=sys.stderr)
-        return EXIT_USAGE
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by tune's outputs
-    try:
-        return args.handler(args) or 0
-    except (ValueError, FileNotFoundError) as error:
-        print(f"ensemblekit {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        message = f"\nensemblekit {args.command}: interrupted"
-        if args.command in ("benchmark", "tune") and getattr(args, "out", None):
-            message += (f"; finished runs are kept under {args.out}: rerun the same command "
-                        "to resume")
-        elif args.command == "train" and getattr(args, "out", None):
-            message += (f"; the last finished epoch is in {args.out}/checkpoints/last.pt: "
-                        "rerun with --resume to continue")
-        print(message, file=sys.stderr)
-        return EXIT_INTERRUPTED
+from . import commands
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand's parser; each sets ``handler``, its function in :mod:`.commands`."""
     parser = argparse.ArgumentParser(
         prog="ensemblekit",
         description="Cheap ensemble-like uncertainty (Masksembles and the methods around it): "
@@ -74,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "digits by default. Finished runs are kept; rerunning with the same --out "
                     "resumes.")
     _common(bench, default_out="runs/benchmark-<dataset>")
+    _task_flag(bench, "diabetes, or --dataset uci-<name>: the published UCI protocol")
+    bench.add_argument("--splits", nargs="+", type=int, help="regression on a uci-<name> "
+                       "set: the split indices to run (default: all of n_splits.txt)")
     bench.add_argument("--methods", nargs="+", type=_names, help="methods to run (default: "
                        "single mc_dropout masksembles batchensemble deep_ensemble)")
     bench.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default 3)")
@@ -87,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "CIFAR-10-C); default: generate into OUT/corrupted")
     bench.add_argument("--checkpoints", action="store_true", default=None,
                        help="keep per-epoch checkpoints (resume mid-run) and save every model")
-    bench.set_defaults(handler=_benchmark)
+    bench.set_defaults(handler=commands.benchmark)
 
     tune = sub.add_parser(
         "tune", help="choose each method's own setting on the validation split, beside its "
@@ -101,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "validation NLL, for `ensemblekit benchmark --config`. Finished points are "
                     "kept; rerunning with the same --out resumes.")
     _common(tune, default_out="runs/tune-<dataset>")
+    _task_flag(tune, "diabetes; scored by the validation NLL of the members' mixture")
     tune.add_argument("--methods", nargs="+", type=_names, help="methods to tune (default: "
                       "all five; single and deep_ensemble are reference points)")
     tune.add_argument("--seeds", type=int, help="number of seeds per point (default 2)")
@@ -111,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "KIND latency, params or flops, e.g. latency<=1.3x")
     tune.add_argument("--ood", help="OOD set scored against the validation split: a dataset "
                                     "name, 'auto' (default) or 'none'")
-    tune.set_defaults(handler=_tune)
+    tune.set_defaults(handler=commands.tune)
 
     toy = sub.add_parser(
         "toy", help="predictive-entropy maps on a 2D problem, single model to ensemble",
@@ -119,11 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "two-class problem: single model, MC-Dropout, Masksembles at increasing "
                     "scale, Deep Ensemble.")
     _common(toy, default_out="runs/toy-<dataset>", default_dataset="toy_moons")
+    _task_flag(toy, "mean +- 2 sigma, epistemic and aleatoric apart, on 1-D toys")
+    toy.add_argument("--datasets", nargs="+", type=_names, help="regression: the 1-D toys, "
+                     "one row each (default toy_cubic toy_in_between)")
     toy.add_argument("--scales", nargs="+", type=float,
                      help="Masksembles scales, one panel each (default 1.5 2 4 8)")
     toy.add_argument("--seed", type=int, help="seed of every model (default 0)")
     toy.add_argument("--resolution", type=int, help="grid points per axis (default 120)")
-    toy.set_defaults(handler=_toy)
+    toy.set_defaults(handler=commands.toy)
 
     diversity = sub.add_parser(
         "diversity", help="how alike the members are: function and parameter space",
@@ -138,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     diversity.add_argument("--seeds", type=int, help="number of seeds (default 3)")
     _shift_flags(diversity)
     diversity.add_argument("--ood", help="OOD set: a dataset name, 'auto' (default) or 'none'")
-    diversity.set_defaults(handler=_diversity)
+    diversity.set_defaults(handler=commands.diversity)
 
     sweep = sub.add_parser(
         "sweep", help="Masksembles over a grid of scale and number of masks, plotted",
@@ -154,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", type=int, help="number of seeds (default 1)")
     _shift_flags(sweep)
     sweep.add_argument("--ood", help="OOD set: a dataset name, 'auto' (default) or 'none'")
-    sweep.set_defaults(handler=_sweep)
+    sweep.set_defaults(handler=commands.sweep)
 
     train = sub.add_parser("train", help="train one model and save a checkpoint",
                            description="Train one model; save OUT/model.pt and OUT/train.json "
@@ -164,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="seed (default 0)")
     train.add_argument("--resume", action="store_true", default=None,
                        help="continue from OUT/checkpoints/last.pt (written after every epoch)")
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=commands.train)
 
     evaluate = sub.add_parser(
         "evaluate", help="evaluate a checkpoint: clean, corruptions, OOD",
@@ -184,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--calibrate", action="store_true",
                           help="also report the metrics after temperature scaling fitted on "
                                "the validation split (held out of the training split)")
-    evaluate.set_defaults(handler=_evaluate)
+    evaluate.set_defaults(handler=commands.evaluate)
 
     corrupt = sub.add_parser(
         "corrupt", help="write a test set under every corruption and a preview PNG",
@@ -196,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     corrupt.add_argument("--index", type=int, default=0, help="test image to preview")
     corrupt.add_argument("--seed", type=int, default=0)
     corrupt.add_argument("--out", help="folder (default runs/corrupted-<dataset>)")
-    corrupt.set_defaults(handler=_corrupt)
+    corrupt.set_defaults(handler=commands.corrupt)
     return parser
 
 
@@ -227,6 +185,11 @@ def _common(parser, *, default_out: str, default_dataset: str = "digits") -> Non
     parser.add_argument("--progress", action="store_true", default=None,
                         help="show a progress bar per training run")
     parser.add_argument("--out", help=f"output folder (default {default_out})")
+
+
+def _task_flag(parser, regression: str) -> None:
+    parser.add_argument("--task", choices=("classification", "regression"),
+                        default="classification", help=f"default classification; {regression}")
 
 
 def _shift_flags(parser) -> None:
@@ -260,162 +223,3 @@ def _grid_value(text: str):
         except ValueError:
             pass
     return text
-
-
-def _flatten(values):
-    if values is None:
-        return None
-    flat = [name for group in values for name in group]
-    return flat[0] if len(flat) == 1 and flat[0] in ("all", "none") else flat
-
-
-def _overrides(args, keys: tuple[str, ...]) -> dict:
-    """The settings given on the command line (None: not given)."""
-    values = {key: getattr(args, key, None) for key in keys}
-    for key in ("methods", "corruptions", "references"):
-        if key in values:
-            values[key] = _flatten(values[key])
-    if values.get("references") == "none":
-        values["references"] = []
-    train = {key: getattr(args, key) for key in ("batch_size", "lr")
-             if getattr(args, key, None) is not None}
-    values["train"] = train or None
-    return values
-
-
-_COMMON_KEYS = ("dataset", "data_dir", "download", "backbone", "width", "epochs", "members",
-                "scale", "dropout", "device", "threads", "progress", "out",
-                "validation_fraction")
-
-
-def _settings(args, settings_class, extra: tuple[str, ...]):
-    settings = settings_class.from_sources(args.config, _overrides(args, _COMMON_KEYS + extra))
-    args.out = settings.out  # for the message of an interrupted run
-    if settings.threads is not None:
-        import torch
-
-
-        # 100000 threads exhaust memory (stacks) and break the next import: refuse it here.
-        torch.set_num_threads(check_int("threads", settings.threads, minimum=1,
-                                        maximum=MAX_THREADS))
-    return settings
-
-
-def _benchmark(args) -> int:
-
-    settings = _settings(args, BenchmarkSettings,
-                         ("methods", "seeds", "corruptions", "severities", "ood", "mc_samples",
-                          "corrupted_dir", "checkpoints"))
-    started = time.perf_counter()
-    print(f"benchmark: {', '.join(settings.methods)} x {settings.seeds} seed(s) on "
-          f"{settings.dataset} ({settings.backbone}, {settings.epochs} epochs); "
-          f"{len(settings.corruptions)} corruptions x {len(settings.severities)} severities; "
-          f"OOD: {settings.ood}; writing to {settings.out}", flush=True)
-    results = run_benchmark(settings, log=_log)
-    print()
-    print(summary_table(results))
-    out = Path(settings.out)
-    print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'report.md'} and "
-          f"{out / 'figures'}/ in {time.perf_counter() - started:.0f} s")
-    return 0
-
-
-def _tune(args) -> int:
-    import shlex
-
-
-    args.grid = None if args.grid is None else _merged(args.grid, merge_method_options)
-    settings = _settings(args, TuneSettings, ("methods", "seeds", "grid", "budget", "ood"))
-    points = len(expand_grid(settings))
-    started = time.perf_counter()
-    print(f"tune: {points} grid points x {settings.seeds} seed(s) on {settings.dataset} "
-          f"({settings.backbone}, {settings.epochs} epochs), scored on the validation split; "
-          f"writing to {settings.out}", flush=True)
-    result = run_tune(settings, log=_log, command=shlex.join(["ensemblekit", *args.argv]))
-    out = Path(settings.out)
-    print("\npicked (lowest validation NLL per method"
-          + (f", within {settings.budget}" if settings.budget else "") + "):")
-    rows = {row["id"]: row for row in result["rows"]}
-    for method, slug in result["picks"].items():
-        if slug is None:
-            print(f"  {method}: none within the budget")
-            continue
-        row = rows[slug]
-        print(f"  {method}: {row['label']} (epochs {row['epochs']}): val NLL "
-              f"{row['nll']['mean']:.4f}, latency {row['cost']['latency_ratio']:.2f}x single")
-    print(f"\nwrote {out / 'tune.md'}, {out / 'tune.json'}, {out / 'tune.csv'}, "
-          f"{out / 'pareto.png'} and {out / 'tuned.toml'} in {time.perf_counter() - started:.0f}"
-          f" s; run `ensemblekit benchmark --config {out / 'tuned.toml'}`")
-    return 0
-
-
-def _merged(tables: list[dict], merge) -> dict:
-    merged: dict = {}
-    for table in tables:
-        merged = merge(merged, table)
-    return merged
-
-
-def _toy(args) -> int:
-
-    settings = _settings(args, ToySettings, ("scales", "seed", "resolution"))
-    run_toy(settings, log=_log)
-    print(f"wrote {Path(settings.out) / 'toy_entropy.png'} and {Path(settings.out) / 'toy.json'}")
-    return 0
-
-
-def _diversity(args) -> int:
-
-    settings = _settings(args, DiversitySettings, ("methods", "seeds", "corruptions",
-                                                   "severities", "ood"))
-    results = run_diversity(settings, log=_log)
-    print()
-    print(diversity_table(results))
-    out = Path(settings.out)
-    print(f"\nwrote {out / 'diversity.json'}, {out / 'diversity.md'} and "
-          f"{', '.join(results['figures'])} in {results['seconds']:.0f} s")
-    return 0
-
-
-def _sweep(args) -> int:
-
-    settings = _settings(args, SweepSettings, ("scales", "ns", "references", "seeds",
-                                               "corruptions", "severities", "ood"))
-    run_sweep(settings, log=_log)
-    out = Path(settings.out)
-    print(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'} and {out / 'sweep.png'}")
-    return 0
-
-
-def _train(args) -> int:
-
-    settings = _settings(args, TrainSettings, ("method", "seed", "resume"))
-    run_train(settings, log=_log)
-    return 0
-
-
-def _evaluate(args) -> int:
-
-    run_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
-                 corruptions=_flatten(args.corruptions) or "all",
-                 severities=args.severities or (1, 2, 3, 4, 5), ood=args.ood, out=args.out,
-                 batch_size=args.batch_size, mc_samples=args.mc_samples,
-                 calibrate=args.calibrate, log=_log)
-    return 0
-
-
-def _corrupt(args) -> int:
-
-    run_corrupt(args.dataset, data_dir=args.data_dir,
-                corruptions=_flatten(args.corruptions) or "all",
-                severities=args.severities or (1, 2, 3, 4, 5), out=args.out, index=args.index,
-                seed=args.seed, log=_log)
-    return 0
-
-
-def _log(message: str) -> None:
-    print(message, flush=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
