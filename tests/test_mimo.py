@@ -323,6 +323,21 @@ def test_training_targets_belong_to_the_forward_before_them():
                        torch.tensor([7, 8, 7, 8, 7, 8]))
 
 
+def test_width_factor_widens_every_hidden_layer_of_the_shared_body():
+    # width_factor multiplies whatever width the recipe gives: LeNet 1.0 wide x 2 is LeNet 2.0
+    # wide, layer for layer; the stem still reads n slots of the input, the head writes n*K
+    wide = build_model("lenet", "mimo", 10, 1, seed=0, input_size=8, width=1.0, width_factor=2.0)
+    same = build_model("lenet", "mimo", 10, 1, seed=0, input_size=8, width=2.0)
+    plain = build_model("lenet", "mimo", 10, 1, seed=0, input_size=8, width=1.0)
+    shapes = [p.shape for p in wide.parameters()]
+    assert shapes == [p.shape for p in same.parameters()]
+    assert shapes != [p.shape for p in plain.parameters()]
+    assert wide.backbone.conv1.in_channels == 4 and wide.backbone.head.out_features == 40
+    assert wide.config["width_factor"] == 2.0
+    x = torch.randn(3, 1, 8, 8)
+    assert predict_members(wide.eval(), x).shape == (4, 3, 10)
+
+
 def test_bad_options_and_backbones_are_refused_by_name():
     with pytest.raises(ValueError, match=r"input_repetition must satisfy 0.0 <= "
                                          r"input_repetition <= 1.0, got 1.5"):
@@ -331,6 +346,8 @@ def test_bad_options_and_backbones_are_refused_by_name():
         linear_mimo(batch_repetitions=0)
     with pytest.raises(ValueError, match="n must be an integer"):
         linear_mimo(n=0)
+    with pytest.raises(ValueError, match="width_factor must satisfy 0.0 < width_factor"):
+        linear_mimo(width_factor=0.0)
     with pytest.raises(ValueError, match="shape"):
         linear_mimo().train()(torch.randn(4, 5))
 
@@ -349,8 +366,11 @@ def test_registry_entry():
     assert entry.marker not in {e.marker for e in others}
     assert "share every weight but the first and last layers" in entry.construction({})
     grid = dict(entry.tune_grid)
-    assert set(grid) == {"input_repetition", "batch_repetitions"}
+    assert set(grid) == {"input_repetition", "batch_repetitions", "width_factor",
+                         "epochs_factor"}
     for option, values in grid.items():  # every grid value builds
+        if option == "epochs_factor":  # the tuner's, not a build option
+            continue
         for value in values:
             assert linear_mimo(**{option: value}).config[option] == value
     assert entry.compiled_inference and not entry.stochastic and entry.role == ""
