@@ -70,7 +70,7 @@ def to_mc_dropout(
 
     Where to sample: the network's own dropout layers, where dropout goes
     (``placement="dropout"`` in ``build_model``: the tune grid measured dropout at every layer
-    worse in 13 of 16 paired settings, issue 19); ``sites`` for a network without dropout,
+    worse in 14 of 16 paired settings, issue 19); ``sites`` for a network without dropout,
     after its pooling or last hidden layers rather than after every layer.
 
     ``example_input`` (optional, a batch like the ones you will predict on): one dry forward
