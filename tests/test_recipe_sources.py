@@ -88,6 +88,8 @@ def test_mnist_options_marked_digits_are_the_recorded_digits_picks():
     for method in ("mc_dropout", "masksembles", "batchensemble"):
         picks = {key: value for key, value in tuned[method].items() if key != "epochs"}
         assert mnist[method] == picks, method
+    for key in ("input_repetition", "batch_repetitions"):  # MIMO's [digits] keys
+        assert mnist["mimo"][key] == tuned["mimo"][key], key
 
 
 def unsourced_lines(text: str) -> list[str]:
