@@ -409,6 +409,14 @@ def test_ts_rows_temperature_table_and_the_honest_sentence():
         "- Deep Ensemble: +TS makes the test NLL worse in seed 0 (0.0661 -> 0.1181, T = 0.434, "
         "validation NLL 0.0185 -> 0.0114, 2 validation errors).")
     assert "seed 1" not in sentence and "A T below 1" in sentence
+    # An unfitted run keeps T = 1; its +TS NLL differing in the last digits is not "worse".
+    ensemble["calibrated"]["runs"].append(
+        {"seed": 2, "temperature": 1.0, "fitted": False, "reason": "0 validation errors",
+         "validation_nll_before": 0.0067, "validation_nll_after": 0.0067,
+         "validation_errors": 0, "test_nll_raw": 0.0752, "test_nll_ts": 0.0752 + 1e-9})
+    sentence = next(line for line in report.markdown(results).splitlines()
+                    if line.startswith("- Deep Ensemble: +TS makes"))
+    assert "seed 2" not in sentence and "seed 0" in sentence
     rows = list(csv.DictReader(io.StringIO(report.results_csv(results))))
     ts = {(r["method"], r["section"], r["metric"]): r["mean"] for r in rows}
     assert float(ts[("single", "test+TS", "nll")]) == 0.118

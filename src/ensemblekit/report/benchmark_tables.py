@@ -95,7 +95,10 @@ def _worse_lines(name: str, entry: dict) -> list[str]:
     """A sentence for a method whose test NLL +TS made worse (on average, or in some runs),
     naming the runs, their temperature and the validation errors the fit saw."""
     c = entry["calibrated"]
-    runs = [r for r in c.get("runs", []) if r["test_nll_ts"] > r["test_nll_raw"]]
+    # An unfitted run keeps T = 1: its +TS NLL differs from the raw one by rounding only (the
+    # scaled path recomputes the same probabilities), so it is never "made worse".
+    runs = [r for r in c.get("runs", [])
+            if r.get("fitted", True) and r["test_nll_ts"] > r["test_nll_raw"]]
     mean_worse = c["test"]["nll"]["mean"] > entry["test"]["nll"]["mean"]
     if not runs and not mean_worse:
         return []
