@@ -18,6 +18,7 @@ from ..methods.base import EnsembleModel, member_outputs
 from ..methods.task import model_task
 from .fallback import OwnForwardMembers
 from .gaussian import GaussianCompiledMembers
+from .inference_only import InferenceOnlyMembers
 from .registry import CompileOptions, compiler_for
 
 #: "stacked": all members at once (grouped convolutions, batched matmuls); "loop": one network
@@ -32,7 +33,7 @@ DEEP_CONV_NET = 2
 EXAMPLE_SIZE = 32
 
 
-class CompiledMembers(nn.Module):
+class CompiledMembers(InferenceOnlyMembers):
     """Inference-only member logits from dense networks: ``(B, ...) -> (M, B, K)``, equal to
     ``predict_members(model, x)``.
 
@@ -44,8 +45,7 @@ class CompiledMembers(nn.Module):
     ``.train()`` raises: it cannot be trained.
     """
 
-    #: predict_members and evaluate_model call it directly: it returns member logits
-    returns_member_logits = True
+    holds = " (they hold copies of the weights, rearranged for inference)"
 
     def __init__(
         self, networks: list[nn.Module], num_members: int, strategy: str, channels_last: bool,
@@ -58,15 +58,6 @@ class CompiledMembers(nn.Module):
         self.strategy = strategy
         self.channels_last = channels_last
         super().train(False)
-
-    def train(self, mode: bool = True) -> CompiledMembers:
-        if mode:
-            raise RuntimeError(
-                "compiled members are inference-only (they hold copies of the weights, "
-                "rearranged for inference): train the original model, then call "
-                "ensemblekit.compile_members(model) again"
-            )
-        return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:  # ``.training`` set by hand: refuse as ``.train()`` does

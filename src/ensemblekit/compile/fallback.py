@@ -12,20 +12,18 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
 
 from ..methods.base import EnsembleModel, member_outputs
+from .inference_only import InferenceOnlyMembers
 
 
-class OwnForwardMembers(nn.Module):
+class OwnForwardMembers(InferenceOnlyMembers):
     """Inference-only ``(B, ...) -> (M, B, K)``: ``predict_members`` of a copy of the model
     (its raw member outputs: a regression model's 2*D head values).
 
     It holds a copy of the model taken when built: compile again after training.
     """
 
-    #: predict_members and evaluate_model call it directly: it returns member logits
-    returns_member_logits = True
     strategy = "own forward"
 
     def __init__(self, model: EnsembleModel) -> None:
@@ -36,14 +34,5 @@ class OwnForwardMembers(nn.Module):
         self.num_members = model.num_members
         super().train(False)
 
-    def train(self, mode: bool = True) -> OwnForwardMembers:
-        if mode:
-            raise RuntimeError("compiled members are inference-only: train the original model, "
-                               "then call ensemblekit.compile_members(model) again")
-        return super().train(False)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return member_outputs(self.model, x)
-
-    def extra_repr(self) -> str:
-        return f"num_members={self.num_members}, strategy={self.strategy!r}"

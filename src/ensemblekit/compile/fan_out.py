@@ -31,6 +31,7 @@ from ..members import repeat_members, split_members
 from ..methods.mc_dropout import MCDropoutModel, dropout_modules
 from ..methods.seeded_dropout import member_dropout, seeded_mask_source
 from .compiled import reproduces
+from .inference_only import InferenceOnlyMembers
 from .registry import CompileOptions, register_compiler
 
 
@@ -42,15 +43,12 @@ def _fan_out_layers(model) -> list[nn.Module]:
     return [m for m in model.backbone.modules() if isinstance(m, Masksembles)]
 
 
-class FanOutMembers(nn.Module):
+class FanOutMembers(InferenceOnlyMembers):
     """Inference-only member logits ``(B, ...) -> (M, B, K)`` of a Masksembles model whose
     backbone is any network; ``fan_out=False``: the whole network tiled (the fallback).
 
     It holds a copy of the network taken when built: compile again after training.
     """
-
-    #: predict_members and evaluate_model call it directly: it returns member logits
-    returns_member_logits = True
 
     def __init__(self, model, *, fan_out: bool) -> None:
         """``model``: a Masksembles or MC-Dropout model (its backbone is copied)."""
@@ -74,12 +72,6 @@ class FanOutMembers(nn.Module):
         self._fanned = True
         return (repeat_members(inputs[0], self.num_members), *inputs[1:])
 
-    def train(self, mode: bool = True) -> FanOutMembers:
-        if mode:
-            raise RuntimeError("compiled members are inference-only: train the original model, "
-                               "then call ensemblekit.compile_members(model) again")
-        return super().train(False)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         count = self.num_members
         self._fanned = False
@@ -93,9 +85,6 @@ class FanOutMembers(nn.Module):
         finally:
             self._fanned = False
         return split_members(logits, count)
-
-    def extra_repr(self) -> str:
-        return f"num_members={self.num_members}, strategy={self.strategy!r}"
 
 
 def fan_out_members(model, example: torch.Tensor, check) -> FanOutMembers:
