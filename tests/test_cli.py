@@ -151,8 +151,11 @@ def test_rerun_skips_finished_runs(tiny_run, capsys, monkeypatch):
 
 def test_interrupted_benchmark_keeps_finished_runs_and_resumes(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
+    # --jobs 1: the runs in this process, where the patched run_one below is the one called
+    # (a worker process imports the real one); the store and resume are the same either way
     argv = ["benchmark", "--methods", "single", "--seeds", "2", "--epochs", "1",
-            "--corruptions", "none", "--ood", "none", "--threads", "1", "--out", str(out)]
+            "--corruptions", "none", "--ood", "none", "--threads", "1", "--jobs", "1",
+            "--out", str(out)]
     real_run_one = benchmark.run_one
     calls = []
 

@@ -123,14 +123,17 @@ def replace(source, destination, *args, **kwargs):
 
 
 tempfile.mkstemp, os.fdopen, os.replace = mkstemp, fdopen, replace
-if mode == "cli":
-    from ensemblekit.cli import main
-    sys.exit(main(args))
-if mode == "script":
-    sys.argv = args
-    runpy.run_path(args[0], run_name="__main__")
-else:
-    exec(args[0])
+# Guarded, as a main program must be: the benchmark's worker processes (spawned) import this
+# file again under another name, and must not run the command a second time.
+if __name__ == "__main__":
+    if mode == "cli":
+        from ensemblekit.cli import main
+        sys.exit(main(args))
+    if mode == "script":
+        sys.argv = args
+        runpy.run_path(args[0], run_name="__main__")
+    else:
+        exec(args[0])
 '''
 
 

@@ -31,7 +31,7 @@ def benchmark(args) -> int:
         return _regression_benchmark(args)
     settings = settings_from_args(
         args, BenchmarkSettings, ("methods", "seeds", "corruptions", "severities", "ood",
-                                  "mc_samples", "corrupted_dir", "checkpoints"))
+                                  "mc_samples", "corrupted_dir", "checkpoints", "jobs"))
     started = time.perf_counter()
     print(f"benchmark: {', '.join(settings.methods)} x {settings.seeds} seed(s) on "
           f"{settings.dataset} ({settings.backbone}, {settings.epochs} epochs); "
@@ -53,7 +53,7 @@ def _benchmark_written(table: str, out, started: float) -> int:
 
 def _regression_benchmark(args) -> int:
     settings = settings_from_args(args, RegressionBenchmarkSettings,
-                                  ("methods", "seeds", "mc_samples", "splits"))
+                                  ("methods", "seeds", "mc_samples", "splits", "jobs"))
     started = time.perf_counter()
     print(f"benchmark (regression): {', '.join(settings.methods)} x {settings.seeds} seed(s) "
           f"on {settings.dataset}; writing to {settings.out}", flush=True)
@@ -65,7 +65,7 @@ def tune(args) -> int:
     args.grid = None if args.grid is None else _merged(args.grid, merge_method_options)
     tune_settings = RegressionTuneSettings if args.task == "regression" else TuneSettings
     settings = settings_from_args(args, tune_settings,
-                                  ("methods", "seeds", "grid", "budget", "ood"))
+                                  ("methods", "seeds", "grid", "budget", "ood", "jobs"))
     points = len(expand_grid(settings))
     started = time.perf_counter()
     print(f"tune: {points} grid points x {settings.seeds} seed(s) on {settings.dataset} "
@@ -112,8 +112,8 @@ def toy(args) -> int:
 
 
 def diversity(args) -> int:
-    settings = settings_from_args(args, DiversitySettings,
-                                  ("methods", "seeds", "corruptions", "severities", "ood"))
+    settings = settings_from_args(args, DiversitySettings, ("methods", "seeds", "corruptions",
+                                                            "severities", "ood", "jobs"))
     results = run_diversity(settings, log=_log)
     print()
     print(diversity_table(results))
@@ -125,7 +125,8 @@ def diversity(args) -> int:
 
 def sweep(args) -> int:
     settings = settings_from_args(args, SweepSettings, ("scales", "ns", "references", "seeds",
-                                                        "corruptions", "severities", "ood"))
+                                                        "corruptions", "severities", "ood",
+                                                        "jobs"))
     run_sweep(settings, log=_log)
     out = Path(settings.out)
     print(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'} and {out / 'sweep.png'}")

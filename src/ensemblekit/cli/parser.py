@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "CIFAR-10-C); default: generate into OUT/corrupted")
     bench.add_argument("--checkpoints", action="store_true", default=None,
                        help="keep per-epoch checkpoints (resume mid-run) and save every model")
+    _jobs_flag(bench)
     bench.set_defaults(handler=commands.benchmark)
 
     tune = sub.add_parser(
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "KIND latency, params or flops, e.g. latency<=1.3x")
     tune.add_argument("--ood", help="OOD set scored against the validation split: a dataset "
                                     "name, 'auto' (default) or 'none'")
+    _jobs_flag(tune)
     tune.set_defaults(handler=commands.tune)
 
     toy = sub.add_parser(
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     diversity.add_argument("--seeds", type=int, help="number of seeds (default 3)")
     _shift_flags(diversity)
     diversity.add_argument("--ood", help="OOD set: a dataset name, 'auto' (default) or 'none'")
+    _jobs_flag(diversity)
     diversity.set_defaults(handler=commands.diversity)
 
     sweep = sub.add_parser(
@@ -112,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", type=int, help="number of seeds (default 1)")
     _shift_flags(sweep)
     sweep.add_argument("--ood", help="OOD set: a dataset name, 'auto' (default) or 'none'")
+    _jobs_flag(sweep)
     sweep.set_defaults(handler=commands.sweep)
 
     train = sub.add_parser("train", help="train one model and save a checkpoint",
@@ -185,6 +189,17 @@ def _common(parser, *, default_out: str, default_dataset: str = "digits") -> Non
     parser.add_argument("--progress", action="store_true", default=None,
                         help="show a progress bar per training run")
     parser.add_argument("--out", help=f"output folder (default {default_out})")
+
+
+def _jobs_flag(parser) -> None:
+    parser.add_argument("--jobs", type=_jobs, metavar="N|auto",
+                        help="runs trained at once, each in its own process (default auto: "
+                             "as many as the CPU cores hold at --threads threads each; 1 on "
+                             "CUDA); the results do not depend on it")
+
+
+def _jobs(text: str) -> int | str:
+    return text if text == "auto" else int(text)
 
 
 def _task_flag(parser, regression: str) -> None:

@@ -48,7 +48,11 @@ def settings_from_args(args, settings_class, extra: tuple[str, ...]):
         if getattr(args, flag, None) is not None and flag not in keys:
             raise ValueError(f"--{flag.replace('_', '-')} does not apply to `ensemblekit "
                              f"{args.command} --task {settings_class.task}`; drop it")
-    settings = settings_class.from_sources(args.config, _overrides(args, _COMMON_KEYS + extra))
+    # Runs train side by side unless told otherwise (a config's or a flag's jobs win): the
+    # command line is a main program, which worker processes need.
+    defaults = {"jobs": "auto"} if "jobs" in keys else None
+    settings = settings_class.from_sources(args.config, _overrides(args, _COMMON_KEYS + extra),
+                                           defaults=defaults)
     args.out = settings.out  # for the message of an interrupted run
     if settings.threads is not None:
         import torch

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -81,7 +82,7 @@ class BenchmarkSettings(ResumableRuns, Settings):
 
     #: Keys that do not change what a finished run computed: a rerun may change them freely.
     RESUME_FREE = ("methods", "seeds", "out", "data_dir", "download", "device", "threads",
-                   "progress", "checkpoints", "corrupted_dir")
+                   "jobs", "progress", "checkpoints", "corrupted_dir")
 
     def validate(self) -> None:
         super().validate()
@@ -149,8 +150,9 @@ def run_benchmark(settings: BenchmarkSettings, *, log: Log = print) -> dict:
         data = load_experiment_data(
             settings, ood=settings.ood, corruptions=settings.corruptions,
             severities=settings.severities, corrupted_dir=settings.corrupted_dir, log=log)
-    records = grid.run(lambda run: run_one(settings, run.point, run.seed, data),
-                       summary=lambda run, record: _summary(record), desc="benchmark")
+    records = grid.run(partial(compute_run, settings, data),
+                       summary=lambda run, record: _summary(record), desc="benchmark",
+                       jobs=settings.parallel_runs(len(grid.todo)))
     started = time.perf_counter()
     cost = measure_benchmark_costs(settings)
     atomic_write_text(out / "cost.json", json.dumps(cost, indent=1))
@@ -201,6 +203,12 @@ def measure_benchmark_costs(settings: BenchmarkSettings, *,
     cost["protocol"]["models"] = "freshly built (seed 0), eval mode; latency does not depend " \
                                  "on the weights"
     return cost
+
+
+def compute_run(settings: BenchmarkSettings, data, run: Run) -> tuple[dict, dict]:
+    """:func:`run_one` of a grid's ``run`` (a module-level function: it pickles, so that
+    runs can be computed in worker processes)."""
+    return run_one(settings, run.point, run.seed, data)
 
 
 def run_one(settings: BenchmarkSettings, method: str, seed: int, data) -> tuple[dict, dict]:

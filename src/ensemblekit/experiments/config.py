@@ -105,11 +105,12 @@ class Settings:
 
     @classmethod
     def from_sources(
-        cls, config: str | os.PathLike | None = None, overrides: dict | None = None
+        cls, config: str | os.PathLike | None = None, overrides: dict | None = None, *,
+        defaults: dict | None = None
     ) -> Settings:
-        """The settings from defaults < dataset recipe < TOML file ``config`` < ``overrides``
-        (the rules: :func:`resolve`), validated."""
-        settings = cls(**resolve(cls, config, overrides))
+        """The settings from defaults (the class's, under ``defaults``) < dataset recipe <
+        TOML file ``config`` < ``overrides`` (the rules: :func:`resolve`), validated."""
+        settings = cls(**resolve(cls, config, overrides, defaults=defaults))
         settings.validate()
         return settings
 
@@ -237,13 +238,13 @@ def _other_task(task: str) -> str:
 
 
 def resolve(settings_class: type[Settings], config: str | os.PathLike | None = None,
-            overrides: dict | None = None) -> dict:
+            overrides: dict | None = None, *, defaults: dict | None = None) -> dict:
     """The keyword arguments of ``settings_class`` from four layers, lowest first.
 
     The rules, stated here once:
 
-    1. **Defaults**: the class's field defaults; ``out`` defaults to
-       ``runs/<command>-<dataset>``.
+    1. **Defaults**: the class's field defaults, under the caller's ``defaults`` (the command
+       line runs ``jobs="auto"``); ``out`` defaults to ``runs/<command>-<dataset>``.
     2. **The dataset's recipe** (:func:`~ensemblekit.experiments.recipes.recipe_for` of the
        dataset the layers above choose): it fills ``epochs`` and ``threads``, and
        ``backbone``, ``width``, ``hidden`` unless another backbone is chosen (which keeps its
@@ -261,13 +262,15 @@ def resolve(settings_class: type[Settings], config: str | os.PathLike | None = N
 
     Unknown keys raise, naming them. Values are checked later, by ``validate``.
     """
-    defaults = {f.name: f.default for f in dataclasses.fields(settings_class)
-                if f.default is not dataclasses.MISSING}
-    values = load_config(config, settings_class) if config is not None else {}
+    field_defaults = {f.name: f.default for f in dataclasses.fields(settings_class)
+                      if f.default is not dataclasses.MISSING}
+    field_defaults.update(defaults or {})
+    values = {**(defaults or {}),
+              **(load_config(config, settings_class) if config is not None else {})}
     overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
     given = {**values, **overrides}
     recipe = recipe_for(given.get("dataset", settings_class.dataset))
-    backbone = given.get("backbone", defaults.get("backbone"))
+    backbone = given.get("backbone", field_defaults.get("backbone"))
     recipe_backbone = backbone is None or backbone == recipe.get("backbone")
     tables = recipe.get("method_options", {})
     if tables and settings_class.uses_recipe_method_options and recipe_backbone:
@@ -288,11 +291,11 @@ def resolve(settings_class: type[Settings], config: str | os.PathLike | None = N
     check_keys(values, settings_class, source="settings")
     filled = ("backbone", "width", "hidden") if recipe_backbone else ()
     for key in (*filled, "epochs", "threads"):
-        if values.get(key, defaults.get(key)) is None and key in recipe:
+        if values.get(key, field_defaults.get(key)) is None and key in recipe:
             values[key] = recipe[key]
     values["train"] = {**recipe.get("train", {}), **values.get("train", {})}
-    if values.get("out", defaults.get("out")) is None:
-        dataset = values.get("dataset", defaults.get("dataset"))
+    if values.get("out", field_defaults.get("out")) is None:
+        dataset = values.get("dataset", field_defaults.get("dataset"))
         values["out"] = str(Path("runs") / f"{settings_class.command}-{dataset}")
     return values
 

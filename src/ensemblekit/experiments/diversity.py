@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -261,8 +262,8 @@ def run_diversity(settings: DiversitySettings, *, log: Log = print) -> dict:
     grid = RunGrid([Run(key=(variant["key"], seed), point=variant, seed=seed,
                         name=f"{variant['key']} seed {seed}")
                     for variant in variants for seed in range(settings.seeds)], log=log)
-    done = grid.run(lambda run: (measure_run(settings, run.point, run.seed, data), None),
-                    summary=_run_summary, desc="diversity")
+    done = grid.run(partial(compute_run, settings, data), summary=_run_summary,
+                    desc="diversity", jobs=settings.parallel_runs(len(grid.todo)))
     runs: dict[str, list[dict]] = {}
     for (key, _), run in done.items():
         runs.setdefault(key, []).append(run)
@@ -283,6 +284,11 @@ def run_diversity(settings: DiversitySettings, *, log: Log = print) -> dict:
                       json.dumps(json_ready(results, nonfinite_as_null=True), indent=1))
     atomic_write_text(out / "diversity.md", diversity_markdown(results))
     return results
+
+
+def compute_run(settings: DiversitySettings, data, run: Run) -> tuple[dict, None]:
+    """:func:`measure_run` of a grid's ``run`` (module level: it pickles for the workers)."""
+    return measure_run(settings, run.point, run.seed, data), None
 
 
 def measure_run(settings: DiversitySettings, variant: dict, seed: int, data) -> dict:

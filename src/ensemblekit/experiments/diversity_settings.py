@@ -9,6 +9,7 @@ from .._validation import check_choice, check_int
 from ..methods import available_methods, method_entries, method_entry
 from .checks import as_list, check_keys, check_methods, check_ood, check_shift
 from .config import Settings
+from .runs import ParallelRuns
 
 
 def default_controls() -> dict[str, list[str]]:
@@ -19,7 +20,7 @@ def default_controls() -> dict[str, list[str]]:
 
 
 @dataclass
-class DiversitySettings(Settings):
+class DiversitySettings(ParallelRuns, Settings):
     """``ensemblekit diversity``: how alike the members of each method are (parameter space at
     initialisation and trained, CKA of hidden representations, function space on clean,
     corrupted and OOD data), with the single model as the floor.

@@ -62,7 +62,7 @@ class RegressionBenchmarkSettings(ResumableRuns, Settings):
 
     #: Keys that do not change what a finished run computed: a rerun may change them freely.
     RESUME_FREE = ("methods", "seeds", "out", "data_dir", "download", "device", "threads",
-                   "progress", "splits")
+                   "jobs", "progress", "splits")
 
     def validate(self) -> None:
         super().validate()
@@ -145,17 +145,8 @@ def run_regression_benchmark(settings: RegressionBenchmarkSettings, *,
     # refused here, before any data is read or any training starts.
     for method in settings.methods:
         check_batch_size(settings, build(settings, method, seed=0))
-    loaded: dict = {}
-
-    def compute(run: Run) -> tuple[dict, dict]:
-        method, split = run.point
-        if split not in loaded:
-            loaded.clear()  # one split in memory at a time
-            loaded[split] = load_regression_data(settings, split)
-        return run_one(settings, method, run.seed, loaded[split])
-
-    records = grid.run(compute, summary=lambda run, record: _summary(record),
-                       desc="benchmark")
+    records = grid.run(SplitRuns(settings), summary=lambda run, record: _summary(record),
+                       desc="benchmark", jobs=settings.parallel_runs(len(grid.todo)))
     # the verdicts compare methods on one test set: the first split's (the only one but UCI)
     first = splits[0]
     predictions = {(method, seed): grid.extras[(method, split, seed)]
@@ -165,6 +156,23 @@ def run_regression_benchmark(settings: RegressionBenchmarkSettings, *,
     report.write_regression_reports(out, results)
     plots.regression_figures(out / "figures", results)
     return results
+
+
+class SplitRuns:
+    """Computes a grid's (method, split) runs, loading each split when a run first needs it
+    and keeping one split in memory at a time (a plain object: it pickles for the workers,
+    each of which keeps its own split)."""
+
+    def __init__(self, settings: RegressionBenchmarkSettings) -> None:
+        self.settings = settings
+        self.loaded: dict = {}
+
+    def __call__(self, run: Run) -> tuple[dict, dict]:
+        method, split = run.point
+        if split not in self.loaded:
+            self.loaded.clear()
+            self.loaded[split] = load_regression_data(self.settings, split)
+        return run_one(self.settings, method, run.seed, self.loaded[split])
 
 
 def run_one(settings: RegressionBenchmarkSettings, method: str, seed: int, data

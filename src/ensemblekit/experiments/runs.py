@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .._validation import check_int
 from ..atomic import atomic_torch_save, atomic_write_text
+from .workers import compute_in_workers, parallel_runs
 
 Log = Callable[[str], None]
 
@@ -45,7 +47,31 @@ class Run:
     name: str
 
 
-class ResumableRuns:
+@dataclass
+class ParallelRuns:
+    """Settings of an experiment whose runs may train side by side: ``jobs`` runs at once,
+    each in its own worker process, or ``"auto"``: as many as the CPU cores hold at
+    ``threads`` threads a run (one on CUDA). The results do not depend on it (:mod:`~ensemblekit.
+    experiments.workers`). The default is one (no worker processes: a script calling the
+    experiment needs no ``if __name__ == "__main__"`` guard); the command line runs
+    ``"auto"``. A mixin listed before ``Settings``, whose ``validate`` it extends."""
+
+    jobs: int | str = 1
+
+    def validate(self) -> None:
+        super().validate()
+        if self.jobs != "auto":
+            if isinstance(self.jobs, str):
+                raise ValueError(f"jobs must be a whole number >= 1 or 'auto', got "
+                                 f"{self.jobs!r}; pass e.g. --jobs 2 or --jobs auto")
+            self.jobs = check_int("jobs", self.jobs, minimum=1)
+
+    def parallel_runs(self, runs: int) -> int:
+        """How many of ``runs`` runs to train at once."""
+        return parallel_runs(self.jobs, runs=runs, device=self.device, threads=self.threads)
+
+
+class ResumableRuns(ParallelRuns):
     """Settings of an experiment whose finished (point, seed) runs are kept under ``out`` and
     resumed: it runs ``seeds`` seeds; ``RESUME_FREE`` lists the keys a rerun may change freely."""
 
@@ -168,17 +194,26 @@ class RunGrid:
         return [run for run in self.runs if run.key not in self.records]
 
     def run(self, compute: Callable[[Run], tuple[dict, object]], *,
-            summary: Callable[[Run, dict], str], desc: str = "runs") -> dict:
-        """Compute every run of ``todo`` in order (``compute(run) -> (record, extra)``),
-        keep it in the store, log ``[i/n] summary (elapsed)``; return ``{key: record}`` of
-        every run, in grid order."""
+            summary: Callable[[Run, dict], str], desc: str = "runs", jobs: int = 1) -> dict:
+        """Compute every run of ``todo`` (``compute(run) -> (record, extra)``), keep it in the
+        store, log ``[i/n] summary (elapsed)``; return ``{key: record}`` of every run, in grid
+        order.
+
+        ``jobs`` > 1: that many runs at once, each in a worker process
+        (:mod:`~ensemblekit.experiments.workers`; ``compute`` must then pickle); the runs are
+        logged and stored as they finish, and the records are those of ``jobs=1``.
+        """
         todo = self.todo
         started = time.perf_counter()
+        if jobs > 1 and len(todo) > 1:
+            jobs = min(jobs, len(todo))
+            self.log(f"{jobs} runs at a time, each in its own process")
+            finished = compute_in_workers(todo, compute, jobs)
+        else:
+            finished = ((run, compute(run)) for run in todo)
         with tqdm(total=len(todo), desc=desc, unit="run", file=sys.stderr,
                   disable=not todo or None) as bar:
-            for index, run in enumerate(todo, start=1):
-                bar.set_postfix_str(run.name[:60])
-                record, extra = compute(run)
+            for index, (run, (record, extra)) in enumerate(finished, start=1):
                 if self.store is not None:
                     self.store.write(run, record, extra)
                 self.records[run.key], self.extras[run.key] = record, extra

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from .._validation import check_float, check_int
@@ -24,7 +25,7 @@ from .config import Settings
 from .pipeline import build, check_batch_size, train
 from .protocol import predict_splits, protocol_record
 from .roles import spectrum_landmarks, spectrum_subject
-from .runs import Log, Run, RunGrid
+from .runs import Log, ParallelRuns, Run, RunGrid
 from .splits import load_experiment_data
 
 #: (key, caption) of each plotted metric, in panel order.
@@ -45,7 +46,7 @@ def default_references() -> list[str]:
 
 
 @dataclass
-class SweepSettings(Settings):
+class SweepSettings(ParallelRuns, Settings):
     """``ensemblekit sweep``: the spectrum subject (the first method with a ``spectrum_knob``:
     Masksembles) over a grid of ``scales`` (its knob) x ``ns`` (member counts), with
     ``references`` (other methods, ``members`` members) drawn as horizontal lines."""
@@ -118,18 +119,12 @@ def run_sweep(settings: SweepSettings, *, log: Log = print) -> dict:
     data = load_experiment_data(settings, ood=settings.ood, corruptions=settings.corruptions,
                                 severities=settings.severities, log=log)
 
-    def measure(run: Run) -> tuple[dict, None]:
-        point = run.point
-        model = build(settings, point["method"], seed=run.seed, **point["options"])
-        train(settings, model, data, seed=run.seed)
-        outputs = predict_splits(model, data, seed=run.seed, validation=False)
-        return run_metrics(protocol_record(outputs, data.num_classes)[0]), None
-
     grid = RunGrid([Run(key=(point["name"], seed), point=point, seed=seed,
                         name=f"{point['name']} seed {seed}")
                     for point in points for seed in range(settings.seeds)], log=log)
-    done = grid.run(measure, summary=lambda run, metrics: f"{run.name}: {_brief(metrics)}",
-                    desc="sweep")
+    done = grid.run(partial(measure_point, settings, data),
+                    summary=lambda run, metrics: f"{run.name}: {_brief(metrics)}",
+                    desc="sweep", jobs=settings.parallel_runs(len(grid.todo)))
     sweep: dict = {subject: {}, "references": {}}
     for point in points:
         runs = [done[(point["name"], seed)] for seed in range(settings.seeds)]
@@ -157,6 +152,15 @@ def run_sweep(settings: SweepSettings, *, log: Log = print) -> dict:
                title=f"{method_entry(subject).label} from one model to an ensemble on "
                      f"{settings.dataset}")
     return result
+
+
+def measure_point(settings: SweepSettings, data, run: Run) -> tuple[dict, None]:
+    """Train and evaluate one (point, seed) ``run`` of the sweep: its metrics."""
+    point = run.point
+    model = build(settings, point["method"], seed=run.seed, **point["options"])
+    train(settings, model, data, seed=run.seed)
+    outputs = predict_splits(model, data, seed=run.seed, validation=False)
+    return run_metrics(protocol_record(outputs, data.num_classes)[0]), None
 
 
 def _brief(metrics: dict) -> str:

@@ -33,6 +33,7 @@ import json
 import math
 import re
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -216,8 +217,8 @@ def run_tune(settings: TuneSettings, *, log: Log = print, command: str | None = 
     if data.validation is None:
         raise ValueError("tune needs the validation split; set validation_fraction above 0")
     started = time.perf_counter()
-    finished = grid.run(lambda run: (run_point(settings, run.point, run.seed, data), None),
-                        summary=_run_summary, desc="tune")
+    finished = grid.run(partial(compute_point, settings, data), summary=_run_summary,
+                        desc="tune", jobs=settings.parallel_runs(len(grid.todo)))
     train_seconds = time.perf_counter() - started
     rows = aggregate(points, settings, finished)
     log(f"measuring the cost of {len(points)} configurations (latency: >= "
@@ -231,6 +232,11 @@ def run_tune(settings: TuneSettings, *, log: Log = print, command: str | None = 
                                                      for r in finished.values())}
     write_outputs(out, result, settings)
     return result
+
+
+def compute_point(settings: TuneSettings, data, run: Run) -> tuple[dict, None]:
+    """:func:`run_point` of a grid's ``run`` (module level: it pickles for the workers)."""
+    return run_point(settings, run.point, run.seed, data), None
 
 
 def run_point(settings: TuneSettings, point: dict, seed: int, data) -> dict:

@@ -78,7 +78,8 @@ class TuneSettings(ResumableRuns, Settings):
     #: Keys that do not change a finished grid point's result: a rerun may change them freely
     #: (a point's own options are part of its record, so a changed grid resumes too).
     RESUME_FREE = ("methods", "seeds", "out", "data_dir", "download", "device", "threads",
-                   "progress", "grid", "budget", "cost_batch", "cost_seconds", "cost_rounds")
+                   "jobs", "progress", "grid", "budget", "cost_batch", "cost_seconds",
+                   "cost_rounds")
 
     def validate(self) -> None:
         super().validate()
