@@ -448,8 +448,12 @@ def test_resume_from_a_damaged_checkpoint_raises_and_keeps_it(tmp_path, uninterr
 # -- the benchmark ---------------------------------------------------------------------------
 
 def benchmark_argv(out: Path, seeds: int) -> list[str]:
+    # --jobs 1: the seeds finish in order, so "seed 0 finished, seed 1 mid-write" is a state
+    # the kill can aim at (side by side, either may finish first; the records are written by
+    # this parent process either way: tests/test_workers.py covers the workers' end)
     return ["benchmark", "--methods", "single", "--seeds", str(seeds), "--epochs", "1",
-            "--corruptions", "none", "--ood", "none", "--threads", "1", "--out", str(out)]
+            "--corruptions", "none", "--ood", "none", "--threads", "1", "--jobs", "1",
+            "--out", str(out)]
 
 
 def run_benchmark(out: Path, seeds: int) -> str:

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,3 +108,71 @@ def test_the_command_line_trains_side_by_side_unless_told(tmp_path, capsys):
     assert "runs at a time" not in capsys.readouterr().out
     assert main([*argv, "--jobs", "0", "--out", str(tmp_path / "zero")]) == 2
     assert "jobs" in capsys.readouterr().err
+
+
+def sleep_or_fail(run: Run) -> tuple[dict, None]:
+    """Fails at once for a negative point; otherwise sleeps that many seconds."""
+    if run.point < 0:
+        raise ValueError(f"run {run.name} fails")
+    time.sleep(run.point)
+    return {"slept": run.point}, None
+
+
+def test_a_failing_run_terminates_the_runs_in_progress_at_once():
+    runs = [Run(key=n, point=p, seed=0, name=str(n)) for n, p in enumerate((60, -1, 60))]
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="run 1 fails") as raised:
+        list(compute_in_workers(runs, sleep_or_fail, 2))
+    assert time.monotonic() - started < 30  # not the 60 s the other worker sleeps
+    assert "sleep_or_fail" in str(raised.value.__cause__)  # the worker's traceback
+
+
+STOPPED_PARENT = r'''
+import os, sys, time
+from ensemblekit.experiments.runs import Run
+from ensemblekit.experiments.workers import compute_in_workers
+
+
+def report_and_sleep(run):
+    with open(os.path.join(sys.argv[1], f"worker-{os.getpid()}"), "w"):
+        pass
+    time.sleep(120)
+    return {}, None
+
+
+if __name__ == "__main__":
+    runs = [Run(key=n, point=n, seed=0, name=str(n)) for n in range(4)]
+    for _ in compute_in_workers(runs, report_and_sleep, 2):
+        pass
+'''
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGKILL"])
+def test_workers_end_with_their_parent(tmp_path, stop):
+    # Ctrl-C: the parent stops its workers and exits; SIGKILL: the workers notice and exit
+    script = tmp_path / "grid.py"
+    script.write_text(STOPPED_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path)],
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("worker-*"))) < 2:
+        assert parent.poll() is None and time.monotonic() < deadline, parent.stderr.read()
+        time.sleep(0.05)
+    workers = [int(path.name.split("-")[1]) for path in tmp_path.glob("worker-*")]
+    parent.send_signal(getattr(signal, stop))
+    parent.wait(timeout=30)
+    if stop == "SIGINT":
+        assert "KeyboardInterrupt" in parent.stderr.read()
+    deadline = time.monotonic() + 20
+    while any(_running(pid) for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived its parent"
+        time.sleep(0.05)
