@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import signal
 import subprocess
 import sys
@@ -176,3 +177,18 @@ def test_workers_end_with_their_parent(tmp_path, stop):
     while any(_running(pid) for pid in workers):
         assert time.monotonic() < deadline, "a worker outlived its parent"
         time.sleep(0.05)
+
+
+def test_a_record_that_cannot_be_written_stops_the_workers_at_once(tmp_path):
+    (tmp_path / "taken").mkdir()  # the record's path is a folder: writing it fails
+    store = RecordStore(out=tmp_path, fingerprint={}, path=lambda run: tmp_path / "taken")
+    runs = [Run(key=n, point=p, seed=0, name=str(n)) for n, p in enumerate((0, 60))]
+    started = time.monotonic()
+    try:
+        RunGrid(runs, store=store, log=lambda message: None).run(
+            sleep_or_fail, summary=lambda run, record: run.name, jobs=2)
+    except OSError as error:
+        held = error  # its traceback keeps the grid's frame, and so its workers' generator
+    assert isinstance(held, OSError)
+    assert time.monotonic() - started < 30  # the 60 s run was stopped, not waited for
+    assert not multiprocessing.active_children()  # and its worker is gone, not left running

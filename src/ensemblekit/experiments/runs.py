@@ -21,6 +21,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable, Hashable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,8 +212,9 @@ class RunGrid:
             finished = compute_in_workers(todo, compute, jobs)
         else:
             finished = ((run, compute(run)) for run in todo)
-        with tqdm(total=len(todo), desc=desc, unit="run", file=sys.stderr,
-                  disable=not todo or None) as bar:
+        # closing: a failure here (a record that cannot be written) stops the workers at once
+        with closing(finished), tqdm(total=len(todo), desc=desc, unit="run", file=sys.stderr,
+                                     disable=not todo or None) as bar:
             for index, (run, (record, extra)) in enumerate(finished, start=1):
                 if self.store is not None:
                     self.store.write(run, record, extra)
