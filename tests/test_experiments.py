@@ -13,6 +13,7 @@ import tomllib
 from ensemblekit.data import dataset_info
 from ensemblekit.experiments import (
     SETTINGS,
+    TASKS,
     BenchmarkSettings,
     DiversitySettings,
     SweepSettings,
@@ -178,6 +179,20 @@ def test_masksembles_sweep_on_tiny_settings(tmp_path):
 def test_sweep_rejects_masksembles_as_a_reference():
     with pytest.raises(ValueError, match="remove it from references"):
         SweepSettings.from_sources(overrides={"references": ["masksembles"]})
+
+
+def test_each_task_runs_its_own_experiments():
+    """The task table hands every command the settings of the task it is asked for, and each
+    tune class's facts fit together (its fronts are metrics it keeps; its tuned.toml is read
+    by its own task's benchmark)."""
+    assert list(TASKS) == ["classification", "regression"]
+    for name, task in TASKS.items():
+        for command, settings_class in (("benchmark", task.benchmark), ("tune", task.tune),
+                                        ("toy", task.toy)):
+            assert (settings_class.command, settings_class.task) == (command, name)
+        tune = task.tune
+        assert set(tune.front_metrics) <= set(tune.validation_metrics)
+        assert tune.benchmark_settings is task.benchmark
 
 
 def test_toy_needs_point_data():

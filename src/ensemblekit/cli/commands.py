@@ -7,64 +7,38 @@ import shlex
 import time
 from pathlib import Path
 
-from ..experiments.benchmark import BenchmarkSettings, run_benchmark
 from ..experiments.config import merge_method_options
 from ..experiments.diversity import run_diversity
 from ..experiments.diversity_settings import DiversitySettings
-from ..experiments.regression_benchmark import (
-    RegressionBenchmarkSettings,
-    run_regression_benchmark,
-)
-from ..experiments.regression_toy import RegressionToySettings, run_regression_toy
 from ..experiments.single_run import TrainSettings, run_corrupt, run_evaluate, run_train
 from ..experiments.sweep import SweepSettings, run_sweep
-from ..experiments.toy import ToySettings, run_toy
+from ..experiments.tasks import DEFAULT_TASK, TASKS
 from ..experiments.tune import expand_grid, run_tune
-from ..experiments.tune_settings import RegressionTuneSettings, TuneSettings
-from ..report import regression_summary_table, summary_table
 from ..report.diversity import diversity_table
 from .settings import flatten, settings_from_args
 
 
 def benchmark(args) -> int:
-    if args.task == "regression":
-        return _regression_benchmark(args)
+    # Each task's settings read the flags among these that they have (settings_from_args
+    # refuses a given flag that the chosen task does not read).
+    task = TASKS[args.task]
     settings = settings_from_args(
-        args, BenchmarkSettings, ("methods", "seeds", "corruptions", "severities", "ood",
-                                  "mc_samples", "corrupted_dir", "checkpoints", "jobs"))
+        args, task.benchmark, ("methods", "seeds", "corruptions", "severities", "ood",
+                               "mc_samples", "corrupted_dir", "checkpoints", "splits", "jobs"))
     started = time.perf_counter()
-    print(f"benchmark: {', '.join(settings.methods)} x {settings.seeds} seed(s) on "
-          f"{settings.dataset} ({settings.backbone}, {settings.epochs} epochs); "
-          f"{len(settings.corruptions)} corruptions x {len(settings.severities)} severities; "
-          f"OOD: {settings.ood}; writing to {settings.out}", flush=True)
-    results = run_benchmark(settings, log=_log)
-    return _benchmark_written(summary_table(results), settings.out, started)
-
-
-def _benchmark_written(table: str, out, started: float) -> int:
-    """Print a finished benchmark's table and where its files went."""
+    print(settings.plan(), flush=True)
+    results = task.run_benchmark(settings, log=_log)
     print()
-    print(table)
-    out = Path(out)
+    print(task.summary_table(results))
+    out = Path(settings.out)
     print(f"\nwrote {out / 'results.json'}, {out / 'results.csv'}, {out / 'report.md'} and "
           f"{out / 'figures'}/ in {time.perf_counter() - started:.0f} s")
     return 0
 
 
-def _regression_benchmark(args) -> int:
-    settings = settings_from_args(args, RegressionBenchmarkSettings,
-                                  ("methods", "seeds", "mc_samples", "splits", "jobs"))
-    started = time.perf_counter()
-    print(f"benchmark (regression): {', '.join(settings.methods)} x {settings.seeds} seed(s) "
-          f"on {settings.dataset}; writing to {settings.out}", flush=True)
-    results = run_regression_benchmark(settings, log=_log)
-    return _benchmark_written(regression_summary_table(results), settings.out, started)
-
-
 def tune(args) -> int:
     args.grid = None if args.grid is None else _merged(args.grid, merge_method_options)
-    tune_settings = RegressionTuneSettings if args.task == "regression" else TuneSettings
-    settings = settings_from_args(args, tune_settings,
+    settings = settings_from_args(args, TASKS[args.task].tune,
                                   ("methods", "seeds", "grid", "budget", "ood", "jobs"))
     points = len(expand_grid(settings))
     started = time.perf_counter()
@@ -72,7 +46,7 @@ def tune(args) -> int:
           f"({settings.backbone}, {settings.epochs} epochs), scored on the validation split; "
           f"writing to {settings.out}", flush=True)
     result = run_tune(settings, log=_log, command=shlex.join(["ensemblekit", *args.argv]))
-    task = " --task regression" if settings.task == "regression" else ""
+    task = "" if settings.task == DEFAULT_TASK else f" --task {settings.task}"
     out = Path(settings.out)
     print("\npicked (lowest validation NLL per method"
           + (f", within {settings.budget}" if settings.budget else "") + "):")
@@ -98,16 +72,11 @@ def _merged(tables: list[dict], merge) -> dict:
 
 
 def toy(args) -> int:
-    if args.task == "regression":
-        settings = settings_from_args(args, RegressionToySettings,
-                                      ("scales", "seed", "datasets"))
-        run_regression_toy(settings, log=_log)
-        out = Path(settings.out)
-        print(f"wrote {out / 'toy_regression.png'} and {out / 'toy_regression.json'}")
-        return 0
-    settings = settings_from_args(args, ToySettings, ("scales", "seed", "resolution"))
-    run_toy(settings, log=_log)
-    print(f"wrote {Path(settings.out) / 'toy_entropy.png'} and {Path(settings.out) / 'toy.json'}")
+    task = TASKS[args.task]
+    settings = settings_from_args(args, task.toy, ("scales", "seed", "resolution", "datasets"))
+    task.run_toy(settings, log=_log)
+    out = Path(settings.out)
+    print(f"wrote {out / settings.figure_file} and {out / settings.json_file}")
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..experiments.tasks import DEFAULT_TASK, TASKS
 from . import commands
 
 
@@ -203,8 +204,8 @@ def _jobs(text: str) -> int | str:
 
 
 def _task_flag(parser, regression: str) -> None:
-    parser.add_argument("--task", choices=("classification", "regression"),
-                        default="classification", help=f"default classification; {regression}")
+    parser.add_argument("--task", choices=tuple(TASKS), default=DEFAULT_TASK,
+                        help=f"default {DEFAULT_TASK}; {regression}")
 
 
 def _shift_flags(parser) -> None:

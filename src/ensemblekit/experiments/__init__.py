@@ -14,6 +14,7 @@
   splits), :mod:`~ensemblekit.experiments.regression_toy` (Example 1 on 1-D problems), and
   tune with :class:`~ensemblekit.experiments.tune_settings.RegressionTuneSettings`; what one
   regression run reads and computes: :mod:`~ensemblekit.experiments.regression_protocol`.
+  Which of these each task runs: :data:`~ensemblekit.experiments.tasks.TASKS`.
 
 What they share: :mod:`~ensemblekit.experiments.config` (the settings base and the precedence
 defaults < recipe < config file < flags), :mod:`~ensemblekit.experiments.recipes` (each
@@ -33,6 +34,7 @@ from .regression_benchmark import RegressionBenchmarkSettings, run_regression_be
 from .regression_toy import RegressionToySettings, run_regression_toy
 from .single_run import TrainSettings, run_corrupt, run_evaluate, run_train
 from .sweep import SweepSettings, run_sweep
+from .tasks import TASKS
 from .toy import ToySettings, run_toy
 from .tune import run_tune
 from .tune_settings import RegressionTuneSettings, TuneSettings
@@ -49,6 +51,7 @@ REGRESSION_SETTINGS = {cls.command: cls for cls in (RegressionBenchmarkSettings,
 __all__ = [
     "REGRESSION_SETTINGS",
     "SETTINGS",
+    "TASKS",
     "BenchmarkSettings",
     "DiversitySettings",
     "RegressionBenchmarkSettings",

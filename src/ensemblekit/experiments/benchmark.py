@@ -92,6 +92,13 @@ class BenchmarkSettings(ResumableRuns, Settings):
         self.ood = check_ood(self.dataset, self.ood)
         check_toml_flag("checkpoints", self.checkpoints)
 
+    def plan(self) -> str:
+        """One line before the run: what it trains and evaluates, and where it writes."""
+        return (f"benchmark: {', '.join(self.methods)} x {self.seeds} seed(s) on "
+                f"{self.dataset} ({self.backbone}, {self.epochs} epochs); "
+                f"{len(self.corruptions)} corruptions x {len(self.severities)} severities; "
+                f"OOD: {self.ood}; writing to {self.out}")
+
     def fingerprint(self) -> dict:
         values = super().fingerprint()
         if not values["method_options"]:

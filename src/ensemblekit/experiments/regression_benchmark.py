@@ -83,6 +83,11 @@ class RegressionBenchmarkSettings(ResumableRuns, Settings):
                              "intervals on the validation split, but validation_fraction is "
                              "0; set it above 0 (default 0.1)")
 
+    def plan(self) -> str:
+        """One line before the run: what it trains and evaluates, and where it writes."""
+        return (f"benchmark (regression): {', '.join(self.methods)} x {self.seeds} seed(s) "
+                f"on {self.dataset}; writing to {self.out}")
+
 
 def is_uci(dataset: str) -> bool:
     """Whether ``dataset`` is read from the UCI release (named ``uci-<folder>``)."""

@@ -46,6 +46,9 @@ class RegressionToySettings(Settings):
 
     command = "toy"
     task = "regression"
+    #: What a run writes under ``out``: the figure and the numbers.
+    figure_file = "toy_regression.png"
+    json_file = "toy_regression.json"
 
     def validate(self) -> None:
         self.datasets = as_list(self.datasets)
@@ -74,11 +77,11 @@ def run_regression_toy(settings: RegressionToySettings, *, log: Log = print) -> 
         row, summary[name] = _toy_row(own, panels, log)
         rows.append(row)
     figure = plots.regression_bands(
-        rows, [title for *_, title in panels], out / "toy_regression.png",
+        rows, [title for *_, title in panels], out / settings.figure_file,
         title=f"Predictive mean ± 2σ from one model to an ensemble ({settings.members} members)")
     result = {"datasets": settings.datasets, "members": settings.members, "seed": settings.seed,
               "epochs": settings.epochs, "panels": summary, "figure": figure.name}
-    atomic_write_text(out / "toy_regression.json", json.dumps(result, indent=1))
+    atomic_write_text(out / settings.json_file, json.dumps(result, indent=1))
     return result
 
 

@@ -44,6 +44,9 @@ class ToySettings(Settings):
     resolution: int = 120
 
     command = "toy"
+    #: What a run writes under ``out``: the figure and the numbers.
+    figure_file = "toy_entropy.png"
+    json_file = "toy.json"
 
     def validate(self) -> None:
         super().validate()
@@ -114,11 +117,11 @@ def run_toy(settings: ToySettings, *, log: Log = print) -> dict:
     info = dataset_info(settings.dataset)
     figure = plots.entropy_maps(
         maps, [p[2] for p in panels], grid.xs.numpy(), grid.ys.numpy(),
-        train_points.numpy(), train_labels.numpy(), out / "toy_entropy.png",
+        train_points.numpy(), train_labels.numpy(), out / settings.figure_file,
         max_entropy=float(np.log(info.num_classes)),
         title=f"Predictive entropy on {settings.dataset} ({settings.members} members): from one "
               "model to an ensemble")
     result = {"dataset": settings.dataset, "members": settings.members, "seed": settings.seed,
               "epochs": settings.epochs, "panels": summary, "figure": figure.name}
-    atomic_write_text(out / "toy.json", json.dumps(result, indent=1))
+    atomic_write_text(out / settings.json_file, json.dumps(result, indent=1))
     return result

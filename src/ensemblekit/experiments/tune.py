@@ -40,49 +40,17 @@ import torch
 
 from ..atomic import atomic_write_text
 from ..data import normalizer
-from ..metrics import evaluate_predictions, evaluate_regression
 from ..plots.tune import pareto_figure
-from ..predict import member_samples, predict
 from ..report import mean_std
 from ..report.tune import columns, tune_csv, tune_markdown, tuned_toml
 from ..runtime import choose_device
-from .benchmark import BenchmarkSettings
 from .checks import METHOD_EPOCHS, json_key
 from .cost import BUDGET_ENTRIES, COST_KINDS, measure_costs, parse_budget, within_budget
 from .pipeline import build, check_batch_size, train
-from .regression_benchmark import RegressionBenchmarkSettings
-from .regression_protocol import load_regression_data, predict_gaussian
 from .roles import reference_method
 from .runs import Log, RecordStore, Run, RunGrid
-from .splits import load_experiment_data
 from .tune_settings import EPOCHS_FACTOR, TuneSettings
 
-#: Validation metrics kept per point (lower is better but for accuracy).
-VALIDATION_METRICS = ("nll", "ece", "brier", "accuracy")
-#: The metrics each Pareto front sets against cost.
-FRONT_METRICS = ("nll", "ece")
-#: A regression point's validation metrics (the members' mixture NLL and CRPS, the quantile
-#: calibration error, RMSE; original units; all lower is better) and its fronts' metrics.
-REGRESSION_VALIDATION_METRICS = ("nll", "calibration_error", "crps", "rmse")
-REGRESSION_FRONT_METRICS = ("nll", "calibration_error")
-#: What a point's training fit reports beside its loss, per task.
-FIT_METRIC = {"classification": "accuracy", "regression": "rmse"}
-
-
-#: How the tune report names a regression point's columns (``report.tune.columns``).
-REGRESSION_COLUMNS = {
-    "validation": [["nll", "NLL"], ["calibration_error", "cal. error"], ["rmse", "RMSE"]],
-    "fit": ["train_rmse", "train RMSE"],
-    "csv": [*REGRESSION_VALIDATION_METRICS, "train_loss", "train_rmse"],
-}
-
-
-def task_metrics(settings) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The validation metrics kept per point and those the fronts set against cost, for the
-    task ``settings`` tune."""
-    if settings.task == "regression":
-        return REGRESSION_VALIDATION_METRICS, REGRESSION_FRONT_METRICS
-    return VALIDATION_METRICS, FRONT_METRICS
 #: The OOD score whose AUROC the table shows (defined for every method, one member included).
 OOD_SCORE = "entropy"
 
@@ -212,12 +180,12 @@ def run_tune(settings: TuneSettings, *, log: Log = print, command: str | None = 
             for point in points for seed in settings.seed_list]
     grid = RunGrid(runs, store=tune_store(settings), log=log, noun="grid runs",
                    list_finished=False)
-    data = (load_regression_data(settings) if settings.task == "regression"
-            else load_experiment_data(settings, ood=settings.ood, log=log))
+    data = settings.load_data(log)
     if data.validation is None:
         raise ValueError("tune needs the validation split; set validation_fraction above 0")
     started = time.perf_counter()
-    finished = grid.run(partial(compute_point, settings, data), summary=_run_summary,
+    finished = grid.run(partial(compute_point, settings, data),
+                        summary=partial(_run_summary, settings),
                         desc="tune", jobs=settings.parallel_runs(len(grid.todo)))
     train_seconds = time.perf_counter() - started
     rows = aggregate(points, settings, finished)
@@ -240,59 +208,22 @@ def compute_point(settings: TuneSettings, data, run: Run) -> tuple[dict, None]:
 
 
 def run_point(settings: TuneSettings, point: dict, seed: int, data) -> dict:
-    """Build, train and score one (point, seed) on the validation split (one pass, and one
-    over the OOD set): its JSON record."""
+    """Build, train and score one (point, seed) on the validation split (the task's
+    :meth:`~ensemblekit.experiments.tune_settings.TuneSettings.score_point`): its JSON
+    record."""
     own = point_settings(settings, point)
     model = build(own, point["method"], seed=seed)
     training = train(own, model, data, seed=seed)
-    if settings.task == "regression":
-        return _regression_point(settings, point, seed, model, training, data)
-    options = dict(dataset=settings.dataset, batch_size=settings.eval_batch_size, seed=seed,
-                   num_samples=member_samples(model, None))
-    validation = predict(model, data.validation, **options)
-    ood_logits = None if data.ood is None else predict(model, data.ood, **options).logits
-    metrics = evaluate_predictions(validation.logits, validation.labels,
-                                   ood_member_logits=ood_logits)
-    record = {
-        "point": point,
-        "seed": seed,
-        "settings": settings.fingerprint(),
-        "model_config": model.config,
-        "train": training,
-        "validation": {key: float(metrics[key]) for key in VALIDATION_METRICS},
-        "validation_size": int(validation.labels.shape[0]),
-        "ood_name": data.ood_name,
-        "ood_status": data.ood_status,
-    }
-    if "ood" in metrics:
-        record["ood"] = metrics["ood"]
-    return record
-
-
-def _regression_point(settings: TuneSettings, point: dict, seed: int, model, training: dict,
-                      data) -> dict:
-    """A regression point's record: its validation metrics in the targets' original units
-    (no OOD set: the regression sets have none)."""
-    validation = predict_gaussian(model, data.validation[0], seed=seed,
-                                  batch_size=settings.eval_batch_size)
-    units = data.standardization
-    metrics = evaluate_regression(*units.to_original(*validation),
-                                  units.original_targets(data.validation[1]))
     return {"point": point, "seed": seed, "settings": settings.fingerprint(),
             "model_config": model.config, "train": training,
-            "validation": {key: float(metrics[key]) for key in REGRESSION_VALIDATION_METRICS},
-            "validation_size": int(data.validation[1].shape[0]), "ood_name": "none",
-            "ood_status": "off"}
+            **settings.score_point(model, data, seed)}
 
 
-def _run_summary(run: Run, record: dict) -> str:
-    point, validation = run.point, record["validation"]
-    scores = ", ".join(f"{key} {value:.4g}" for key, value in validation.items())
-    if "ece" in validation:  # classification: as it always printed
-        scores = (f"NLL {validation['nll']:.4f}, ECE {validation['ece']:.4f}, acc "
-                  f"{validation['accuracy']:.3f}")
+def _run_summary(settings: TuneSettings, run: Run, record: dict) -> str:
+    point = run.point
     return (f"{point['method']} {point_label(point)} (epochs {point['epochs']}) seed "
-            f"{run.seed}: val {scores}, train {record['train']['seconds']:.1f} s")
+            f"{run.seed}: val {settings.scores_text(record['validation'])}, train "
+            f"{record['train']['seconds']:.1f} s")
 
 
 def aggregate(points: list[dict], settings: TuneSettings, finished: dict) -> list[dict]:
@@ -304,13 +235,12 @@ def aggregate(points: list[dict], settings: TuneSettings, finished: dict) -> lis
         row = {"method": point["method"], "label": point_label(point), "id": name,
                "options": point["options"], "epochs": point["epochs"],
                "epochs_factor": point["epochs_factor"], "seeds": len(records)}
-        validation, _ = task_metrics(settings)
-        for key in validation:
+        for key in settings.validation_metrics:
             row[key] = mean_std([r["validation"][key] for r in records])
         row["ood_auroc"] = (mean_std([r["ood"][OOD_SCORE]["auroc"] for r in records])
                             if all("ood" in r for r in records) else None)
         row["train_loss"] = mean_std([r["train"]["loss"] for r in records])
-        fit = FIT_METRIC[settings.task]
+        fit = settings.fit_metric
         row[f"train_{fit}"] = mean_std([r["train"][fit] for r in records])
         row["train_seconds"] = mean_std([r["train"]["seconds"] for r in records])
         rows.append(row)
@@ -347,7 +277,7 @@ def summarise(settings: TuneSettings, rows: list[dict], costs: dict, budget: dic
     fronts = {}
     for kind in COST_KINDS:
         ratios = [row["cost"][BUDGET_ENTRIES[kind]] for row in rows]
-        for metric in task_metrics(settings)[1]:
+        for metric in settings.front_metrics:
             indices = pareto_front(ratios, [row[metric]["mean"] for row in rows])
             fronts[f"{kind}/{metric}"] = [rows[i]["id"] for i in indices]
     for row in rows:
@@ -359,7 +289,7 @@ def summarise(settings: TuneSettings, rows: list[dict], costs: dict, budget: dic
         picks[method] = None if best is None else best["id"]
     for row in rows:
         row["picked"] = picks.get(row["method"]) == row["id"]
-    result = {
+    return {
         "dataset": settings.dataset,
         "command": command,
         "settings": settings.to_dict(),
@@ -368,20 +298,15 @@ def summarise(settings: TuneSettings, rows: list[dict], costs: dict, budget: dic
             "seeds": settings.seed_list, "validation_fraction": settings.validation_fraction,
             "selection": "lowest mean validation NLL per method (ties: lower latency), among "
                          "the points within the budget; the test set is never used",
-            "ood": f"AUROC of the predictive entropy, validation split vs the OOD set's test "
-                   f"split ({settings.ood})",
+            "ood": settings.ood_protocol(),
             "cost": costs["protocol"],
         },
         "budget": {"text": settings.budget, "limits": budget},
         "rows": rows,
         "fronts": fronts,
         "picks": picks,
+        **settings.report_keys(),
     }
-    if settings.task == "regression":  # the report's columns (classification: its defaults)
-        result["protocol"]["ood"] = "none (the regression sets have no OOD pair)"
-        result["columns"] = REGRESSION_COLUMNS
-        result["task"] = "regression"
-    return result
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -401,9 +326,7 @@ def write_outputs(out: Path, result: dict, settings: TuneSettings) -> None:
 def check_tuned_toml(path: Path, result: dict, settings: TuneSettings) -> None:
     """Raise if the benchmark, reading ``path``, would not build and train each picked point
     exactly as tune did (a guard on :func:`tuned_toml`)."""
-    benchmark = RegressionBenchmarkSettings if settings.task == "regression" \
-        else BenchmarkSettings
-    bench = benchmark.from_sources(path, {"out": settings.out})
+    bench = settings.benchmark_settings.from_sources(path, {"out": settings.out})
     rows = {row["id"]: row for row in result["rows"]}
     for method, name in result["picks"].items():
         if name is None:

@@ -1,5 +1,8 @@
 """``ensemblekit tune``'s settings: which methods, the grid of each method's own knobs, the
-budget and how the cost is timed (the run itself: :mod:`~ensemblekit.experiments.tune`)."""
+budget and how the cost is timed; and, one class per task, everything the tune run does
+differently for that task: the metrics it keeps and sets against cost, how it reads the data
+and scores a trained point, what the report shows, which benchmark reads its ``tuned.toml``
+(the run itself: :mod:`~ensemblekit.experiments.tune`)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,9 @@ from dataclasses import dataclass, field
 
 from .._validation import check_float, check_int
 from ..methods import available_methods, method_entries
+from ..metrics import evaluate_predictions, evaluate_regression
+from ..predict import member_samples, predict
+from .benchmark import BenchmarkSettings
 from .checks import (
     METHOD_EPOCHS,
     check_keys,
@@ -18,7 +24,10 @@ from .checks import (
 )
 from .config import Settings, merge_method_options
 from .cost import parse_budget
-from .runs import ResumableRuns
+from .regression_benchmark import RegressionBenchmarkSettings
+from .regression_protocol import load_regression_data, predict_gaussian
+from .runs import Log, ResumableRuns
+from .splits import load_experiment_data
 
 #: The grid key that scales a method's training epochs (not a build option).
 EPOCHS_FACTOR = "epochs_factor"
@@ -74,6 +83,13 @@ class TuneSettings(ResumableRuns, Settings):
 
     command = "tune"
     uses_recipe_method_options = False
+    #: The validation metrics kept per point (lower is better but for accuracy), those the
+    #: Pareto fronts set against cost, and what a point's training fit reports beside its loss.
+    validation_metrics = ("nll", "ece", "brier", "accuracy")
+    front_metrics = ("nll", "ece")
+    fit_metric = "accuracy"
+    #: The settings ``ensemblekit benchmark`` reads the written ``tuned.toml`` with.
+    benchmark_settings = BenchmarkSettings
 
     #: Keys that do not change a finished grid point's result: a rerun may change them freely
     #: (a point's own options are part of its record, so a changed grid resumes too).
@@ -97,6 +113,43 @@ class TuneSettings(ResumableRuns, Settings):
             raise ValueError("tune scores every configuration on the validation split, but "
                              "validation_fraction is 0; set it above 0 (default: the "
                              "dataset's, e.g. 0.2 for digits)")
+
+    # -- what the tune run does with them (one override per task) -------------------------
+
+    def load_data(self, log: Log):
+        """What every point trains on and is scored on (with the validation split)."""
+        return load_experiment_data(self, ood=self.ood, log=log)
+
+    def score_point(self, model, data, seed: int) -> dict:
+        """A trained point's validation scores, as its record keeps them: one pass over the
+        validation split and one over the OOD set (when there is one)."""
+        options = dict(dataset=self.dataset, batch_size=self.eval_batch_size, seed=seed,
+                       num_samples=member_samples(model, None))
+        validation = predict(model, data.validation, **options)
+        ood_logits = None if data.ood is None else predict(model, data.ood, **options).logits
+        metrics = evaluate_predictions(validation.logits, validation.labels,
+                                       ood_member_logits=ood_logits)
+        scores = {"validation": {key: float(metrics[key]) for key in self.validation_metrics},
+                  "validation_size": int(validation.labels.shape[0]),
+                  "ood_name": data.ood_name, "ood_status": data.ood_status}
+        if "ood" in metrics:
+            scores["ood"] = metrics["ood"]
+        return scores
+
+    def scores_text(self, validation: dict) -> str:
+        """A point's validation scores in the run's log line."""
+        return (f"NLL {validation['nll']:.4f}, ECE {validation['ece']:.4f}, acc "
+                f"{validation['accuracy']:.3f}")
+
+    def ood_protocol(self) -> str:
+        """How ``tune.json``'s protocol states the OOD score."""
+        return (f"AUROC of the predictive entropy, validation split vs the OOD set's test "
+                f"split ({self.ood})")
+
+    def report_keys(self) -> dict:
+        """What ``tune.json`` adds for the report (none: the report's defaults are these
+        metrics' columns)."""
+        return {}
 
 
 def check_grid(grid, backbone: str | None = None) -> dict:
@@ -145,3 +198,39 @@ class RegressionTuneSettings(TuneSettings):
     seeds: int = 2  # the diabetes validation split is 35 inputs: one seed's pick is noisy
 
     task = "regression"
+    #: The members' mixture NLL and CRPS, the quantile calibration error, RMSE (original
+    #: units; all lower is better); the fronts' metrics; the training fit.
+    validation_metrics = ("nll", "calibration_error", "crps", "rmse")
+    front_metrics = ("nll", "calibration_error")
+    fit_metric = "rmse"
+    benchmark_settings = RegressionBenchmarkSettings
+    #: How the tune report names a regression point's columns (``report.tune.columns``).
+    report_columns = {
+        "validation": [["nll", "NLL"], ["calibration_error", "cal. error"], ["rmse", "RMSE"]],
+        "fit": ["train_rmse", "train RMSE"],
+        "csv": [*validation_metrics, "train_loss", "train_rmse"],
+    }
+
+    def load_data(self, log: Log):
+        return load_regression_data(self)
+
+    def score_point(self, model, data, seed: int) -> dict:
+        """The validation scores in the targets' original units (no OOD set: the regression
+        sets have none)."""
+        validation = predict_gaussian(model, data.validation[0], seed=seed,
+                                      batch_size=self.eval_batch_size)
+        units = data.standardization
+        metrics = evaluate_regression(*units.to_original(*validation),
+                                      units.original_targets(data.validation[1]))
+        return {"validation": {key: float(metrics[key]) for key in self.validation_metrics},
+                "validation_size": int(data.validation[1].shape[0]), "ood_name": "none",
+                "ood_status": "off"}
+
+    def scores_text(self, validation: dict) -> str:
+        return ", ".join(f"{key} {value:.4g}" for key, value in validation.items())
+
+    def ood_protocol(self) -> str:
+        return "none (the regression sets have no OOD pair)"
+
+    def report_keys(self) -> dict:
+        return {"columns": self.report_columns, "task": self.task}

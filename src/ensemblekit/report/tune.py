@@ -222,7 +222,8 @@ def tune_markdown(result: dict, cost_entries: dict[str, str]) -> str:
 
 
 def _task_flag(result: dict) -> str:
-    return " --task regression" if result.get("task") == "regression" else ""
+    """The benchmark's ``--task`` flag (a result names its task unless it is the default)."""
+    return f" --task {result['task']}" if "task" in result else ""
 
 
 def _scores(row: dict, shown: dict) -> str:
