@@ -122,12 +122,13 @@ class Settings:
         # (not OOD-only sets, corrupted test sets such as cifar10_c, or another task's sets).
         trainable = [name for name in data.available_datasets()
                      if _trains_on(data.dataset_info(name), self.task)]
-        if self.dataset in data.available_datasets() and self.dataset not in trainable \
-                and _trains_on(data.dataset_info(self.dataset), _other_task(self.task)):
-            raise ValueError(f"dataset {self.dataset!r} is a {_other_task(self.task)} set, but "
-                             f"`{self.command or 'this experiment'}` runs {self.task} here; pass "
-                             f"--task {_other_task(self.task)} or pick one of: "
-                             f"{', '.join(trainable)}")
+        if self.dataset in data.available_datasets() and self.dataset not in trainable:
+            info = data.dataset_info(self.dataset)
+            if _trains_on(info, info.task):  # a training set of another task: say which
+                raise ValueError(f"dataset {self.dataset!r} is a {info.task} set, but "
+                                 f"`{self.command or 'this experiment'}` runs {self.task} here; "
+                                 f"pass --task {info.task} or pick one of: "
+                                 f"{', '.join(trainable)}")
         check_choice("dataset", self.dataset, trainable)
         check_choice("backbone", self.backbone, models.available_backbones())
         if self.width is not None:
@@ -233,10 +234,6 @@ def _trains_on(info, task: str) -> bool:
     return info.num_classes > 0 or info.is_regression
 
 
-def _other_task(task: str) -> str:
-    return "regression" if task == "classification" else "classification"
-
-
 def resolve(settings_class: type[Settings], config: str | os.PathLike | None = None,
             overrides: dict | None = None, *, defaults: dict | None = None) -> dict:
     """The keyword arguments of ``settings_class`` from four layers, lowest first.
@@ -262,11 +259,11 @@ def resolve(settings_class: type[Settings], config: str | os.PathLike | None = N
 
     Unknown keys raise, naming them. Values are checked later, by ``validate``.
     """
-    field_defaults = {f.name: f.default for f in dataclasses.fields(settings_class)
-                      if f.default is not dataclasses.MISSING}
-    field_defaults.update(defaults or {})
-    values = {**(defaults or {}),
-              **(load_config(config, settings_class) if config is not None else {})}
+    # the caller's defaults lie under everything else: never "given" (which decides the
+    # recipe's tables), only filled in where no other layer set the key
+    field_defaults = {**{f.name: f.default for f in dataclasses.fields(settings_class)
+                         if f.default is not dataclasses.MISSING}, **(defaults or {})}
+    values = load_config(config, settings_class) if config is not None else {}
     overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
     given = {**values, **overrides}
     recipe = recipe_for(given.get("dataset", settings_class.dataset))
@@ -288,7 +285,7 @@ def resolve(settings_class: type[Settings], config: str | os.PathLike | None = N
                 values["method_options"] = {
                     method: _without_globals(method, table, {key: value})
                     for method, table in values["method_options"].items()}
-    check_keys(values, settings_class, source="settings")
+    check_keys({**(defaults or {}), **values}, settings_class, source="settings")
     filled = ("backbone", "width", "hidden") if recipe_backbone else ()
     for key in (*filled, "epochs", "threads"):
         if values.get(key, field_defaults.get(key)) is None and key in recipe:
@@ -297,7 +294,7 @@ def resolve(settings_class: type[Settings], config: str | os.PathLike | None = N
     if values.get("out", field_defaults.get("out")) is None:
         dataset = values.get("dataset", field_defaults.get("dataset"))
         values["out"] = str(Path("runs") / f"{settings_class.command}-{dataset}")
-    return values
+    return {**(defaults or {}), **values}
 
 
 def global_options(method: str) -> dict[str, str]:
