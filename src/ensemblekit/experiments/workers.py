@@ -23,6 +23,7 @@ import os
 import signal
 import threading
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import wait
 
@@ -67,23 +68,25 @@ def compute_in_workers(runs: list, compute: Callable, jobs: int) -> Iterator[tup
         process.start()
         worker_end.close()
         workers.append((process, parent_end))
-    waiting = list(runs)
+    waiting = deque(runs)
     busy: dict = {}  # parent_end -> (process, run)
+
+    def hand_out(process, connection) -> None:
+        """Send ``process`` the next waiting run, if any."""
+        if waiting:
+            busy[connection] = (process, waiting.popleft())
+            connection.send(busy[connection][1])
+
     finished = False
     try:
         for process, connection in workers:
-            if waiting:
-                connection.send(waiting[0])
-                busy[connection] = (process, waiting.pop(0))
+            hand_out(process, connection)
         while busy:
             # a worker's end is readable when it replied, and at EOF when it died
-            ready = wait(list(busy))
-            for connection in [c for c in list(busy) if c in ready]:
+            for connection in wait(list(busy)):
                 process, run = busy.pop(connection)
                 result = _receive(connection, process, run)
-                if waiting:
-                    connection.send(waiting[0])
-                    busy[connection] = (process, waiting.pop(0))
+                hand_out(process, connection)
                 yield run, result
         finished = True
     finally:
@@ -110,7 +113,7 @@ def _stop(workers: list, *, gracefully: bool) -> None:
         if gracefully:
             try:
                 connection.send(None)
-            except (BrokenPipeError, OSError):
+            except OSError:
                 pass  # it has already exited
         elif process.is_alive():
             process.terminate()
